@@ -1,0 +1,171 @@
+"""HTTP for feed collectors: one GET with timeouts, a body-size cap and failure classification.
+
+Feeds are fetched with ``requests`` and only then handed to feedparser as bytes, because
+feedparser's own fetching has no size cap and no connect/read timeouts, and the body of an
+outside server is untrusted.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+
+# Query parameters whose values are secrets in some feed URLs (private feeds, API gateways).
+_SECRET_PARAM = re.compile(r"(key|token|secret|pass|pwd|sig|auth|session|credential)", re.IGNORECASE)
+
+# Statuses that will not change by asking again: the feed is gone or we may not read it.
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 451})
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password and with secret-looking query values masked, for messages
+    and logs (a feed URL from the config may carry credentials)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if ":" in netloc:  # IPv6 literal
+            netloc = f"[{netloc}]"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        return "<unparseable URL>"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*:")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (epoch): delay-seconds or an HTTP-date (RFC 9110
+    10.2.3).  None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+class FetchFailure(Exception):
+    """One URL could not be fetched.  ``message`` is one line and already names the (redacted) URL."""
+
+    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    status: int  # 200 or 304
+    headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict)
+    body: bytes
+    url: str  # after redirects
+
+
+def get_capped(
+    session: requests.Session,
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    max_bytes: int = 5_000_000,
+    now: Callable[[], float] = time.time,
+) -> FetchResult:
+    """GET ``url`` and return its body (at most ``max_bytes``, after content decoding, so a gzip
+    bomb is capped too).  ``timeout`` is both the connect and the per-read timeout, and the whole
+    download must also finish within ``3 * timeout`` (a server dripping one byte per second never
+    trips a read timeout).  Raises :class:`FetchFailure` for anything but 2xx / 304."""
+    shown = redact_url(url)
+    deadline = time.monotonic() + 3 * timeout
+    try:
+        response = session.get(url, headers=dict(headers or {}), timeout=(timeout, timeout), stream=True)
+    except requests.Timeout as exc:
+        what = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
+        raise FetchFailure(f"{shown}: timed out ({what}, {timeout:g}s)", permanent=False) from None
+    except requests.TooManyRedirects:
+        raise FetchFailure(f"{shown}: too many redirects", permanent=True) from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema) as exc:
+        raise FetchFailure(f"{shown}: invalid URL ({type(exc).__name__})", permanent=True) from None
+    except requests.ConnectionError as exc:
+        # requests' messages embed the full URL (query string included): name only the cause.
+        raise FetchFailure(f"{shown}: cannot connect ({_root_cause(exc)})", permanent=False) from None
+    except requests.RequestException as exc:
+        raise FetchFailure(f"{shown}: request failed ({type(exc).__name__})", permanent=False) from None
+    with response:
+        status = response.status_code
+        if status == 304:
+            return FetchResult(304, response.headers, b"", response.url)
+        if not 200 <= status < 300:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), now())
+            reason = (response.reason or "").strip()[:60]
+            label = f"HTTP {status}" + (f" {reason}" if reason else "")
+            if status == 429:
+                raise FetchFailure(f"{shown}: rate limited ({label})", permanent=False,
+                                   retry_after=retry_after, status=status)
+            if status in PERMANENT_STATUSES or (400 <= status < 500 and status not in (408, 425)):
+                raise FetchFailure(f"{shown}: {label}", permanent=True, status=status)
+            raise FetchFailure(f"{shown}: {label}", permanent=False, retry_after=retry_after, status=status)
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise FetchFailure(f"{shown}: body of {int(declared)} bytes exceeds the {max_bytes}-byte limit",
+                               permanent=False)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FetchFailure(f"{shown}: body exceeds the {max_bytes}-byte limit", permanent=False)
+                if time.monotonic() > deadline:
+                    raise FetchFailure(f"{shown}: download took longer than {3 * timeout:g}s", permanent=False)
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            # The text is only read to classify (urllib3 wraps a read timeout mid-body in a
+            # ConnectionError); it is never shown, since it embeds the URL.
+            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
+            kind = f"timed out (read, {timeout:g}s)" if timed_out else f"body read failed ({type(exc).__name__})"
+            raise FetchFailure(f"{shown}: {kind}", permanent=False) from None
+        return FetchResult(status, response.headers, b"".join(chunks), response.url)
+
+
+def _root_cause(exc: BaseException) -> str:
+    # Walk to the innermost OS-level error ("ConnectionRefusedError") without its text.
+    seen = 0
+    cause: BaseException | None = exc
+    last = exc
+    while cause is not None and seen < 10:
+        last = cause
+        nxt = cause.__cause__ or cause.__context__
+        reason = getattr(cause, "reason", None)
+        cause = reason if isinstance(reason, BaseException) else nxt
+        seen += 1
+    return type(last).__name__
+
+
+def utc_now(now: Callable[[], float | datetime]) -> datetime:
+    """Call an injected clock that returns epoch seconds (the project's ``clock.now``) or a datetime."""
+    value = now()
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(float(value), tz=timezone.utc)

@@ -1,0 +1,244 @@
+"""Slack channel: one marketing and one ops message per incident, updated in place and threaded.
+
+First notification of an incident: ``chat.postMessage`` to each configured channel; the receipt
+(``{"marketing": {"channel", "ts"}, "ops": {...}}``) is what later notifications need.  Later
+notifications (``previous_receipt`` set): ``chat.update`` the original message so the channel
+always shows the current state, and a threaded reply that says what changed, so the people who
+follow the thread get a notification (an edit alone notifies nobody).
+
+Errors become :class:`ChannelError`, sorted the way Slack documents them
+(https://api.slack.com/methods/chat.postMessage#errors, https://api.slack.com/docs/rate-limits):
+bad token, missing scope, gone channel are permanent; 429, 5xx, timeouts are transient.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import urllib.error
+from typing import Any, Callable, Mapping
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
+
+from notifier import slack_blocks
+from notifier.base import ChannelError, Notification
+from notifier.escape import log_text
+
+log = logging.getLogger(__name__)
+
+# Retrying cannot help: the token, the app's scopes, the channel or the message itself is wrong.
+PERMANENT_ERRORS = frozenset(
+    {
+        "not_authed", "invalid_auth", "account_inactive", "token_revoked", "token_expired", "no_permission",
+        "missing_scope", "not_allowed_token_type", "org_login_required", "ekm_access_denied",
+        "team_access_not_granted", "two_factor_setup_required", "access_denied", "enterprise_is_restricted",
+        "channel_not_found", "is_archived", "not_in_channel", "restricted_action", "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel", "restricted_action_non_threadable_channel",
+        "msg_too_long", "no_text", "too_many_attachments", "invalid_blocks", "invalid_blocks_format",
+        "invalid_attachments", "invalid_arguments", "invalid_arg_name", "invalid_array_arg", "invalid_charset",
+        "invalid_form_data", "invalid_post_type", "missing_post_type", "invalid_metadata_format",
+        "invalid_metadata_schema", "metadata_too_large", "cant_update_message", "edit_window_closed",
+        "message_not_found", "thread_not_found", "as_user_not_supported", "duplicate_channel_not_found",
+        "unknown_method", "deprecated_endpoint", "method_deprecated", "not_allowed",
+    }
+)
+# Slack's side is down or busy; the docs say to retry these.
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+     "team_added_to_org", "message_limit_exceeded"}
+)
+# The original message is gone or frozen: post a fresh one rather than give up the incident.
+_REPOST_ON_UPDATE_ERRORS = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
+AUDIENCES = ("marketing", "ops")
+
+
+class SlackChannelError(ChannelError):
+    """A :class:`ChannelError` that also carries what was already posted before the failure
+    (``partial_receipt``), so a retry can update those messages instead of posting them twice."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None,
+                 error: str | None = None, partial_receipt: dict[str, Any] | None = None):
+        super().__init__(message, permanent=permanent, retry_after=retry_after)
+        self.error = error  # Slack's error code, e.g. "channel_not_found"
+        self.partial_receipt = partial_receipt or {}
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == "retry-after":
+            v = v[0] if isinstance(v, (list, tuple)) and v else v
+            try:
+                return max(0.0, float(v))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def classify_slack_error(exc: BaseException, what: str) -> SlackChannelError:
+    """Turn a slack_sdk / network exception into a typed error.  ``what`` names the call
+    (``chat.postMessage #ops``).  Never includes request headers (the token lives there)."""
+    if isinstance(exc, SlackApiError):
+        resp = exc.response
+        status = getattr(resp, "status_code", 0) or 0
+        data = resp.data if isinstance(getattr(resp, "data", None), dict) else {}
+        error = str(data.get("error") or "")
+        if status == 429 or error in ("ratelimited", "rate_limited"):
+            ra = _retry_after(getattr(resp, "headers", None))
+            return SlackChannelError(f"slack {what}: rate limited (retry after {ra if ra is not None else '?'} s)",
+                                     retry_after=ra, error="ratelimited")
+        if status >= 500:
+            return SlackChannelError(f"slack {what}: HTTP {status} from Slack", retry_after=_retry_after(resp.headers), error=f"http_{status}")
+        if error in PERMANENT_ERRORS:
+            return SlackChannelError(f"slack {what}: {error}", permanent=True, error=error)
+        if error in TRANSIENT_ERRORS:
+            return SlackChannelError(f"slack {what}: {error}", error=error)
+        if status in (400, 401, 403, 404, 410):
+            # A wrong api_url or a proxy refusing us: no retry will fix configuration.
+            return SlackChannelError(f"slack {what}: HTTP {status}" + (f" {log_text(error, 80)}" if error else ""),
+                                     permanent=True, error=error or f"http_{status}")
+        # An error code we do not know yet, or a proxy's non-JSON page: retry (bounded by the
+        # caller) rather than silence a channel for good on a guess.
+        return SlackChannelError(f"slack {what}: {log_text(error or f'HTTP {status}', 120)}", error=error or None)
+    if isinstance(exc, SlackRequestError):
+        # slack_sdk refused to send (bad arguments): our bug, retrying sends the same thing.
+        return SlackChannelError(f"slack {what}: invalid request: {log_text(exc, 120)}", permanent=True)
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return SlackChannelError(f"slack {what}: timed out", error="timeout")
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return SlackChannelError(f"slack {what}: TLS certificate rejected: {log_text(reason, 120)}", permanent=True)
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            return SlackChannelError(f"slack {what}: timed out", error="timeout")
+        return SlackChannelError(f"slack {what}: cannot connect: {log_text(reason, 120)}", error="connection")
+    if isinstance(exc, (ConnectionError, OSError)):
+        return SlackChannelError(f"slack {what}: connection failed: {log_text(exc, 120)}", error="connection")
+    if isinstance(exc, SlackClientError):
+        return SlackChannelError(f"slack {what}: {log_text(exc, 120)}")
+    raise TypeError(f"not a Slack transport error: {type(exc).__name__}")
+
+
+class SlackChannel:
+    """Posts the marketing and ops messages.  At least one of the two channels must be set.
+
+    ``chart``: optional ``notification -> PNG bytes | None``; when it returns bytes the chart is
+    uploaded (``files_upload_v2``) into the marketing message's thread.  ``actions``: suggested
+    actions listed on the ops message.  ``client``: an existing WebClient (tests, proxies).
+    """
+
+    name = "slack"
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        api_url: str = "https://slack.com/api/",
+        marketing_channel: str | None = None,
+        ops_channel: str | None = None,
+        timeout: float = 10,
+        client: WebClient | None = None,
+        chart: Callable[[Notification], bytes | None] | None = None,
+        actions: tuple[str, ...] = (),
+        buttons: bool = True,
+    ):
+        if not marketing_channel and not ops_channel:
+            raise ValueError("SlackChannel needs marketing_channel or ops_channel (or both)")
+        if client is None and not token:
+            raise ValueError("SlackChannel needs a bot token (SLACK_BOT_TOKEN)")
+        self.api_url = api_url
+        self.targets = {"marketing": marketing_channel, "ops": ops_channel}
+        self.timeout = timeout
+        self._chart = chart
+        self._actions = tuple(actions)
+        self._buttons = buttons
+        # retry_handlers=[]: slack_sdk's default handler retries connection errors in-process.  A
+        # worker must not sleep inside a send; the notify task owns retries (with backoff and
+        # Retry-After), so every failure surfaces here at once as a ChannelError.
+        self._client = client or WebClient(token=token, base_url=api_url, timeout=timeout, retry_handlers=[])  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:  # no token, ever
+        return (f"SlackChannel(api_url={self.api_url!r}, marketing_channel={self.targets['marketing']!r}, "
+                f"ops_channel={self.targets['ops']!r})")
+
+    # ---- rendering ------------------------------------------------------------------------------
+
+    def render(self, n: Notification, audience: str) -> list[dict[str, Any]]:
+        if audience == "marketing":
+            return slack_blocks.marketing_blocks(n)
+        return slack_blocks.ops_blocks(n, buttons=self._buttons, actions=self._actions)
+
+    # ---- sending --------------------------------------------------------------------------------
+
+    def _call(self, method: str, where: str, **kwargs: Any) -> dict[str, Any]:
+        fn = getattr(self._client, method.replace(".", "_"))
+        try:
+            return fn(**kwargs).data  # type: ignore[no-any-return]
+        except (SlackClientError, OSError) as e:
+            # ``from None``: the slack_sdk exception holds the request arguments (headers with the
+            # token); our message keeps everything a human needs.
+            raise classify_slack_error(e, f"{method} {where}") from None
+
+    def send(self, notification: Notification) -> dict[str, Any] | None:
+        n = notification
+        previous = n.previous_receipt or {}
+        receipt: dict[str, Any] = {}
+        for audience in AUDIENCES:
+            target = self.targets[audience]
+            if not target:
+                continue
+            try:
+                receipt[audience] = self._send_one(n, audience, target, previous.get(audience))
+            except SlackChannelError as e:
+                # Keep what was already delivered (earlier audiences, and the untouched receipts
+                # of a retry) so the caller can store it and a retry updates instead of re-posting.
+                e.partial_receipt = {**{k: v for k, v in previous.items() if k in AUDIENCES}, **receipt}
+                raise
+        return receipt
+
+    def _send_one(self, n: Notification, audience: str, target: str, old: dict[str, Any] | None) -> dict[str, Any]:
+        blocks = self.render(n, audience)
+        text = slack_blocks.fallback_text(n)
+        if old and old.get("channel") and old.get("ts"):
+            try:
+                self._call("chat.update", f"{audience} {old['channel']}", channel=old["channel"], ts=old["ts"], text=text, blocks=blocks)
+            except SlackChannelError as e:
+                if e.error not in _REPOST_ON_UPDATE_ERRORS:
+                    raise
+                log.warning("slack: %s message %s is gone (%s); posting a new one", audience, old["ts"], e.error)
+                return self._post_new(n, audience, target, text, blocks)
+            entry = {"channel": old["channel"], "ts": old["ts"]}
+            replied = list(old.get("replied") or [])
+            if n.event in ("escalated", "resolved") and n.key not in replied:
+                r = self._call("chat.postMessage", f"{audience} thread {old['ts']}", channel=old["channel"], thread_ts=old["ts"],
+                               text=slack_blocks.change_text(n), blocks=slack_blocks.change_blocks(n))
+                entry["last_reply_ts"] = r.get("ts")
+                replied.append(n.key)
+            elif old.get("last_reply_ts"):
+                entry["last_reply_ts"] = old["last_reply_ts"]
+            if replied:
+                entry["replied"] = replied
+            return entry
+        return self._post_new(n, audience, target, text, blocks)
+
+    def _post_new(self, n: Notification, audience: str, target: str, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
+        r = self._call("chat.postMessage", f"{audience} {target}", channel=target, text=text, blocks=blocks)
+        entry: dict[str, Any] = {"channel": r["channel"], "ts": r["ts"]}
+        if audience == "marketing" and self._chart is not None:
+            self._upload_chart(n, entry)
+        return entry
+
+    def _upload_chart(self, n: Notification, entry: dict[str, Any]) -> None:
+        png = self._chart(n) if self._chart else None
+        if not png:
+            return
+        try:
+            self._call("files.upload_v2", f"chart {entry['channel']}", channel=entry["channel"], thread_ts=entry["ts"],
+                       content=png, filename=f"surge-{n.incident_id}.png", title=f"{n.brand}: mentions per minute")
+            entry["chart"] = True
+        except SlackChannelError as e:
+            # The alert itself is out; a missing chart (often a missing files:write scope) must not
+            # turn into a retry that would post the alert twice.
+            log.warning("slack: chart upload failed: %s", e)
+            entry["chart"] = False

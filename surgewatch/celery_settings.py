@@ -1,0 +1,93 @@
+"""All Celery settings in one place (treeherder's rule): queues, acks, limits and the beat schedule.
+
+The beat schedule is built from the SurgeWatch config: one ``collect`` per brand x source at the
+source's interval, one ``evaluate`` per brand per detector bucket.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from surgewatch import clock
+from surgewatch.config import Settings, load_settings
+
+CONFIG_ENV = "SURGEWATCH_CONFIG"
+
+QUEUES = ("collect", "detect", "notify")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Beat entries, each naming its queue.  ``speed`` > 1 compresses the schedule for the demo's
+    simulated clock (intervals are simulated seconds)."""
+    schedule: dict[str, dict[str, Any]] = {}
+    for brand in settings.brands:
+        for source_name, source in settings.sources.enabled().items():
+            schedule[f"collect-{source_name}-{_slug(brand.name)}"] = {
+                "task": "surgewatch.collect",
+                "schedule": timedelta(seconds=source.interval / speed),
+                "args": (source_name, brand.name),
+                "options": {"queue": "collect", "expires": source.interval / speed},
+            }
+        schedule[f"evaluate-{_slug(brand.name)}"] = {
+            "task": "surgewatch.evaluate",
+            "schedule": timedelta(seconds=settings.detector.bucket_seconds / speed),
+            "args": (brand.name,),
+            "options": {"queue": "detect", "expires": settings.detector.bucket_seconds / speed},
+        }
+    return schedule
+
+
+def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
+    broker_url = settings.broker.url if settings else "sqla+sqlite:///surgewatch-broker.db"
+    conf: dict[str, Any] = {
+        "broker_url": broker_url,
+        # Results are not used: tasks write what they produce to the store.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": settings.timezone if settings else "UTC",
+        "enable_utc": True,
+        "task_queues": [Queue(q, Exchange(q), routing_key=q) for q in QUEUES],
+        "task_default_queue": "collect",
+        "task_create_missing_queues": False,
+        "task_routes": {
+            "surgewatch.collect": {"queue": "collect"},
+            "surgewatch.evaluate": {"queue": "detect"},
+            "surgewatch.notify": {"queue": "notify"},
+        },
+        # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
+        # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the
+        # store before sending.  So acknowledge late, and let a message whose worker died be redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # A poll that hangs must not block a worker: requests have their own timeouts; these are the backstop.
+        "task_soft_time_limit": 60,
+        "task_time_limit": 90,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": beat_schedule(settings, speed) if settings else {},
+    }
+    if broker_url.startswith("sqla+"):
+        # kombu's SQL transport polls; a short interval keeps the embedded default responsive.
+        conf["broker_transport_options"] = {"polling_interval": 0.1 if speed > 1 else 0.5}
+    elif broker_url.startswith(("redis://", "rediss://")):
+        # A task not acked within the visibility timeout is redelivered: keep it above the time limit.
+        conf["broker_transport_options"] = {"visibility_timeout": 600}
+    if speed > 1:
+        conf["beat_max_loop_interval"] = 0.2
+    return conf
+
+
+def from_environment() -> dict[str, Any]:
+    path = os.environ.get(CONFIG_ENV)
+    settings = load_settings(path) if path else None
+    return build(settings, clock.speed())

@@ -1,0 +1,330 @@
+"""The ``surgewatch`` command.  Every subcommand has ``--help``; errors are one clear line, never a
+traceback (the full traceback only with ``--debug``)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from surgewatch.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="surgewatch",
+    help="Warns you before your website is flooded: brand mentions -> spike detection -> alerts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    "surgewatch.yaml", "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
+)
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            err.print(f"{exc.source}: {line}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _use_config(path: Path) -> Settings:
+    """Load the config and point every process we start (worker, beat) at it."""
+    settings = load_or_exit(path)
+    os.environ["SURGEWATCH_CONFIG"] = str(path.resolve())
+    return settings
+
+
+def _warn_missing_credentials(settings: Settings) -> None:
+    from surgewatch.registry import MissingCredential, build_channel, configured_channels
+
+    for name in configured_channels(settings):
+        try:
+            build_channel(settings, name)
+        except MissingCredential as exc:
+            err.print(f"warning: {exc}; that channel will not send", markup=False, highlight=False)
+
+
+@app.command("check-config")
+def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
+    """Validate a configuration file: every error with its key path; exit 1 if any."""
+    settings = load_or_exit(file)
+    from surgewatch.celery_settings import beat_schedule
+
+    out.print(f"[green]ok[/]: {file}", highlight=False)
+    out.print(f"  brands:   {', '.join(b.name for b in settings.brands)}", highlight=False, markup=False)
+    out.print(f"  sources:  {', '.join(settings.sources.enabled()) or '(none)'}", highlight=False, markup=False)
+    from surgewatch.registry import configured_channels
+
+    out.print(f"  channels: {', '.join(configured_channels(settings)) or '(none)'}", highlight=False, markup=False)
+    out.print(f"  store:    {_redact_url(settings.store.url)}", highlight=False, markup=False)
+    out.print(f"  broker:   {_redact_url(settings.broker.url)}", highlight=False, markup=False)
+    out.print(f"  schedule: {len(beat_schedule(settings))} beat entries", highlight=False, markup=False)
+    _warn_missing_credentials(settings)
+
+
+def _redact_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _celery_app():
+    from surgewatch.celery_app import app as celery_app
+
+    return celery_app
+
+
+@app.command()
+def run(
+    config: Path = ConfigOption,
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    data_dir: Path = typer.Option(Path("."), help="Where beat keeps its schedule file."),
+) -> None:
+    """Run everything in one process: a Celery worker with embedded beat (the embedded default:
+    SQLite broker and store, no server needed)."""
+    settings = _use_config(config)
+    _warn_missing_credentials(settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _celery_app().worker_main(
+        [
+            "worker",
+            "-B",
+            "-Q",
+            "collect,detect,notify",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--schedule",
+            str(data_dir / "surgewatch-beat-schedule"),
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+@app.command()
+def worker(
+    config: Path = ConfigOption,
+    queues: str = typer.Option("collect,detect,notify", "--queues", "-Q", help="Queues to consume."),
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+) -> None:
+    """Run a cluster worker (add more on other machines to scale out)."""
+    settings = _use_config(config)
+    _warn_missing_credentials(settings)
+    _celery_app().worker_main(
+        ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    )
+
+
+@app.command()
+def beat(
+    config: Path = ConfigOption,
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    schedule_file: Path = typer.Option(Path("surgewatch-beat-schedule"), help="Beat's schedule state."),
+) -> None:
+    """Run the scheduler (exactly one per cluster)."""
+    _use_config(config)
+    _celery_app().start(["beat", "--loglevel", loglevel, "--schedule", str(schedule_file)])
+
+
+@app.command()
+def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Source health per brand x source, open incidents and the latest verdict per brand."""
+    settings = load_or_exit(config)
+    from surgewatch.health import SourceHealth
+    from surgewatch.pipeline import Runtime
+
+    rt = Runtime(settings)
+    health = SourceHealth.load_all(rt.store)
+    verdicts = {b.name: rt.store.get_state(f"verdict:{b.name}") for b in settings.brands}
+    incidents = [i for b in settings.brands if (i := rt.store.open_incident(b.name))]
+    if as_json:
+        print(json.dumps({"sources": [h.to_dict() for h in health], "verdicts": verdicts, "open_incidents": incidents}))
+        return
+    table = Table(title="Sources")
+    for col in ("brand", "source", "status", "last success", "last error", "polls", "requests"):
+        table.add_column(col)
+    for h in sorted(health, key=lambda h: (h.brand, h.source)):
+        style = {"ok": "green", "degraded": "yellow", "failing": "red", "disabled": "bold red"}.get(h.status, "")
+        table.add_row(
+            h.brand, h.source, f"[{style}]{h.status}[/]" if style else h.status, _ago(h.last_success),
+            (h.last_error or "")[:80], str(h.polls), str(h.requests),
+        )
+    out.print(table)
+    vt = Table(title="Brands")
+    for col in ("brand", "observed", "expected", "score", "severity", "open incident"):
+        vt.add_column(col)
+    for b in settings.brands:
+        v = verdicts.get(b.name) or {}
+        inc = rt.store.open_incident(b.name)
+        vt.add_row(
+            b.name, f"{v.get('observed', 0):.0f}", f"{v.get('expected', 0):.1f}", f"{v.get('score', 0):.2f}",
+            v.get("severity", "-"), inc["id"] if inc else "",
+        )
+    out.print(vt)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    from surgewatch import clock
+
+    seconds = max(0, clock.now() - ts)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+@app.command()
+def fetch(
+    source: str = typer.Argument(..., help="Source name as in the config (rss, x, reddit, ...)."),
+    brand: str = typer.Option(..., "--brand", "-b", help="Brand name as in the config."),
+    config: Path = ConfigOption,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per mention."),
+) -> None:
+    """Poll one source once for one brand and print what matched (stored cursors are not touched)."""
+    settings = load_or_exit(config)
+    from collectors.base import SourceError
+    from surgewatch import clock
+    from surgewatch.pipeline import Runtime, admit
+    from surgewatch.registry import MissingCredential
+
+    if getattr(settings.sources, source, None) is None:
+        raise fail(f"source {source!r} is not configured (configured: {', '.join(settings.sources.enabled()) or 'none'})")
+    rt = Runtime(settings)
+    try:
+        spec = rt.brand_spec(brand)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    try:
+        # No cursor: a fresh poll shows everything the source has now, and nothing stored moves.
+        batch = rt.collector(source).fetch(spec, None)
+    except (SourceError, MissingCredential) as exc:
+        raise fail(f"{source}: {exc}") from None
+    kept, skipped = admit(batch.mentions, clock.now())
+    rows = [(m, None) for m in kept] + [(m, reason) for m, reason in skipped]
+    rows.sort(key=lambda r: r[0].created_at, reverse=True)
+    for m, reason in rows:
+        if as_json:
+            d = m.to_dict()
+            if reason:
+                d["skipped"] = reason
+            print(json.dumps(d, ensure_ascii=False))
+        else:
+            from notifier.escape import log_text
+
+            tag = f" [skipped: {reason}]" if reason else ""
+            out.print(f"{m.created_at:%Y-%m-%d %H:%M} {m.source}:{m.id} {log_text(m.text)[:120]} {m.url}{tag}",
+                      markup=False, highlight=False)
+    for note in batch.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    if not as_json:
+        out.print(f"{len(kept)} matching, {len(skipped)} skipped", highlight=False)
+
+
+@app.command()
+def incidents(
+    config: Path = ConfigOption,
+    brand: Optional[str] = typer.Option(None, "--brand", "-b", help="Only this brand."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List incidents, newest first."""
+    settings = load_or_exit(config)
+    from surgewatch.pipeline import Runtime
+
+    items = Runtime(settings).store.list_incidents(brand=brand)
+    if as_json:
+        print(json.dumps(items))
+        return
+    table = Table(title="Incidents")
+    for col in ("id", "brand", "status", "severity", "opened", "resolved", "transitions"):
+        table.add_column(col)
+    from surgewatch.pipeline import _iso
+
+    for i in items:
+        table.add_row(i["id"], i["brand"], i["status"], i["severity"], _iso(i["opened_at"]),
+                      _iso(i["resolved_at"]) if i.get("resolved_at") else "", str(len(i["transitions"])))
+    out.print(table)
+
+
+@app.command()
+def backtest(
+    data_dir: Path = typer.Argument(..., help="NAB-format data folder (category folders of timestamp,value CSVs)."),
+    labels: Path = typer.Option(..., "--labels", help="NAB windows JSON (combined_windows.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    nab_results: Optional[Path] = typer.Option(None, "--nab-results", help="Write NAB's results layout here."),
+) -> None:
+    """Run the detector over NAB series and score it with NAB's published scoring."""
+    from surgewatch.backtest import render_report, run_backtest
+
+    if not data_dir.is_dir():
+        raise fail(f"{data_dir} is not a folder")
+    if not labels.is_file():
+        raise fail(f"{labels}: labels file not found")
+    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty())
+    print(render_report(result))
+    if as_json:
+        print(json.dumps(result))
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Use the channels of this config (e.g. local fakes)."),
+    seconds: float = typer.Option(40.0, help="Real seconds the simulated day should take."),
+    keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the demo's store and config in this folder."),
+) -> None:
+    """Run the whole pipeline against a simulated world: a local feed server serves a scripted day
+    (quiet, then a ticket-launch surge), the real collector and Celery tasks run on the embedded
+    default with an accelerated clock, and the alert timeline is printed."""
+    from surgewatch.demo import run_demo
+
+    extra = load_or_exit(config) if config else None
+    code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=keep)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # the last resort: one line, not a traceback (unless --debug)
+        if debug:
+            raise
+        err.print(f"error: {exc.__class__.__name__}: {exc}", markup=False, highlight=False)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The one place that reads the time.
+
+Production uses the wall clock.  ``surgewatch demo`` runs a scripted day in a minute with a
+*simulated* clock shared by every process of the run (the CLI, the Celery worker and its beat):
+``SURGEWATCH_CLOCK=sim:<sim_start>:<real_start>:<speed>`` means "at real time ``real_start`` the
+simulated time was ``sim_start``, and it runs ``speed`` times faster".  Processes agree without
+talking to each other because the mapping is a pure function of the real clock.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+ENV = "SURGEWATCH_CLOCK"
+
+
+@dataclass(frozen=True, slots=True)
+class SimClock:
+    sim_start: float
+    real_start: float
+    speed: float
+
+    def now(self) -> float:
+        return self.sim_start + (time.time() - self.real_start) * self.speed
+
+    def to_env(self) -> str:
+        return f"sim:{self.sim_start!r}:{self.real_start!r}:{self.speed!r}"
+
+    def real_seconds(self, sim_seconds: float) -> float:
+        return sim_seconds / self.speed
+
+    @classmethod
+    def from_env(cls, value: str) -> "SimClock":
+        kind, sim_start, real_start, speed = value.split(":")
+        if kind != "sim" or float(speed) <= 0:
+            raise ValueError(f"{ENV} must look like sim:<sim_start>:<real_start>:<speed>, got {value!r}")
+        return cls(float(sim_start), float(real_start), float(speed))
+
+
+def current_sim() -> SimClock | None:
+    value = os.environ.get(ENV)
+    return SimClock.from_env(value) if value else None
+
+
+def now() -> float:
+    sim = current_sim()
+    return sim.now() if sim else time.time()
+
+
+def speed() -> float:
+    """How many simulated seconds pass per real second (1 outside the demo)."""
+    sim = current_sim()
+    return sim.speed if sim else 1.0

@@ -1,0 +1,337 @@
+"""Typed configuration: YAML in, validated settings out.
+
+Every error names the file, the key path and what was expected; unknown keys are rejected (a typo
+in ``intervall`` must not silently fall back to a default).  Secrets never live in the file: a value
+may be written ``${NAME}`` and is read from the environment, and credential fields are ``SecretStr``
+so they print as ``**********``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration problem.  ``errors`` holds one ``"key.path: message"`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- brands -----------------------------------------------------------------------------------------
+class BrandConfig(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    query: str = Field(min_length=1, max_length=1000, description="Query language: terms, \"phrases\", OR, -exclusions")
+    site: str | None = Field(default=None, description="The site that will take the traffic")
+    runbook_url: str | None = None
+    actions: list[str] = Field(default_factory=list, description="Suggested actions shown to ops")
+
+    @field_validator("query")
+    @classmethod
+    def _query_parses(cls, v: str) -> str:
+        from collectors.query import QueryError, parse_query
+
+        try:
+            parse_query(v)
+        except QueryError as exc:
+            raise ValueError(f"invalid query: {exc}") from None
+        return v
+
+    @field_validator("site")
+    @classmethod
+    def _site_is_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as https://www.acme.example")
+        return v
+
+
+# -- sources ----------------------------------------------------------------------------------------
+class SourceBase(Strict):
+    enabled: bool = True
+    interval: int = Field(default=60, ge=1, le=86400, description="Seconds between polls")
+    timeout: float = Field(default=10.0, gt=0, le=120)
+
+
+class RssSource(SourceBase):
+    feeds: list[str] = Field(min_length=1)
+    max_bytes: int = Field(default=5_000_000, ge=1_000)
+
+    @field_validator("feeds")
+    @classmethod
+    def _feeds_are_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://\S+$", url):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return v
+
+
+class GoogleNewsSource(SourceBase):
+    interval: int = Field(default=300, ge=1, le=86400)
+    api_url: str = "https://news.google.com/rss/search"
+    hl: str = "en-US"
+    gl: str = "US"
+    ceid: str = "US:en"
+
+
+class XSource(SourceBase):
+    api_url: str = "https://api.twitter.com"
+    bearer_token: SecretStr | None = Field(default=None, description="Default: env X_BEARER_TOKEN")
+    max_requests_per_day: int = Field(default=500, ge=1)
+    max_results: int = Field(default=100, ge=10, le=100)
+    max_pages: int = Field(default=3, ge=1, le=50)
+
+
+class RedditSource(SourceBase):
+    api_url: str = "https://oauth.reddit.com"
+    auth_url: str = "https://www.reddit.com"
+    subreddits: list[str] = Field(default_factory=list)
+    comment_subreddits: list[str] = Field(default_factory=list)
+    limit: int = Field(default=100, ge=1, le=100)
+
+
+class HackerNewsSource(SourceBase):
+    api_url: str = "https://hn.algolia.com/api/v1"
+    hits_per_page: int = Field(default=100, ge=1, le=1000)
+
+
+class BlueskySource(SourceBase):
+    api_url: str = "https://public.api.bsky.app"
+
+
+class MastodonSource(SourceBase):
+    api_url: str = "https://mastodon.social"
+    hashtags: list[str] = Field(default_factory=list)
+
+
+class Sources(Strict):
+    rss: RssSource | None = None
+    google_news: GoogleNewsSource | None = None
+    x: XSource | None = None
+    reddit: RedditSource | None = None
+    hackernews: HackerNewsSource | None = None
+    bluesky: BlueskySource | None = None
+    mastodon: MastodonSource | None = None
+
+    def enabled(self) -> dict[str, SourceBase]:
+        return {name: cfg for name in type(self).model_fields if (cfg := getattr(self, name)) is not None and cfg.enabled}
+
+
+# -- channels ---------------------------------------------------------------------------------------
+class ConsoleChannelConfig(Strict):
+    pass
+
+
+class SlackChannelConfig(Strict):
+    api_url: str = "https://slack.com/api/"
+    token: SecretStr | None = Field(default=None, description="Default: env SLACK_BOT_TOKEN")
+    marketing_channel: str | None = None
+    ops_channel: str | None = None
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _needs_a_channel(self) -> "SlackChannelConfig":
+        if not self.marketing_channel and not self.ops_channel:
+            raise ValueError("set marketing_channel, ops_channel or both")
+        return self
+
+
+class PagerDutyChannelConfig(Strict):
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: SecretStr | None = Field(default=None, description="Default: env PAGERDUTY_ROUTING_KEY")
+    min_severity: Literal["watch", "warning", "critical"] = "critical"
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+
+class Channels(Strict):
+    console: ConsoleChannelConfig | None = None
+    slack: SlackChannelConfig | None = None
+    pagerduty: PagerDutyChannelConfig | None = None
+
+
+# -- infrastructure ---------------------------------------------------------------------------------
+class StoreConfig(Strict):
+    url: str = "sqlite:///surgewatch.db"
+    dedup_ttl_days: float = Field(default=7, gt=0)
+    recent_cap: int = Field(default=500, ge=10)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not re.match(r"^(sqlite:///|redis://|rediss://|unix://)", v):
+            raise ValueError("must start with sqlite:///, redis://, rediss:// or unix://")
+        return v
+
+
+class BrokerConfig(Strict):
+    url: str = "sqla+sqlite:///surgewatch-broker.db"
+
+    @field_validator("url")
+    @classmethod
+    def _not_memory(cls, v: str) -> str:
+        if v.startswith("memory://"):
+            raise ValueError(
+                "memory:// cannot work: `worker -B` runs beat in a child process whose tasks the worker never sees; "
+                "use sqla+sqlite:///file.db (embedded) or redis://..."
+            )
+        return v
+
+
+class DetectorConfig(Strict):
+    bucket_seconds: int = Field(default=60, ge=10, le=3600, description="Width of a counting bucket")
+    open_severity: Literal["watch", "warning", "critical"] = Field(
+        default="watch", description="Lowest severity that opens an incident"
+    )
+    resolve_after_quiet_buckets: int = Field(default=10, ge=1)
+    warm_up_minutes: int | None = Field(
+        default=None, ge=0, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
+    )
+    evaluation_lag_seconds: int | None = Field(
+        default=None, ge=0, description="Wait this long after a bucket ends before scoring it (default: longest source interval)"
+    )
+
+
+class Settings(Strict):
+    brands: list[BrandConfig] = Field(min_length=1)
+    sources: Sources = Field(default_factory=Sources)
+    channels: Channels = Field(default_factory=lambda: Channels(console=ConsoleChannelConfig()))
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    timezone: str = "UTC"
+
+    @field_validator("brands")
+    @classmethod
+    def _unique_names(cls, v: list[BrandConfig]) -> list[BrandConfig]:
+        seen: set[str] = set()
+        for b in v:
+            if b.name.casefold() in seen:
+                raise ValueError(f"duplicate brand name {b.name!r}")
+            seen.add(b.name.casefold())
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
+        return v
+
+    def brand(self, name: str) -> BrandConfig:
+        for b in self.brands:
+            if b.name.casefold() == name.casefold():
+                return b
+        raise KeyError(f"no brand named {name!r} in the config (brands: {', '.join(b.name for b in self.brands)})")
+
+
+# -- loading ----------------------------------------------------------------------------------------
+def _expand_env(node: Any, path: str, env: dict[str, str], errors: list[str]) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in string values; a missing variable is an error."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), env, errors) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", env, errors) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errors.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return ENV_PATTERN.sub(sub, node)
+    return node
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "field required"
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config/example.yaml)"
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def parse_settings(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ) if env is None else env
+    if data is None:
+        raise ConfigError(source, ["(top level): the file is empty; see config/example.yaml"])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"(top level): expected a mapping of keys, got {type(data).__name__}"])
+    errors: list[str] = []
+    data = _expand_env(data, "", env, errors)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _loc(tuple(err["loc"])) or "(top level)"
+            errors.append(f"{loc}: {_message(err)}")
+        raise ConfigError(source, errors) from None
+    if errors:
+        raise ConfigError(source, errors)
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Settings:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.__class__.__name__}: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(p), [f"YAML syntax error at {where}: {problem}"]) from None
+    return parse_settings(data, str(p), env)
+
+
+def secret_from(field: SecretStr | None, env_name: str, env: dict[str, str] | None = None) -> str | None:
+    """The secret in the config (already ``${...}``-expanded) or, failing that, the environment."""
+    if field is not None and field.get_secret_value():
+        return field.get_secret_value()
+    env = os.environ if env is None else env
+    value = env.get(env_name)
+    return value or None

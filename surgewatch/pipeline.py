@@ -1,0 +1,367 @@
+"""The plain code behind the Celery tasks: collect, evaluate, notify.
+
+Each function takes a :class:`Runtime` (settings, store, collectors, channels) and does one unit of
+work idempotently, so a redelivered task is harmless:
+
+* ``collect``  -- poll one source for one brand; ingest (dedup by source+id); only then save the cursor.
+* ``evaluate`` -- score every completed bucket since the last run with the pure detector; move the
+  brand's incident; list the transitions still to be dispatched (an outbox: re-listed until marked).
+* ``notify``   -- claim (incident, transition, channel) in the store, send, mark sent.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from collectors.base import BrandSpec, Collector, Mention, SourceError
+from detector.spike import DetectorParams, SpikeDetector
+from detector.verdict import Severity, Verdict
+from notifier.base import Channel, ChannelError, Notification
+from surgewatch import clock
+from surgewatch.config import Settings
+from surgewatch.health import SourceHealth
+from surgewatch.incidents import IncidentPolicy, advance
+from surgewatch.registry import MissingCredential, build_channel, build_collector, configured_channels
+from surgewatch.store import open_store
+from surgewatch.store.base import Store
+
+log = logging.getLogger("surgewatch.pipeline")
+
+MAX_MENTION_AGE = 2 * 86400  # older posts are history, not a surge: shown by `fetch`, not counted
+FUTURE_TOLERANCE = 300  # clocks disagree a little; further ahead than this is clamped to "now"
+MAX_CATCH_UP = 7 * 86400  # after a long outage, do not replay more than a week
+NOTIFY_LEASE = 120.0  # seconds a claimed delivery stays ours; > a send's worst case (timeouts)
+
+
+class NotReady(Exception):
+    """A later notification waits for the incident's first message on the same channel (it must
+    update and thread under it).  The task retries shortly."""
+
+
+class Runtime:
+    """Settings plus lazily built store, collectors and channels (one per process)."""
+
+    def __init__(self, settings: Settings, store: Store | None = None):
+        self.settings = settings
+        self._store = store
+        self._collectors: dict[str, Collector] = {}
+        self._channels: dict[str, Channel] = {}
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            s = self.settings
+            self._store = open_store(
+                s.store.url,
+                bucket_seconds=s.detector.bucket_seconds,
+                dedup_ttl=s.store.dedup_ttl_days * 86400,
+                recent_cap=s.store.recent_cap,
+            )
+        return self._store
+
+    def collector(self, name: str) -> Collector:
+        if name not in self._collectors:
+            self._collectors[name] = build_collector(self.settings, name)
+        return self._collectors[name]
+
+    def channel(self, name: str) -> Channel:
+        if name not in self._channels:
+            self._channels[name] = build_channel(self.settings, name)
+        return self._channels[name]
+
+    def brand_spec(self, brand: str) -> BrandSpec:
+        b = self.settings.brand(brand)
+        return BrandSpec(name=b.name, query=b.query, site=b.site)
+
+    def detector_params(self) -> DetectorParams:
+        d = self.settings.detector
+        warm_up = None if d.warm_up_minutes is None else max(1, d.warm_up_minutes * 60 // d.bucket_seconds)
+        return DetectorParams(bucket_seconds=d.bucket_seconds, warm_up_buckets=warm_up)
+
+    def evaluation_lag(self) -> float:
+        d = self.settings.detector
+        if d.evaluation_lag_seconds is not None:
+            return d.evaluation_lag_seconds
+        intervals = [s.interval for s in self.settings.sources.enabled().values()]
+        return max(intervals, default=0)
+
+
+# -- collect ----------------------------------------------------------------------------------------
+@dataclass
+class CollectOutcome:
+    source: str
+    brand: str
+    status: str  # ok | skipped | failed | disabled
+    fetched: int = 0
+    new: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[Mention, str]] = field(default_factory=list)
+    message: str = ""
+    retry_after: float | None = None
+
+
+def admit(mentions: list[Mention], now: float) -> tuple[list[Mention], list[tuple[Mention, str]]]:
+    """Which mentions count.  Far-past posts are skipped (they would be counted into buckets the
+    detector scored long ago); future timestamps beyond a clock-skew tolerance are clamped to now."""
+    kept: list[Mention] = []
+    skipped: list[tuple[Mention, str]] = []
+    for m in mentions:
+        ts = m.timestamp
+        if ts < now - MAX_MENTION_AGE:
+            skipped.append((m, f"too old to count (created {m.created_at.isoformat()})"))
+        elif ts > now + FUTURE_TOLERANCE:
+            kept.append(_with_time(m, now))
+        else:
+            kept.append(m)
+    return kept, skipped
+
+
+def _with_time(m: Mention, ts: float) -> Mention:
+    from dataclasses import replace
+
+    return replace(m, created_at=datetime.fromtimestamp(ts, timezone.utc))
+
+
+def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> CollectOutcome:
+    now = clock.now() if now is None else now
+    store = rt.store
+    health = SourceHealth.load(store, source, brand)
+    if health.status == "disabled":
+        return CollectOutcome(source, brand, "disabled", message=health.last_error or "disabled")
+    if health.backoff_until and health.backoff_until > now:
+        return CollectOutcome(source, brand, "skipped", message=f"backing off until {_iso(health.backoff_until)}")
+    cursor = store.get_cursor(source, brand)
+    try:
+        batch = rt.collector(source).fetch(rt.brand_spec(brand), cursor)
+    except MissingCredential as exc:
+        health.record_failure(now, str(exc), permanent=True)
+        health.save(store)
+        log.error("source %s for %s disabled: %s", source, brand, exc)
+        return CollectOutcome(source, brand, "disabled", message=str(exc))
+    except SourceError as exc:
+        health.record_failure(now, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
+        health.save(store)
+        log.warning("source %s for %s failed (%s): %s", source, brand, "permanent" if exc.permanent else "transient", exc)
+        return CollectOutcome(
+            source, brand, "disabled" if exc.permanent else "failed", message=exc.message, retry_after=exc.retry_after
+        )
+    kept, skipped = admit(batch.mentions, now)
+    result = store.ingest(kept)
+    if batch.volume:
+        store.set_volume(brand, source, batch.volume)
+    # The cursor moves only now that everything it covers is stored (a crash before this line
+    # re-fetches the same posts next time, and the dedup absorbs them).
+    if batch.cursor is not None:
+        store.set_cursor(source, brand, batch.cursor)
+    health.record_success(now, requests=batch.requests_made, notes=batch.notes, retry_after=batch.retry_after)
+    health.save(store)
+    return CollectOutcome(
+        source, brand, "ok", fetched=len(batch.mentions), new=result.new, duplicates=result.duplicates, skipped=skipped
+    )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- evaluate ---------------------------------------------------------------------------------------
+@dataclass
+class EvaluateOutcome:
+    brand: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    dispatch: list[tuple[str, int, str]] = field(default_factory=list)  # (incident_id, transition no, channel)
+    busy: bool = False
+
+
+def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:
+    """Which channels hear about a transition."""
+    out = []
+    for name in configured_channels(settings):
+        if name == "pagerduty":
+            pd = settings.channels.pagerduty
+            assert pd is not None
+            threshold = Severity(pd.min_severity).rank
+            peak = max(Severity(t["to"]).rank for t in incident["transitions"] if t["to"] != "resolved")
+            if transition["event"] == "resolved" and peak < threshold:
+                continue  # never paged, so nothing to resolve
+            if transition["event"] != "resolved" and Severity(transition["to"]).rank < threshold:
+                continue
+        out.append(name)
+    return out
+
+
+def evaluate(rt: Runtime, brand: str, now: float | None = None) -> EvaluateOutcome:
+    now = clock.now() if now is None else now
+    store = rt.store
+    brand = rt.settings.brand(brand).name
+    lock = f"lock:evaluate:{brand}"
+    # Two workers must not score the same brand at once (beat could queue two ticks after a stall).
+    if not store.claim(lock, 60.0, time.time()):
+        return EvaluateOutcome(brand, busy=True)
+    try:
+        return _evaluate_locked(rt, brand, now)
+    finally:
+        store.release(lock)
+
+
+def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
+    store = rt.store
+    bucket = rt.settings.detector.bucket_seconds
+    end = math.floor((now - rt.evaluation_lag()) / bucket) * bucket  # buckets before `end` are complete
+    saved = store.get_state(f"detector:{brand}")
+    params = rt.detector_params()
+    if saved:
+        detector = SpikeDetector(params, saved["detector"])
+        start = saved["next_at"]
+    else:
+        # A brand's history starts with its first successful poll: scoring the empty buckets
+        # before it would teach the detector a baseline of zero.
+        if not any(h.brand == brand and h.last_success for h in SourceHealth.load_all(store)):
+            return EvaluateOutcome(brand)
+        detector = SpikeDetector(params)
+        start = end - bucket
+    start = max(start, end - MAX_CATCH_UP // bucket * bucket)
+    outcome = EvaluateOutcome(brand)
+    policy = IncidentPolicy(
+        open_severity=Severity(rt.settings.detector.open_severity),
+        resolve_after=rt.settings.detector.resolve_after_quiet_buckets,
+    )
+    incident = store.open_incident(brand)
+    touched: dict[str, dict[str, Any]] = {}
+    if start < end:
+        counts = store.counts(brand, start, end)
+        t = start
+        while t < end:
+            by_source = {source: float(series.get(t, 0)) for source, series in counts.items()}
+            verdict = detector.update(t, sum(by_source.values()), by_source)
+            outcome.verdicts.append(verdict)
+            before = incident
+            incident, transition = advance(incident, brand, verdict, policy)
+            if incident is not None and incident is not before:
+                touched[incident["id"]] = incident
+            if transition is not None:
+                outcome.transitions.append(transition)
+            if incident is not None and incident["status"] == "resolved":
+                incident = None
+            t += bucket
+        # Incidents first, detector state second: if we die in between, the replay re-scores the
+        # same buckets and `advance` ignores those it has already seen.
+        for inc in touched.values():
+            store.save_incident(inc)
+        store.set_state(f"detector:{brand}", {"next_at": end, "detector": detector.state()})
+        if outcome.verdicts:
+            store.set_state(f"verdict:{brand}", outcome.verdicts[-1].to_dict())
+    # The outbox: every transition not yet handed to the notify queue, including ones a crashed
+    # run saved but never dispatched.
+    candidates = dict(touched)
+    open_now = store.open_incident(brand)
+    if open_now is not None:
+        candidates.setdefault(open_now["id"], open_now)
+    for inc in candidates.values():
+        for tr in inc["transitions"]:
+            if not tr.get("dispatched"):
+                for channel in routes(rt.settings, inc, tr):
+                    outcome.dispatch.append((inc["id"], tr["no"], channel))
+    return outcome
+
+
+def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:
+    by_incident: dict[str, set[int]] = {}
+    for incident_id, no, _ in dispatch:
+        by_incident.setdefault(incident_id, set()).add(no)
+    for incident_id, nos in by_incident.items():
+        inc = rt.store.get_incident(incident_id)
+        if inc is None:
+            continue
+        for tr in inc["transitions"]:
+            if tr["no"] in nos:
+                tr["dispatched"] = True
+        rt.store.save_incident(inc)
+
+
+# -- notify -----------------------------------------------------------------------------------------
+def delivery_key(incident_id: str, no: int, channel: str) -> str:
+    return f"{incident_id}:{no}:{channel}"
+
+
+def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[str, Any], channel: str) -> Notification:
+    store = rt.store
+    brand_cfg = rt.settings.brand(incident["brand"])
+    verdict = Verdict.from_dict(transition["verdict"])
+    bucket = rt.settings.detector.bucket_seconds
+    window_start = incident["opened_at"] - 10 * bucket
+    recent = [m for m in store.recent(incident["brand"], 200) if m.timestamp >= window_start]
+    top = sorted(recent, key=lambda m: ((m.reach or 0) + m.likes + m.reposts * 2 + m.score, m.timestamp), reverse=True)
+    sources = Counter(m.source for m in recent)
+    pages = Counter(link for m in recent for link in m.site_links)
+    previous = None
+    for earlier in incident["transitions"][: transition["no"]]:
+        d = store.delivery(delivery_key(incident["id"], earlier["no"], channel))
+        if d and d.get("status") == "sent" and d.get("receipt") and not d["receipt"].get("error"):
+            previous = d["receipt"]
+            break
+        if d and d.get("status") == "claimed":
+            raise NotReady(f"{incident['id']} transition {earlier['no']} on {channel} is still being sent")
+    forecast = verdict.forecast
+    return Notification(
+        key=delivery_key(incident["id"], transition["no"], channel),
+        incident_id=incident["id"],
+        brand=incident["brand"],
+        event=transition["event"],
+        severity=transition["to"] if transition["to"] != "resolved" else incident["severity"],
+        previous_severity=transition["from"],
+        at=datetime.fromtimestamp(transition["at"] + bucket, timezone.utc),
+        observed=verdict.observed,
+        expected=verdict.expected,
+        score=verdict.score,
+        bucket_seconds=bucket,
+        forecast_peak_rate=forecast.peak_rate if forecast else None,
+        forecast_seconds_to_peak=forecast.seconds_to_peak if forecast else None,
+        top_mentions=tuple(top[:5]),
+        sources=dict(sources),
+        site=brand_cfg.site,
+        site_pages=tuple(pages.most_common(5)),
+        runbook_url=brand_cfg.runbook_url,
+        previous_receipt=previous,
+    )
+
+
+@dataclass
+class NotifyOutcome:
+    key: str
+    status: str  # sent | duplicate | failed
+    message: str = ""
+
+
+def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcome:
+    store = rt.store
+    key = delivery_key(incident_id, no, channel)
+    incident = store.get_incident(incident_id)
+    if incident is None or no >= len(incident["transitions"]):
+        return NotifyOutcome(key, "failed", f"no transition {no} in incident {incident_id}")
+    notification = build_notification(rt, incident, incident["transitions"][no], channel)  # may raise NotReady
+    # Claim before sending, mark after: a second worker (or a redelivery) finds the claim and stays quiet.
+    if not store.claim(key, NOTIFY_LEASE, time.time()):
+        return NotifyOutcome(key, "duplicate")
+    try:
+        receipt = rt.channel(channel).send(notification)
+    except MissingCredential as exc:
+        store.mark_sent(key, {"error": str(exc), "permanent": True})
+        log.error("channel %s cannot send: %s", channel, exc)
+        return NotifyOutcome(key, "failed", str(exc))
+    except ChannelError as exc:
+        if exc.permanent:
+            # Retrying cannot help; remember the failure (for escalation and status), never resend.
+            store.mark_sent(key, {"error": exc.message, "permanent": True})
+            log.error("channel %s failed permanently for %s: %s", channel, key, exc.message)
+            return NotifyOutcome(key, "failed", exc.message)
+        store.release(key)
+        raise
+    store.mark_sent(key, receipt or {})
+    return NotifyOutcome(key, "sent")

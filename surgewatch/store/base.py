@@ -1,0 +1,77 @@
+"""The Store protocol.  Two implementations pass the same contract suite (tests/test_store_contract.py):
+``RedisStore`` (cluster mode) and ``SqliteStore`` (the embedded default).
+
+Time is always epoch seconds (float); buckets start at multiples of ``bucket_seconds``.
+Incidents are JSON objects owned by :mod:`surgewatch.incidents`; the store only needs their
+``id``, ``brand``, ``status`` ("open" | "resolved") and ``opened_at`` to index them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from collectors.base import Mention
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    new: int  # mentions counted for the first time
+    duplicates: int  # seen before (same source and id within the dedup TTL): not counted again
+
+
+@runtime_checkable
+class Store(Protocol):
+    bucket_seconds: int
+
+    # -- mentions -------------------------------------------------------------------------------
+    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+        """Dedup by (source, id), count each new mention into its (brand, source, bucket), keep it in
+        the brand's capped list of recent mentions.  One batch is one round trip / one transaction."""
+
+    def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
+        """Counts reported by a source without posts (X recent counts): SET, not add, so a re-poll
+        of the same buckets is idempotent."""
+
+    def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
+        """{source: {bucket_start: count}} for buckets with start <= bucket_start < end (non-zero only)."""
+
+    def recent(self, brand: str, limit: int = 50) -> list[Mention]:
+        """Newest first (by created_at)."""
+
+    # -- cursors and small JSON state (detector state, source health, silences, ...) -----------
+    def get_cursor(self, source: str, brand: str) -> dict[str, Any] | None: ...
+
+    def set_cursor(self, source: str, brand: str, cursor: dict[str, Any]) -> None: ...
+
+    def get_state(self, name: str) -> dict[str, Any] | None: ...
+
+    def set_state(self, name: str, value: dict[str, Any]) -> None: ...
+
+    def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """All state entries whose name starts with ``prefix``."""
+
+    # -- incidents ------------------------------------------------------------------------------
+    def save_incident(self, incident: dict[str, Any]) -> None: ...
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
+
+    def open_incident(self, brand: str) -> dict[str, Any] | None:
+        """The brand's open incident, if any (at most one per brand)."""
+
+    def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """Newest first by opened_at."""
+
+    # -- exactly-once notifications ---------------------------------------------------------------
+    def claim(self, key: str, lease_seconds: float, now: float) -> bool:
+        """Take the right to send ``key``.  True for the first caller; False while another holds an
+        unexpired lease or once it is marked sent.  An expired lease can be taken over."""
+
+    def mark_sent(self, key: str, receipt: dict[str, Any] | None) -> None: ...
+
+    def release(self, key: str) -> None:
+        """Give a claim back after a failure that was certainly not a delivery (so a retry may send)."""
+
+    def delivery(self, key: str) -> dict[str, Any] | None:
+        """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ...} or None."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,369 @@
+"""RedisStore: the cluster-mode store.  Every worker and beat shares one Redis.
+
+Key layout (``p`` is the prefix, default ``sw:``; the source name comes before the free-text brand
+so no two (source, brand) pairs can spell the same key):
+
+    p d:{source}:{id}               "1", PX dedup_ttl            -- seen mentions (SET NX)
+    p c:{source}:{day}:{brand}      hash bucket_start -> count   -- one hash per UTC day, EXPIRE retention
+    p s:{brand}                     zset day -> "{day}:{source}" -- which count hashes exist
+    p r:{brand}                     zset created_at -> mention   -- recent, trimmed to recent_cap
+    p cursor / p state              hash name -> JSON
+    p inc                           hash id -> incident JSON
+    p inc:all, p inc:b:{brand}      zset opened_at -> id         -- newest-first listings
+    p inc:open:{brand}              id of the brand's open incident
+    p dl:{key}                      hash status/claimed_at/lease_until/receipt, EXPIRE retention
+
+A whole ingest batch is one EVALSHA: dedup, counts and recent in a single round trip, atomically,
+so a retried batch (lost reply, redelivered task) is absorbed by the dedup keys and never counts
+twice.  The scripts build key names from ARGV instead of declaring KEYS: fine on a standalone
+server or Sentinel, not on Redis Cluster (which would need every key of a batch in one slot).
+"""
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from collectors.base import Mention
+
+from .base import IngestResult
+from .codec import bucket_start, decode_mention, encode_mention
+from .errors import StoreError, redact_url
+
+DAY = 86400
+
+# ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups,
+#       n_groups x (brand, source), then per mention (dedup_key, group_no, created_at, payload).
+# Counts are summed in Lua tables first: a batch of 500 mentions in one minute is one HINCRBY.
+_INGEST_LUA = r"""
+local ttl, cap, keep = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local bs, p, ng = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local counts, recent, new = {}, {}, 0
+for i = 7 + 2 * ng, #ARGV, 4 do
+  if redis.call('SET', ARGV[i], '1', 'NX', 'PX', ttl) then
+    local g, ts = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    -- exact floor to the bucket: fmod and the subtraction are exact in binary floating point
+    local r = math.fmod(ts, bs)
+    if r < 0 then r = r + bs end
+    local b = ts - r
+    local c = counts[g]
+    if not c then c = {}; counts[g] = c; recent[g] = {} end
+    c[b] = (c[b] or 0) + 1
+    local rg = recent[g]
+    rg[#rg + 1] = ARGV[i + 2]
+    rg[#rg + 1] = ARGV[i + 3]
+    new = new + 1
+  end
+end
+local trimmed = {}
+for g, c in pairs(counts) do
+  local brand, source = ARGV[5 + 2 * g], ARGV[6 + 2 * g]
+  local days = {}
+  for b, n in pairs(c) do
+    local day = string.format('%d', math.floor(b / 86400))
+    local key = p .. 'c:' .. source .. ':' .. day .. ':' .. brand
+    redis.call('HINCRBY', key, string.format('%d', b), n)
+    days[day] = key
+  end
+  local skey = p .. 's:' .. brand
+  for day, key in pairs(days) do
+    redis.call('EXPIRE', key, keep)
+    redis.call('ZADD', skey, day, day .. ':' .. source)
+  end
+  redis.call('EXPIRE', skey, keep)
+  -- ZADD in chunks: unpack() of a huge table would overflow Lua's C stack
+  local rkey, rg = p .. 'r:' .. brand, recent[g]
+  for j = 1, #rg, 1000 do
+    redis.call('ZADD', rkey, unpack(rg, j, math.min(j + 999, #rg)))
+  end
+  trimmed[rkey] = true
+end
+for rkey in pairs(trimmed) do
+  redis.call('ZREMRANGEBYRANK', rkey, 0, -cap - 1)
+  redis.call('EXPIRE', rkey, keep)
+end
+return new
+"""
+
+# ARGV: key, now, lease_until, keep.  First caller wins; a live lease or a sent mark refuses.
+_CLAIM_LUA = r"""
+local st = redis.call('HMGET', ARGV[1], 'status', 'lease_until')
+if st[1] == 'sent' then return 0 end
+if st[1] == 'claimed' and tonumber(st[2]) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', ARGV[1], 'status', 'claimed', 'claimed_at', ARGV[2], 'lease_until', ARGV[3])
+redis.call('EXPIRE', ARGV[1], ARGV[4])
+return 1
+"""
+
+# ARGV: key.  Only an unsent claim can be given back.
+_RELEASE_LUA = r"""
+if redis.call('HGET', ARGV[1], 'status') == 'claimed' then redis.call('DEL', ARGV[1]) end
+return 0
+"""
+
+# ARGV: prefix, id, brand, status, opened_at, json.  Keeps the open pointer consistent with the
+# incident in one step, so a reader never sees a resolved incident as the brand's open one.
+_SAVE_INCIDENT_LUA = r"""
+local p, id, brand = ARGV[1], ARGV[2], ARGV[3]
+redis.call('HSET', p .. 'inc', id, ARGV[6])
+redis.call('ZADD', p .. 'inc:all', ARGV[5], id)
+redis.call('ZADD', p .. 'inc:b:' .. brand, ARGV[5], id)
+local open = p .. 'inc:open:' .. brand
+if ARGV[4] == 'open' then
+  redis.call('SET', open, id)
+elseif redis.call('GET', open) == id then
+  redis.call('DEL', open)
+end
+return 0
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+class RedisStore:
+    """The Store protocol on Redis (see the module docstring for the key layout)."""
+
+    def __init__(
+        self,
+        url: str,
+        bucket_seconds: int = 60,
+        dedup_ttl: float = 7 * 86400,
+        recent_cap: int = 500,
+        retention_seconds: int = 35 * 86400,
+        prefix: str = "sw:",
+        *,
+        socket_timeout: float = 10.0,
+    ):
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        self.bucket_seconds = int(bucket_seconds)
+        self.dedup_ttl = float(dedup_ttl)
+        self.recent_cap = int(recent_cap)
+        self.retention_seconds = int(retention_seconds)
+        self.prefix = prefix
+        self.safe_url = redact_url(url)
+        # A restarted Redis comes back within seconds: retry a dropped connection a few times
+        # with jittered backoff before surfacing a StoreError.  Every script is safe to re-run
+        # (dedup keys absorb a replayed ingest; a replayed claim can only refuse, never double).
+        try:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=5.0,
+                socket_timeout=socket_timeout,
+                health_check_interval=30,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), retries=4),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
+        except ValueError as exc:  # redis-py's message does not include the password
+            raise StoreError(f"invalid Redis URL {self.safe_url}: {exc}", permanent=True) from None
+        self._ingest = self._redis.register_script(_INGEST_LUA)
+        self._claim = self._redis.register_script(_CLAIM_LUA)
+        self._release = self._redis.register_script(_RELEASE_LUA)
+        self._save_incident = self._redis.register_script(_SAVE_INCIDENT_LUA)
+        self._ttl_ms = max(1, int(self.dedup_ttl * 1000))
+        self._dedup_prefix = prefix + "d:"
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.safe_url!r}, prefix={self.prefix!r})"
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.AuthenticationError as exc:
+            raise StoreError(f"Redis at {self.safe_url} refused our credentials while {doing}: {exc}",
+                             permanent=True) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreError(f"Redis at {self.safe_url} is unreachable while {doing}: {exc}") from None
+        except redis.ResponseError as exc:
+            raise StoreError(f"Redis at {self.safe_url} answered an error while {doing}: {exc}") from None
+
+    # -- mentions -------------------------------------------------------------------------------
+    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+        if not mentions:
+            return IngestResult(0, 0)
+        groups: dict[tuple[str, str], int] = {}
+        head: list[Any] = [self._ttl_ms, self.recent_cap, self.retention_seconds, self.bucket_seconds,
+                           self.prefix, 0]
+        args: list[Any] = []
+        dp = self._dedup_prefix
+        # The hot loop: about 3 us a mention, most of it the JSON encoding of the payload.
+        for m in mentions:
+            ts = m.created_at.timestamp()
+            g = groups.get((m.brand, m.source))
+            if g is None:
+                g = groups[(m.brand, m.source)] = len(groups) + 1
+                head += (m.brand, m.source)
+            args += (f"{dp}{m.source}:{m.id}", g, ts, encode_mention(m, ts))
+        head[5] = len(groups)
+        with self._errors("ingesting mentions"):
+            new = self._ingest(args=head + args)
+        return IngestResult(new=int(new), duplicates=len(mentions) - int(new))
+
+    def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
+        # Points are folded onto our buckets (summed if a source reports finer ones), then SET.
+        per_bucket: dict[int, int] = {}
+        for ts, n in points:
+            b = bucket_start(ts, self.bucket_seconds)
+            per_bucket[b] = per_bucket.get(b, 0) + int(n)
+        if not per_bucket:
+            return
+        p = self.prefix
+        with self._errors("saving volume"), self._redis.pipeline(transaction=True) as pipe:
+            days = set()
+            for b, n in per_bucket.items():
+                key = f"{p}c:{source}:{b // DAY}:{brand}"
+                if n:
+                    pipe.hset(key, str(b), n)
+                else:
+                    pipe.hdel(key, str(b))
+                days.add(b // DAY)
+            for day in days:
+                pipe.expire(f"{p}c:{source}:{day}:{brand}", self.retention_seconds)
+                pipe.zadd(f"{p}s:{brand}", {f"{day}:{source}": day})
+            pipe.expire(f"{p}s:{brand}", self.retention_seconds)
+            pipe.execute()
+
+    def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
+        if end <= start:
+            return {}
+        p = self.prefix
+        # only the day hashes that exist and can hold a bucket in [start, end)
+        first_day = math.floor(start) // DAY
+        last_day = math.floor(end) // DAY
+        with self._errors("reading counts"):
+            members = self._redis.zrangebyscore(f"{p}s:{brand}", first_day, last_day)
+            if not members:
+                return {}
+            pairs = [m.decode().split(":", 1) for m in members]
+            with self._redis.pipeline(transaction=False) as pipe:
+                for day, source in pairs:
+                    pipe.hgetall(f"{p}c:{source}:{day}:{brand}")
+                replies = pipe.execute()
+        out: dict[str, dict[float, int]] = {}
+        for (_, source), h in zip(pairs, replies):
+            series = out.setdefault(source, {})
+            for field, n in h.items():
+                b = float(field)
+                if start <= b < end and int(n):
+                    series[b] = int(n)
+        return {source: dict(sorted(series.items())) for source, series in sorted(out.items()) if series}
+
+    def recent(self, brand: str, limit: int = 50) -> list[Mention]:
+        limit = min(limit, self.recent_cap)
+        if limit <= 0:
+            return []
+        with self._errors("reading recent mentions"):
+            payloads = self._redis.zrevrange(f"{self.prefix}r:{brand}", 0, limit - 1)
+        return [decode_mention(x) for x in payloads]
+
+    # -- cursors and state ----------------------------------------------------------------------
+    def get_cursor(self, source: str, brand: str) -> dict[str, Any] | None:
+        with self._errors("reading a cursor"):
+            raw = self._redis.hget(f"{self.prefix}cursor", _dumps([source, brand]))
+        return None if raw is None else json.loads(raw)
+
+    def set_cursor(self, source: str, brand: str, cursor: dict[str, Any]) -> None:
+        with self._errors("saving a cursor"):
+            self._redis.hset(f"{self.prefix}cursor", _dumps([source, brand]), _dumps(cursor))
+
+    def get_state(self, name: str) -> dict[str, Any] | None:
+        with self._errors("reading state"):
+            raw = self._redis.hget(f"{self.prefix}state", name)
+        return None if raw is None else json.loads(raw)
+
+    def set_state(self, name: str, value: dict[str, Any]) -> None:
+        with self._errors("saving state"):
+            self._redis.hset(f"{self.prefix}state", name, _dumps(value))
+
+    def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
+        # HSCAN's MATCH is a glob: escape the caller's prefix so "a*" means the literal "a*"
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+        with self._errors("listing state"):
+            items = self._redis.hscan_iter(f"{self.prefix}state", match=pattern, count=1000)
+            return {k.decode(): json.loads(v) for k, v in items}
+
+    # -- incidents ------------------------------------------------------------------------------
+    def save_incident(self, incident: dict[str, Any]) -> None:
+        missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
+        if missing:
+            raise ValueError(f"incident lacks {', '.join(missing)}")
+        with self._errors("saving an incident"):
+            self._save_incident(args=[self.prefix, str(incident["id"]), incident["brand"],
+                                      incident["status"], float(incident["opened_at"]), _dumps(incident)])
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        with self._errors("reading an incident"):
+            raw = self._redis.hget(f"{self.prefix}inc", incident_id)
+        return None if raw is None else json.loads(raw)
+
+    def open_incident(self, brand: str) -> dict[str, Any] | None:
+        with self._errors("reading the open incident"):
+            incident_id = self._redis.get(f"{self.prefix}inc:open:{brand}")
+            if incident_id is None:
+                return None
+            raw = self._redis.hget(f"{self.prefix}inc", incident_id)
+        incident = None if raw is None else json.loads(raw)
+        # the pointer and the incident change together (one script), but check anyway
+        return incident if incident and incident.get("status") == "open" else None
+
+    def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        index = f"{self.prefix}inc:all" if brand is None else f"{self.prefix}inc:b:{brand}"
+        low = "-inf" if since is None else float(since)
+        with self._errors("listing incidents"):
+            ids = self._redis.zrevrangebyscore(index, "+inf", low)
+            if not ids:
+                return []
+            raws = self._redis.hmget(f"{self.prefix}inc", ids)
+        return [json.loads(r) for r in raws if r is not None]
+
+    # -- exactly-once notifications -------------------------------------------------------------
+    def _delivery_key(self, key: str) -> str:
+        return f"{self.prefix}dl:{key}"
+
+    def claim(self, key: str, lease_seconds: float, now: float) -> bool:
+        with self._errors("claiming a notification"):
+            won = self._claim(args=[self._delivery_key(key), repr(float(now)),
+                                    repr(float(now) + float(lease_seconds)), self.retention_seconds])
+        return bool(won)
+
+    def mark_sent(self, key: str, receipt: dict[str, Any] | None) -> None:
+        k = self._delivery_key(key)
+        with self._errors("marking a notification sent"), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k, mapping={"status": "sent", "receipt": _dumps(receipt)})
+            pipe.expire(k, self.retention_seconds)
+            pipe.execute()
+
+    def release(self, key: str) -> None:
+        with self._errors("releasing a claim"):
+            self._release(args=[self._delivery_key(key)])
+
+    def delivery(self, key: str) -> dict[str, Any] | None:
+        with self._errors("reading a delivery"):
+            h = self._redis.hgetall(self._delivery_key(key))
+        if not h:
+            return None
+        claimed_at = h.get(b"claimed_at")
+        receipt = h.get(b"receipt")
+        return {
+            "status": h[b"status"].decode(),
+            "receipt": None if receipt is None else json.loads(receipt),
+            "claimed_at": None if claimed_at is None else float(claimed_at),
+        }
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise StoreError unless the server answers (for health checks and start-up)."""
+        with self._errors("pinging"):
+            self._redis.ping()
+
+    def close(self) -> None:
+        self._redis.close()
+        self._redis.connection_pool.disconnect()

@@ -1,0 +1,57 @@
+"""Celery tasks: thin wrappers that hand off to :mod:`surgewatch.pipeline`."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from functools import lru_cache
+
+from notifier.base import ChannelError
+from surgewatch import pipeline
+from surgewatch.celery_app import app
+from surgewatch.celery_settings import CONFIG_ENV
+from surgewatch.config import load_settings
+
+log = logging.getLogger("surgewatch.tasks")
+
+
+@lru_cache(maxsize=1)
+def runtime() -> pipeline.Runtime:
+    path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with `surgewatch worker --config FILE`")
+    return pipeline.Runtime(load_settings(path))
+
+
+def backoff(retries: int, floor: float | None = None) -> float:
+    """Jittered exponential backoff that honours a Retry-After floor."""
+    return max(floor or 0.0, min(300.0, 2.0**retries) * random.uniform(0.5, 1.5))
+
+
+@app.task(name="surgewatch.collect")
+def collect(source: str, brand: str) -> dict:
+    # No Celery retry here: a failed poll records its backoff in the source's health and the next
+    # beat tick tries again when it has passed (no sleeping inside a worker).
+    outcome = pipeline.collect(runtime(), source, brand)
+    return {"status": outcome.status, "new": outcome.new, "duplicates": outcome.duplicates}
+
+
+@app.task(name="surgewatch.evaluate")
+def evaluate(brand: str) -> dict:
+    rt = runtime()
+    outcome = pipeline.evaluate(rt, brand)
+    for incident_id, no, channel in outcome.dispatch:
+        notify.apply_async((incident_id, no, channel), queue="notify")
+    pipeline.mark_dispatched(rt, outcome.dispatch)
+    return {"buckets": len(outcome.verdicts), "transitions": len(outcome.transitions), "busy": outcome.busy}
+
+
+@app.task(name="surgewatch.notify", bind=True, max_retries=8)
+def notify(self, incident_id: str, no: int, channel: str) -> dict:
+    try:
+        outcome = pipeline.notify(runtime(), incident_id, no, channel)
+    except pipeline.NotReady as exc:
+        raise self.retry(exc=exc, countdown=backoff(0, 1.0), max_retries=30)
+    except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
+    return {"key": outcome.key, "status": outcome.status}

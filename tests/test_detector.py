@@ -1,0 +1,181 @@
+"""The spike detector: causal, honest at low counts, seasonal, calm after a surge."""
+import json
+import math
+import random
+
+import pytest
+
+from detector.spike import DetectorParams, SpikeDetector
+from detector.verdict import Severity
+
+T0 = 1_700_000_000 - (1_700_000_000 % 86400)  # a midnight, UTC
+MINUTE = DetectorParams(bucket_seconds=60)
+
+
+def _poisson(rng, lam):
+    # Knuth's method: fine for the small rates used here
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def _stream(n, rate, seed=1, bucket=60, start=T0):
+    rng = random.Random(seed)
+    return [(start + i * bucket, _poisson(rng, rate(i) if callable(rate) else rate)) for i in range(n)]
+
+
+def _run(det, points):
+    return [det.update(t, c) for t, c in points]
+
+
+def test_appending_future_points_never_changes_earlier_verdicts():
+    points = _stream(3000, 2.0, seed=7)
+    points[2500] = (points[2500][0], 40)
+    short = _run(SpikeDetector(MINUTE), points[:2600])
+    long = _run(SpikeDetector(MINUTE), points)
+    assert short == long[:2600]
+
+
+def test_a_restored_state_gives_identical_verdicts_and_is_small_json():
+    points = _stream(4000, lambda i: 1.0 + (i % 1440) / 500, seed=3)
+    det = SpikeDetector(MINUTE)
+    _run(det, points[:3000])
+    blob = json.dumps(det.state())
+    assert len(blob) < 50_000
+    restored = SpikeDetector(MINUTE, json.loads(blob))
+    assert _run(restored, points[3000:]) == _run(det, points[3000:])
+
+
+def test_the_state_stays_compact_after_a_week_with_several_sources():
+    det = SpikeDetector(DetectorParams(bucket_seconds=300))
+    for t, c in _stream(7 * 288, 20.0, bucket=300):
+        det.update(t, c, {"x": c // 2, "reddit": c // 3, "rss": c - c // 2 - c // 3})
+    assert len(json.dumps(det.state())) < 50_000
+
+
+def test_update_does_not_mutate_its_inputs():
+    det = SpikeDetector(MINUTE)
+    by_source = {"x": 3.0, "reddit": 1.0}
+    for t, c in _stream(500, 2.0):
+        det.update(t, c, by_source)
+    assert by_source == {"x": 3.0, "reddit": 1.0}
+
+
+def test_a_quiet_poisson_day_at_half_a_mention_a_minute_raises_almost_no_alerts():
+    det = SpikeDetector(MINUTE)
+    verdicts = _run(det, _stream(2 * 1440, 0.5, seed=11))
+    day2 = verdicts[1440:]
+    alerts = sum(1 for v in day2 if v.severity is not Severity.QUIET)
+    assert alerts <= 2
+    assert max(v.score for v in day2) < MINUTE.watch
+
+
+def test_a_jump_to_twenty_a_minute_is_flagged_within_two_buckets():
+    det = SpikeDetector(MINUTE)
+    points = _stream(1440, 0.5, seed=5)
+    _run(det, points)
+    t = points[-1][0]
+    surge = [det.update(t + 60 * (k + 1), 20) for k in range(5)]
+    assert surge[0].severity is not Severity.QUIET or surge[1].severity is not Severity.QUIET
+    assert max(surge[0].severity.rank, surge[1].severity.rank) >= Severity.WARNING.rank
+    assert surge[0].observed == 20 and surge[0].expected < 2
+    assert surge[0].forecast is not None and surge[0].forecast.peak_rate >= 20
+
+
+def test_a_daily_peak_does_not_alert_once_the_detector_has_seen_a_few_days():
+    def rate(i):  # 5-minute buckets, a peak of 60 at noon and 5 at night
+        hour = (i % 288) / 12
+        return 5 + 55 * math.exp(-((hour - 12) ** 2) / 8)
+    points = _stream(10 * 288, rate, seed=2, bucket=300)
+    verdicts = _run(SpikeDetector(DetectorParams(bucket_seconds=300)), points)
+    last_days = verdicts[7 * 288:]
+    noisy = [v for v in last_days if v.severity is not Severity.QUIET]
+    assert len(noisy) <= 3
+    noon = [v for v in last_days if 11 <= ((v.at - T0) % 86400) / 3600 <= 13]
+    assert max(v.expected for v in noon) > 30  # it learnt the peak rather than ignoring it
+
+
+def test_a_past_spike_does_not_inflate_the_baseline():
+    det = SpikeDetector(MINUTE)
+    points = _stream(1440, 3.0, seed=4)
+    _run(det, points)
+    t = points[-1][0]
+    for k in range(10):
+        det.update(t + 60 * (k + 1), 300)
+    after = det.update(t + 60 * 11, 3)
+    assert after.expected < 6
+
+
+def test_severity_does_not_flap_while_a_surge_hovers_around_the_threshold():
+    det = SpikeDetector(MINUTE)
+    points = _stream(1440, 2.0, seed=9)
+    _run(det, points)
+    t = points[-1][0]
+    rng = random.Random(1)
+    severities = [det.update(t + 60 * (k + 1), 12 + rng.choice([-3, 0, 3])).severity for k in range(60)]
+    changes = sum(1 for a, b in zip(severities, severities[1:]) if a != b)
+    assert Severity.QUIET not in severities[:5] or Severity.QUIET not in severities[5:15]
+    assert changes <= 4
+
+
+def test_a_lasting_surge_is_one_alert_in_the_score_not_a_hundred():
+    det = SpikeDetector(MINUTE)
+    points = _stream(1440, 2.0, seed=12)
+    _run(det, points)
+    t = points[-1][0]
+    verdicts = [det.update(t + 60 * (k + 1), 40) for k in range(100)]
+    high = [v for v in verdicts if v.score >= MINUTE.watch]
+    assert 1 <= len(high) <= 3
+    assert all(v.severity is not Severity.QUIET for v in verdicts[:30])
+
+
+def test_missing_buckets_count_as_zero_mentions():
+    gappy, full = SpikeDetector(MINUTE), SpikeDetector(MINUTE)
+    points = _stream(2000, 1.5, seed=6)
+    with_zeros = [(t, c if i % 7 else 0) for i, (t, c) in enumerate(points)]
+    a = [gappy.update(t, c) for i, (t, c) in enumerate(with_zeros) if i % 7]
+    b = [v for i, v in enumerate(_run(full, with_zeros)) if i % 7]
+    assert a == b
+
+
+def test_the_detector_warms_up_before_it_scores():
+    det = SpikeDetector(MINUTE)
+    first = _run(det, _stream(30, 1.0))
+    assert all(v.warming_up and v.score == 0.0 and v.severity is Severity.QUIET for v in first)
+
+
+def test_several_sources_spiking_together_raise_the_score():
+    def feed(sources_up):
+        det = SpikeDetector(MINUTE)
+        for t, c in _stream(1440, 3.0, seed=8):
+            det.update(t, 3 * c, {"x": c, "reddit": c, "rss": c})
+        t = T0 + 1440 * 60
+        by_source = {"x": 9, "reddit": 9, "rss": 9} if sources_up == 3 else {"x": 25, "reddit": 1, "rss": 1}
+        return det.update(t, 27, by_source)
+
+    broad, narrow = feed(3), feed(1)
+    assert broad.sources_spiking == 3 and narrow.sources_spiking <= 1
+    assert broad.score > narrow.score
+
+
+def test_scores_stay_in_the_unit_interval_on_wild_input():
+    det = SpikeDetector(MINUTE)
+    rng = random.Random(0)
+    for i in range(3000):
+        v = det.update(T0 + 60 * i, rng.choice([0, 0, 1, 5, 1e6, 3.5, float("nan")]))
+        assert 0.0 <= v.score <= 1.0
+
+
+@pytest.mark.parametrize("bucket", [60, 300])
+def test_a_point_costs_less_than_twenty_microseconds(bucket):
+    import time
+    det = SpikeDetector(DetectorParams(bucket_seconds=bucket))
+    points = _stream(20000, 30.0, bucket=bucket)
+    start = time.perf_counter()
+    for t, c in points:
+        det.update(t, c)
+    per_point = (time.perf_counter() - start) / len(points) * 1e6
+    assert per_point < 60  # generous: the machine is shared; benchmarks/detector.py prints the real figure
