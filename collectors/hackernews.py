@@ -9,8 +9,6 @@ after HN does, so the cursor re-reads the last ``overlap_seconds`` and skips ids
 """
 from __future__ import annotations
 
-import html
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -19,11 +17,14 @@ import requests
 
 from collectors.base import Batch, BrandSpec, Mention, SourceError
 from collectors.links import (
+    FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
     as_int,
+    clip,
     brand_query,
     extract_urls,
     guarded_session,
+    html_to_text,
     json_body,
     parse_time,
     raise_for_http,
@@ -32,15 +33,6 @@ from collectors.links import (
 )
 
 MAX_GROUPS = 5  # OR-groups searched per poll: each one is a request
-_TAG_RE = re.compile(r"<[^>]+>")
-
-
-def html_to_text(value: str) -> str:
-    """HN stores bodies as HTML: match and show the words, not the markup."""
-    text = re.sub(r"<p>|<br\s*/?>", "\n", value or "", flags=re.IGNORECASE)
-    return html.unescape(_TAG_RE.sub("", text)).strip()
-
-
 class HackerNewsCollector:
     name = "hackernews"
 
@@ -63,9 +55,9 @@ class HackerNewsCollector:
 
     def fetch(self, brand: BrandSpec, cursor: dict[str, Any] | None) -> Batch:
         query = brand_query("hackernews", brand.query)
-        window = TimeWindowCursor(cursor, self.overlap_seconds)
-        # First poll: the last hour, not HN's whole history.
-        since = int(window.floor) if window.after else int(self.now() - 3600)
+        window = TimeWindowCursor(cursor, self.overlap_seconds,
+                                  first_poll_since=self.now() - FIRST_POLL_LOOKBACK)
+        since = int(window.floor)
         batch = Batch()
         groups = [" ".join(t.text for t in group) for group in query.any_of]
         if len(groups) > MAX_GROUPS:
@@ -123,7 +115,7 @@ class HackerNewsCollector:
             source="hackernews",
             id=object_id,
             brand=brand.name,
-            text=text,
+            text=clip(text),
             created_at=when,
             url=f"https://news.ycombinator.com/item?id={object_id}",
             author=str(hit.get("author") or ""),

@@ -80,6 +80,7 @@ class FetchResult:
     headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict)
     body: bytes
     url: str  # after redirects
+    moved: bool = False  # a 301/308 on the way: the configured URL is out of date
 
 
 def get_capped(
@@ -114,8 +115,9 @@ def get_capped(
         raise FetchFailure(f"{shown}: request failed ({type(exc).__name__})", permanent=False) from None
     with response:
         status = response.status_code
+        moved = any(r.status_code in (301, 308) for r in response.history)
         if status == 304:
-            return FetchResult(304, response.headers, b"", response.url)
+            return FetchResult(304, response.headers, b"", response.url, moved)
         if not 200 <= status < 300:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), now())
             reason = (response.reason or "").strip()[:60]
@@ -146,7 +148,7 @@ def get_capped(
             timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
             kind = f"timed out (read, {timeout:g}s)" if timed_out else f"body read failed ({type(exc).__name__})"
             raise FetchFailure(f"{shown}: {kind}", permanent=False) from None
-        return FetchResult(status, response.headers, b"".join(chunks), response.url)
+        return FetchResult(status, response.headers, b"".join(chunks), response.url, moved)
 
 
 def _root_cause(exc: BaseException) -> str:

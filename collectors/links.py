@@ -29,6 +29,8 @@ TWITTER_EPOCH_MS = 1288834974657
 # listing ~1 MB); a bigger body is a misbehaving proxy, and reading it whole would eat a worker's
 # memory, so the adapter stops reading past it.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_TEXT = 10_000  # characters of a post kept in a Mention (matching sees all of it)
+FIRST_POLL_LOOKBACK = 3600.0  # a source's first poll reads the last hour, not its history
 DEFAULT_TIMEOUT = (5.0, 20.0)  # (connect, read) seconds: tweepy passes no timeout at all
 
 _URL_RE = re.compile(r"""https?://[^\s<>"'\]\[)]+""", re.IGNORECASE)
@@ -58,6 +60,21 @@ def parse_time(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
+
+
+_TAG_RE = re.compile(r"<[^>]+>")
+
+
+def html_to_text(value: str) -> str:
+    """Bodies stored as HTML (HN, Mastodon): match and show the words, not the markup."""
+    text = re.sub(r"</p>\s*<p>|<p>|<br\s*/?>", "\n", value or "", flags=re.IGNORECASE)
+    return html.unescape(_TAG_RE.sub("", text)).strip()
+
+
+def clip(text: str) -> str:
+    """Outside text bounded for storage: a 40 000-character Reddit post or a hostile payload must
+    not bloat the store or a Slack message."""
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
 def site_host(site: str | None) -> str | None:
@@ -301,11 +318,13 @@ class TimeWindowCursor:
     handles both: a restart neither misses nor repeats.
     """
 
-    def __init__(self, state: dict[str, Any] | None, overlap: float):
+    def __init__(self, state: dict[str, Any] | None, overlap: float, *, first_poll_since: float | None = None):
         state = state or {}
         self.after = float(state.get("after") or state.get("after_utc") or 0.0)
         self.overlap = overlap
-        self.floor = self.after - overlap if self.after else float("-inf")
+        # A first poll reads back to ``first_poll_since`` (the last hour, say), not all history.
+        default_floor = float("-inf") if first_poll_since is None else first_poll_since
+        self.floor = self.after - overlap if self.after else default_floor
         self.seen = set(state.get("seen") or [])
         self.fresh: dict[str, float] = {}
 

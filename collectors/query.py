@@ -49,8 +49,10 @@ class QueryError(ValueError):
 
 def _normalise(text: str) -> str:
     # NFKC folds compatibility forms (full-width letters, ligatures) so they match their plain
-    # spelling; casefold is the Unicode-correct lower() ("STRASSE" == "straße").
-    return unicodedata.normalize("NFKC", text).casefold()
+    # spelling; casefold is the Unicode-correct lower() ("STRASSE" == "straße"), but it can leave
+    # a decomposed sequence ("ΐ" -> "ΐ"), so the result is normalised again (Unicode's
+    # "compatibility caseless matching", chapter 3.13).
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 def _needs_boundary(char: str) -> bool:

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 import praw
+import requests
 import prawcore
 from prawcore.rate_limit import RateLimiter
 from prawcore.sessions import FiniteRetryStrategy
@@ -36,7 +37,9 @@ from collectors.links import (
     extract_urls,
     guarded_session,
     retry_after_from,
+    FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
+    clip,
     site_links,
     transport_error,
 )
@@ -139,19 +142,25 @@ class RedditCollector:
         subs = "+".join(self.subreddits) or "all"
         search_state = cursor.get("search") or {}
         with self._errors(subs):
-            mentions, search_state = self._stream(
+            mentions, search_state, truncated = self._stream(
                 self._reddit.subreddit(subs).search(
                     query.to_reddit(), sort="new", syntax="lucene",
                     time_filter=self._time_filter(search_state), limit=self.limit),
                 search_state, brand, query)
             batch.mentions += mentions
+            if truncated:
+                batch.notes.append(f"reddit: search hit the limit of {self.limit} posts per poll; "
+                                   "older new posts were skipped (raise sources.reddit.limit)")
             new_cursor: dict[str, Any] = {"search": search_state}
             if self.comment_subreddits:
                 comment_subs = "+".join(self.comment_subreddits)
-                mentions, comment_state = self._stream(
+                mentions, comment_state, truncated = self._stream(
                     self._reddit.subreddit(comment_subs).comments(limit=self.limit),
                     cursor.get("comments") or {}, brand, query)
                 batch.mentions += mentions
+                if truncated:
+                    batch.notes.append(f"reddit: r/{comment_subs} had more than {self.limit} new "
+                                       "comments since the last poll; older ones were skipped")
                 new_cursor["comments"] = comment_state
         batch.cursor = new_cursor
         batch.requests_made = self._requests_made() - requests_before
@@ -161,8 +170,11 @@ class RedditCollector:
         return batch
 
     def _time_filter(self, state: dict[str, Any]) -> str:
-        # A narrower window is cheaper for Reddit's search; widen it after an outage.
-        age = self.now() - float(state.get("after") or 0)
+        # A narrower window is cheaper for Reddit's search; widen it after an outage.  A first
+        # poll reads one hour back, so "day" covers it.
+        if not state.get("after"):
+            return "day"
+        age = self.now() - float(state["after"])
         return "day" if age < 86000 else "week" if age < 7 * 86400 else "all"
 
     def _count_request(self, response: Any, *args: Any, **kwargs: Any) -> None:
@@ -172,15 +184,22 @@ class RedditCollector:
         return self._requests
 
     def _stream(self, things: Iterable[Any], state: dict[str, Any], brand: BrandSpec,
-                query) -> tuple[list[Mention], dict[str, Any]]:
-        window = TimeWindowCursor(state, self.overlap_seconds)
+                query) -> tuple[list[Mention], dict[str, Any], bool]:
+        """(mentions, new state, truncated): truncated when ``limit`` items were read without
+        reaching the cursor, so posts between the two were not seen."""
+        window = TimeWindowCursor(state, self.overlap_seconds,
+                                  first_poll_since=self.now() - FIRST_POLL_LOOKBACK)
         mentions: list[Mention] = []
+        items = 0
+        reached_cursor = False
         for thing in things:
+            items += 1
             data = vars(thing)  # vars(), not attributes: a missing attribute makes praw fetch it
             created = _float(data.get("created_utc"))
             if created is None:
                 created = self.now()  # an answer without a time: count it now rather than lose it
             if window.is_older(created):
+                reached_cursor = True
                 break  # newest first: everything further is older than the cursor covers
             fullname = str(data.get("name") or f"{_KINDS.get(type(thing).__name__, 't3')}_{data.get('id')}")
             if not window.take(fullname, created):
@@ -188,14 +207,15 @@ class RedditCollector:
             mention = self._mention(data, fullname, created, brand, query)
             if mention is not None:
                 mentions.append(mention)
-        return mentions, window.state()
+        truncated = not reached_cursor and items >= self.limit
+        return mentions, window.state(), truncated
 
     @staticmethod
     def _mention(data: dict[str, Any], fullname: str, created: float, brand: BrandSpec,
                  query) -> Mention | None:
         is_post = fullname.startswith("t3_")
         title = str(data.get("title") or "")
-        body = str(data.get("selftext") if is_post else data.get("body") or "")
+        body = str(data.get("selftext" if is_post else "body") or "")
         text = f"{title}\n\n{body}".strip() if is_post else body
         if not query.matches(text):
             return None
@@ -209,7 +229,7 @@ class RedditCollector:
             source="reddit",
             id=fullname,
             brand=brand.name,
-            text=text,
+            text=clip(text),
             created_at=datetime.fromtimestamp(created, tz=timezone.utc),
             url=PUBLIC_URL + permalink if permalink.startswith("/") else "",
             author=str(author) if author is not None else "",
@@ -261,6 +281,13 @@ class _RedditErrors:
                                   permanent=True) from None
             raise SourceError(f"reddit: request rejected ({status}) for r/{self.subs}",
                               permanent=True) from None
+        if isinstance(exc, KeyError) and exc.args == (401,):
+            # prawcore 2.4 looks up a 401 without a WWW-Authenticate header in a table that has
+            # no entry for it (prawcore/util.py): still a refusal of our credentials.
+            raise SourceError(f"reddit: access refused (401); {CREDENTIAL_HINT}", permanent=True) from None
+        if isinstance(exc, requests.JSONDecodeError):
+            # prawcore decodes the token endpoint's answer without a guard.
+            raise SourceError("reddit: malformed JSON from the token endpoint") from None
         if isinstance(exc, prawcore.RequestException):
             original = exc.original_exception
             raise transport_error("reddit", original if isinstance(original, BaseException) else exc) from None

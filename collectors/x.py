@@ -2,12 +2,16 @@
 
 Cost shapes everything here.  X bills reads (pay-per-use since 2026), so:
 
-* the counts endpoint (one request, 15 minute buckets of the last quarter hour) is the volume
-  signal, fetched every poll while the daily budget allows;
+* the counts endpoint (one request: per-minute counts of the last quarter hour) is the volume
+  signal, fetched every ``counts_every`` seconds (its buckets cover the polls in between);
 * posts are read with ``since_id`` and at most ``max_pages`` pages per poll: a sample for "what is
-  being said", not a census (the counts carry the census);
-* every request is counted per UTC day in the cursor, and once ``max_requests_per_day`` is spent the
-  collector stops asking until midnight UTC and says so in ``Batch.notes``.
+  being said", not a census (the counts carry the census).  When quiet (the last read did not
+  fill a page) posts are read every ``quiet_posts_every`` seconds only; when busy, every poll;
+* every request is counted per UTC day in the cursor (so the budget is per brand: the pipeline
+  keeps one cursor per brand and source), and spending is paced along the day (see
+  :meth:`XCollector._allowance`) so the brand is never unwatched for the evening; once
+  ``max_requests_per_day`` is spent the collector stops until midnight UTC and says so in
+  ``Batch.notes``.
 
 Rate limits are honoured without sleeping: a 429 raises a transient :class:`SourceError` whose
 ``retry_after`` is X's ``x-rate-limit-reset`` minus now, and the pipeline reschedules the poll.
@@ -15,6 +19,8 @@ https://docs.x.com/x-api/fundamentals/rate-limits
 """
 from __future__ import annotations
 
+import logging
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -23,10 +29,12 @@ import requests
 import tweepy
 
 from collectors.base import Batch, BrandSpec, Mention, SourceError
+from collectors.query import QueryError
 from collectors.links import (
     GuardedAdapter,
     as_int,
     brand_query,
+    clip,
     json_body,
     parse_time,
     retry_after_from,
@@ -39,12 +47,27 @@ TWEEPY_HOST = "https://api.twitter.com"  # hard-coded in tweepy.client.BaseClien
 SEARCH_ROUTE = "/2/tweets/search/recent"
 COUNTS_ROUTE = "/2/tweets/counts/recent"
 SINCE_ID_MAX_AGE = 6.9 * 86400
-COUNTS_LOOKBACK = 15 * 60  # re-read the last 15 minutes: the newest buckets were still filling
+COUNTS_LOOKBACK = 15 * 60
+PACING_HEAD_START = 3600.0  # an hour's worth of budget is available from midnight UTC  # re-read the last 15 minutes: the newest buckets were still filling
 
 CREDENTIAL_HINT = (
     "check X_BEARER_TOKEN (an app-only Bearer token from the X developer portal); the free tier "
     "cannot read posts, so the app needs a paid (pay-per-use or Basic) plan"
 )
+
+
+class _DropRequestDumps(logging.Filter):
+    """tweepy logs every request's headers at DEBUG, Authorization: Bearer included
+    (tweepy/client.py, BaseClient.request); with DEBUG logging on, the token would reach the
+    logs.  Those records are dropped; tweepy's warnings still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Making API request")
+
+
+_tweepy_log = logging.getLogger("tweepy.client")
+if not any(isinstance(f, _DropRequestDumps) for f in _tweepy_log.filters):
+    _tweepy_log.addFilter(_DropRequestDumps())
 
 
 class XCollector:
@@ -58,6 +81,8 @@ class XCollector:
         max_requests_per_day: int = 500,
         max_results: int = 100,
         max_pages: int = 3,
+        counts_every: float = 300.0,
+        quiet_posts_every: float = 600.0,
         now: Callable[[], float] = time.time,
     ):
         if not bearer_token:
@@ -66,6 +91,8 @@ class XCollector:
         self.max_results = min(100, max(10, int(max_results)))
         self.max_pages = max(0, int(max_pages))
         self.max_requests_per_day = int(max_requests_per_day)
+        self.counts_every = float(counts_every)
+        self.quiet_posts_every = float(quiet_posts_every)
         self.now = now
         # return_type=requests.Response keeps the rate-limit headers tweepy's Response drops;
         # wait_on_rate_limit=False because sleeping would hold a Celery worker for up to 15 min.
@@ -92,14 +119,14 @@ class XCollector:
             cursor["day"], cursor["requests_today"] = today, 0
         spent_before = int(cursor.get("requests_today") or 0)
         batch = Batch()
-        budget = _Budget(self.max_requests_per_day - spent_before)
+        budget = _Budget(spent_before, self._allowance(now), self.max_requests_per_day)
+        counts_at = float(cursor.get("counts_at") or 0.0)
 
-        if self._held_back(COUNTS_ROUTE, batch):
-            pass
-        elif budget.take():
+        # Volume first: one request answers "how many" for the last quarter hour, and its minute
+        # buckets cover the polls in between, so it is only needed every ``counts_every`` s.
+        if now - counts_at >= self.counts_every and not self._held_back(COUNTS_ROUTE, batch) and budget.take():
             batch.volume = self._volume(x_query, now)
-        else:
-            batch.notes.append(self._budget_note(spent_before))
+            counts_at = now
 
         since_id = cursor.get("since_id")
         if since_id and str(since_id).isdigit() and now - snowflake_time(since_id).timestamp() > SINCE_ID_MAX_AGE:
@@ -112,14 +139,22 @@ class XCollector:
         newest_id = since_id
         next_token: str | None = None
         pages = 0
-        while pages < self.max_pages:
+        read = 0
+        search_at = float(cursor.get("search_at") or 0.0)
+        busy = bool(cursor.get("busy", True))
+        # When quiet, posts are a sample: one read every ``quiet_posts_every`` seconds (since_id
+        # keeps what lies between).  When the last read filled a page, every poll reads.
+        wanted = self.max_pages if busy or now - search_at >= self.quiet_posts_every else 0
+        while pages < wanted:
             if self._held_back(SEARCH_ROUTE, batch):
                 break  # X asked us to hold back; since_id keeps the posts for a later poll
-            if not budget.take():
-                batch.notes.append(self._budget_note(spent_before + budget.used))
-                break
+            # Posts leave one request in hand, so the next counts call (the volume signal the
+            # detector depends on) is never starved by reading posts.
+            if not budget.take(keep=1):
+                break  # paced out: since_id keeps the posts for a later poll
             data, users, meta = self._search_page(x_query, since_id, next_token)
             pages += 1
+            read += len(data)
             if pages == 1 and meta.get("newest_id"):
                 newest_id = meta["newest_id"]
             for tweet in data:
@@ -134,12 +169,26 @@ class XCollector:
                 # Older posts since the last poll are left unread; the counts still include them.
                 batch.notes.append(f"x: read {pages} pages (max_pages); older new posts skipped, "
                                    "volume comes from the counts endpoint")
+        if budget.spent >= self.max_requests_per_day:
+            batch.notes.append(self._budget_note(budget.spent))
 
         batch.mentions = mentions
         batch.requests_made = budget.used
-        batch.cursor = {"since_id": newest_id, "day": today,
-                        "requests_today": spent_before + budget.used}
+        if pages:
+            search_at, busy = now, bool(next_token) or read >= self.max_results
+        batch.cursor = {"since_id": newest_id, "day": today, "requests_today": budget.spent,
+                        "counts_at": counts_at, "search_at": search_at, "busy": busy}
         return batch
+
+    def _allowance(self, now: float) -> int:
+        """Requests the budget allows by this time of the UTC day: a straight line from
+        ``PACING_HEAD_START`` worth at midnight to the whole budget at the end of the day.
+        Without it a 60 s interval would spend a 500-request budget by 04:00 and leave the
+        brand unwatched for the rest of the day; with it, quiet polls (one page, no next_token)
+        leave allowance unused, which a surge can then spend on more pages."""
+        into_day = now % 86400
+        share = min(1.0, (into_day + PACING_HEAD_START) / 86400)
+        return min(self.max_requests_per_day, math.ceil(self.max_requests_per_day * share))
 
     def _budget_note(self, spent: int) -> str:
         return (f"x: daily budget of {self.max_requests_per_day} requests spent ({spent} used "
@@ -236,7 +285,7 @@ class XCollector:
             source="x",
             id=tweet_id,
             brand=brand.name,
-            text=text,
+            text=clip(text),
             created_at=created,
             url=f"https://x.com/i/web/status/{tweet_id}",
             author=str(user.get("username") or ""),
@@ -251,22 +300,22 @@ class XCollector:
 
 
 class _Budget:
-    """Requests still allowed today in this poll."""
+    """Requests this poll may still make: under both the paced allowance and the daily cap."""
 
-    def __init__(self, left: int):
-        self.left = left
+    def __init__(self, spent_before: int, allowance: int, cap: int):
+        self.spent = spent_before
+        self.limit = min(allowance, cap)
         self.used = 0
 
-    def take(self) -> bool:
-        if self.used >= self.left:
+    def take(self, keep: int = 0) -> bool:
+        if self.spent + keep >= self.limit:
             return False
+        self.spent += 1
         self.used += 1
         return True
 
 
 def _x_query_or_error(query) -> str:
-    from collectors.query import QueryError
-
     try:
         return query.to_x()
     except QueryError as exc:

@@ -6,14 +6,17 @@ The model, per bucket of ``bucket_seconds``:
   Holt-Winters without trend).  Every update uses the observation *clipped* to ``clip_sigmas`` standard
   deviations of the expected level, so a spike moves the baseline by a bounded step and does not teach the
   model that spikes are normal; a lasting level shift is still absorbed within hours.
-* **Noise** ``var = mu + dispersion * mu**2`` (negative binomial): Poisson at low counts, multiplicative at high
-  counts.  ``dispersion`` is learned online from the clipped squared errors in excess of the Poisson part, so one
-  principle covers a brand with 0-5 mentions a minute and one with thousands, with no per-series tuning.
-* **Surprise** is the upper tail ``-log10 P(X >= observed)``: exact negative-binomial sums for small counts
-  (honest when the expectation is 0.4 mentions), a moment-matched log-normal tail for large ones.  Counts at
-  or below ``min_count`` never raise an alarm on their own.
-* **Onset** a CUSUM of the log-likelihood ratio "rate doubled" vs "rate as expected" catches a surge that is
-  still modest bucket by bucket but persistent, usually a few buckets before a single bucket is extreme.
+* **Noise** two views, and a bucket must be surprising under both (``tail="laplace"``, the default): the count
+  noise (exact Poisson tail ``-log10 P(X >= observed)``: honest when the expectation is 0.4 mentions; counts at
+  or below ``min_count`` never alarm on their own) and the series' own multiplicative variability (a Laplace
+  tail on ``log((observed+1)/(expected+1))`` with its mean absolute value learned online: heavy enough for
+  news-driven bursts).  ``tail="nb"`` uses a negative-binomial tail ``var = mu + dispersion*mu**2`` instead; the
+  dispersion is learned as a ratio of clipped averages either way and deflates the onset trigger below.
+* **Calibration** the surprise is re-expressed in decades of *this series'* rarity (peaks over a threshold with
+  an exponential tail, learned online), so one threshold means about the same alert rate on a quiet brand and
+  on a news-driven one: scale-free, no per-series tuning.
+* **Onset** a CUSUM of the log-likelihood ratio "rate tripled" vs "rate as expected" (deflated by the
+  overdispersion) catches a surge that is still modest bucket by bucket but persistent.
 * **Breadth** when several sources are each surprising, the combined evidence grows (Fisher-style bonus).
 * **Novelty** the anomaly score reports *new* evidence: once a surge is under way its score needs to beat the
   episode's running peak to stay high, so one surge is one alert and not a hundred.  Severity (with a lower
@@ -30,8 +33,9 @@ from typing import Any, Mapping
 from detector.verdict import Forecast, Severity, Verdict
 
 _LN10 = math.log(10.0)
+_LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # bump when the layout changes: an old state is refused with ValueError
 
 
 @dataclass(frozen=True)
@@ -52,36 +56,66 @@ class DetectorParams:
     dispersion_halflife_s: float = 2 * 86400.0
     min_dispersion: float = 0.0025  # at least 5% multiplicative noise however large the counts
     clip_sigmas: float = 3.0
-    cusum_ratio: float = 2.0  # the rate increase the onset trigger is tuned to detect
+    cusum_ratio: float = 3.0  # the onset trigger looks for a tripling of the rate (a surge, not drift)
     episode_decay_halflife_s: float = 6 * 3600.0  # how fast the memory of a surge's peak fades
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
     calibrate: bool = True  # rescale surprise by how often this series has been surprising (extreme-value tail)
     calibration_halflife_s: float = 7 * 86400.0
     calibration_base: float = 2.0  # surprise (decades) above which the tail of surprises is tracked
+    tail: str = "laplace"  # "laplace": log-scale Laplace tail capped by Poisson; "nb": negative binomial tail
     utc_offset_s: float = 0.0  # shift timestamps so that hour-of-day and weekday are the audience's local ones
 
 
 class _Baseline:
-    """Seasonal level and dispersion of one count stream (the total, or one source)."""
+    """Seasonal level and dispersion of one count stream (the total, or one source).
 
-    __slots__ = ("level", "hours", "days", "disp", "n")
+    Seasonal factors are ratios of per-slot *mean counts* (not means of ratios), which stays stable when
+    counts are mostly zeros.  Dispersion is a ratio of averages for the same reason."""
+
+    __slots__ = ("level", "hour_means", "day_means", "hour_sum", "day_sum", "sq_err", "mean_mu", "mean_mu2", "disp", "log_dev", "n")
 
     def __init__(self, d: Mapping[str, Any] | None = None) -> None:
         if d is None:
             self.level = -1.0  # not started
-            self.hours = [1.0] * 24
-            self.days = [1.0] * 7
+            self.hour_means: list[float] = [-1.0] * 24  # -1: slot not visited yet
+            self.day_means: list[float] = [-1.0] * 7
+            self.sq_err = 0.0
+            self.mean_mu = 0.0
+            self.mean_mu2 = 0.0
             self.disp = 0.05
+            self.log_dev = 0.3
             self.n = 0
         else:
             self.level = float(d["level"])
-            self.hours = [float(x) for x in d["hours"]]
-            self.days = [float(x) for x in d["days"]]
+            self.hour_means = [float(x) for x in d["hours"]]
+            self.day_means = [float(x) for x in d["days"]]
+            self.sq_err, self.mean_mu, self.mean_mu2 = (float(x) for x in d["moments"])
             self.disp = float(d["disp"])
+            self.log_dev = float(d["log_dev"])
             self.n = int(d["n"])
+            self.hour_sum, self.day_sum = (float(x) for x in d["sums"])
+            return
+        self.hour_sum = 0.0
+        self.day_sum = 0.0
+
+    def hour_factor(self, hour: int) -> float:
+        m = self.hour_means[hour]
+        visited = sum(1 for x in self.hour_means if x >= 0.0)
+        if m < 0.0 or self.hour_sum <= 0.0:
+            return 1.0
+        return m * visited / self.hour_sum
+
+    def day_factor(self, day: int) -> float:
+        m = self.day_means[day]
+        visited = sum(1 for x in self.day_means if x >= 0.0)
+        if m < 0.0 or self.day_sum <= 0.0:
+            return 1.0
+        return m * visited / self.day_sum
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "hours": self.hours, "days": self.days, "disp": self.disp, "n": self.n}
+        return {"level": self.level, "hours": self.hour_means, "days": self.day_means,
+                "moments": [self.sq_err, self.mean_mu, self.mean_mu2], "disp": self.disp, "log_dev": self.log_dev, "n": self.n,
+                "sums": [self.hour_sum, self.day_sum]}
 
 
 class _Rates:
@@ -99,7 +133,6 @@ class _Rates:
         self.episode = 0.5 ** (b / p.episode_decay_halflife_s)
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.calib = 1.0 - 0.5 ** (b / p.calibration_halflife_s)
-        self.renorm_every = max(1, int(86400 / b))
         self.fast = 1.0 - 0.5 ** (1.0 / max(1.0, 900.0 / b))  # ~15 min smoothing for growth and forecast
 
 
@@ -208,7 +241,9 @@ class SpikeDetector:
         return hour, day
 
     def _expected(self, b: _Baseline, hour: int, day: int) -> float:
-        return b.level * b.hours[hour] * b.days[day]
+        if not self.params.seasonality:
+            return b.level
+        return b.level * b.hour_factor(hour) * b.day_factor(day)
 
     def _learn(self, b: _Baseline, count: float, hour: int, day: int, mu: float, var: float) -> None:
         """Move the baseline towards the clipped observation (robust Holt-Winters step)."""
@@ -224,47 +259,68 @@ class SpikeDetector:
         x = hi if count > hi else (lo if count < lo else count)
         if x < 0.0:
             x = 0.0
-        # excess dispersion: E[(x - mu)^2] = mu + disp * mu^2
-        if mu > 0.0:
-            excess = ((x - mu) ** 2 - mu) / (mu * mu)
-            b.disp += r.disp * (excess - b.disp)
-            if b.disp < p.min_dispersion:
-                b.disp = p.min_dispersion
-            elif b.disp > 4.0:
-                b.disp = 4.0
-        # warm start: learn fast over the first buckets, then settle to the configured memory
         n = b.n
         b.n = n + 1
-        a_level = max(r.level, 1.0 / (n + 1)) if n < 200 else r.level
-        season = b.hours[hour] * b.days[day]
-        b.level += a_level * (x / season - b.level)
-        if p.seasonality and b.level > 1e-9:
-            deseason = x / b.level
-            h = b.hours[hour]
-            d = b.days[day]
-            a_hour = max(r.hour, 0.2 / (1 + n * p.bucket_seconds / 86400.0)) if n < 50000 else r.hour
-            b.hours[hour] = h + a_hour * (deseason / d - h)
-            b.days[day] = d + r.day * (deseason / h - d)
-            # keep the factors' means at 1 so that the level stays the level
-            if n % self._rates.renorm_every == 0:
-                mh = sum(b.hours) / 24.0
-                md = sum(b.days) / 7.0
-                if mh > 0 and md > 0:
-                    b.hours = [v / mh for v in b.hours]
-                    b.days = [v / md for v in b.days]
-                    b.level *= mh * md
+        # dispersion from E[(x - mu)^2] = E[mu] + disp * E[mu^2], as a ratio of averages (stable near zero)
+        a_disp = max(r.disp, 1.0 / (n + 1))
+        b.sq_err += a_disp * ((x - mu) ** 2 - b.sq_err)
+        b.mean_mu += a_disp * (mu - b.mean_mu)
+        b.mean_mu2 += a_disp * (mu * mu - b.mean_mu2)
+        if n > 30 and b.mean_mu2 > 0.0:
+            d = (b.sq_err - b.mean_mu) / b.mean_mu2
+            b.disp = p.min_dispersion if d < p.min_dispersion else (4.0 if d > 4.0 else d)
+        # mean absolute log-ratio: the series' own multiplicative variability (Laplace scale)
+        lr = math.log((count + 1.0) / (mu + 1.0))
+        cap = p.clip_sigmas * 1.5 * b.log_dev
+        lr = cap if lr > cap else (-cap if lr < -cap else lr)
+        b.log_dev += a_disp * (abs(lr) - b.log_dev)
+        if b.log_dev < 0.01:
+            b.log_dev = 0.01
+        # warm start: running means first, then the configured memory
+        a_level = max(r.level, 1.0 / (n + 1))
+        if not p.seasonality:
+            b.level += a_level * (x - b.level)
+            return
+        fh = b.hour_factor(hour)
+        fd = b.day_factor(day)
+        b.level += a_level * (x / (fh * fd) - b.level)
+        # per-slot mean counts; a slot's first visit starts from the level, and early on each slot is a running
+        # mean of its visits (about n/24 so far for an hour slot), later an EWMA with the configured memory
+        a_hour = max(r.hour, 1.0 / (1.0 + n / 24.0))
+        old = b.hour_means[hour]
+        if old < 0.0:
+            old = b.level
+            b.hour_sum += old
+        new = old + a_hour * (x / fd - old)
+        b.hour_means[hour] = new
+        b.hour_sum += new - old
+        a_day = max(r.day, 1.0 / (1.0 + n / 7.0))
+        old = b.day_means[day]
+        if old < 0.0:
+            old = b.level
+            b.day_sum += old
+        new = old + a_day * (x / fh - old)
+        b.day_means[day] = new
+        b.day_sum += new - old
 
-    def _surprise(self, b: _Baseline, count: float, hour: int, day: int) -> tuple[float, float, float]:
+    def _surprise(self, b: _Baseline, count: float, hour: int, day: int, tail: str | None = None) -> tuple[float, float, float]:
         mu = max(self._expected(b, hour, day), 1e-3)
         var = mu + b.disp * mu * mu
         s = 0.0
-        if count > self.params.min_count:
-            s = _log10_upper_tail(count, mu, var)
+        if count > self.params.min_count and count > mu:
+            if (tail or self.params.tail) == "laplace":
+                # surprising only if both the count noise (Poisson, exact) and the series' own log-scale
+                # variability (Laplace: heavy enough for news-driven bursts) say so
+                lr = math.log((count + 1.0) / (mu + 1.0))
+                s_log = (lr / b.log_dev + _LN2) / _LN10
+                s_pois = _log10_upper_tail(count, mu, mu)
+                s = s_log if s_log < s_pois else s_pois
+            else:
+                s = _log10_upper_tail(count, mu, var)
         return s, mu, var
 
     def update(self, t: float, count: float, by_source: Mapping[str, float] | None = None) -> Verdict:
         p = self.params
-        r = self._rates
         count = float(count)
         if count < 0.0 or math.isnan(count):
             count = 0.0
@@ -287,6 +343,8 @@ class SpikeDetector:
         # CUSUM onset trigger: log-likelihood ratio of "rate x cusum_ratio" against "rate as expected", in counts
         # deflated by the overdispersion (a negative binomial bucket carries 1/(1+disp*mu) of a Poisson's evidence).
         R = p.cusum_ratio
+        # (The overdispersion deflation is what keeps this honest for large counts; a Laplace-bounded version
+        # was tried and scored far worse on NAB: its bounded evidence hides the burst itself.)
         llr = (count * math.log(R) - (R - 1.0) * mu) / (1.0 + b.disp * mu)
         self._cusum = max(0.0, self._cusum + llr)
         s_cusum = self._cusum / _LN10 if count > p.min_count else 0.0
@@ -301,7 +359,8 @@ class SpikeDetector:
                 if sb is None:
                     sb = self._sources[name] = _Baseline()
                 c = float(c) if c and c > 0 else 0.0
-                ss, smu, svar = self._surprise(sb, c, hour, day)
+                # per-source counts are small: the count model alone says whether one source is surprising
+                ss, smu, svar = self._surprise(sb, c, hour, day, tail="nb")
                 if sb.n >= r.warm_up and ss >= p.source_watch:
                     spiking += 1
                     s_best = max(s_best, ss)
@@ -396,7 +455,12 @@ class SpikeDetector:
             peak, steps = current, 0.0
         else:
             horizon = 6 * 3600.0 / b
-            steps = min(-g / a, horizon) if a < 0.0 else horizon / 4.0
-            peak = current * math.exp(min(g * steps + 0.5 * min(a, 0.0) * steps * steps, math.log(100.0)))
+            if a < 0.0:  # decelerating: the peak is where the growth reaches zero
+                steps = min(-g / a, horizon)
+                log_gain = min(g * steps + 0.5 * a * steps * steps, math.log(100.0))
+            else:  # no deceleration seen yet: extrapolate an hour at most, at most tenfold
+                steps = min(3600.0 / b, horizon)
+                log_gain = min(g * steps, math.log(10.0))
+            peak = current * math.exp(log_gain)
         base = max(mu, 1e-9)
         return Forecast(peak_rate=peak, seconds_to_peak=steps * b, peak_ratio=peak / base)

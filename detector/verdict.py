@@ -16,8 +16,18 @@ class Severity(str, Enum):
     def rank(self) -> int:
         return _RANK[self]
 
+    # Order by rank, not by the string value ("critical" < "quiet" alphabetically).
     def __lt__(self, other: "Severity") -> bool:  # type: ignore[override]
-        return self.rank < other.rank
+        return self.rank < Severity(other).rank
+
+    def __le__(self, other: "Severity") -> bool:  # type: ignore[override]
+        return self.rank <= Severity(other).rank
+
+    def __gt__(self, other: "Severity") -> bool:  # type: ignore[override]
+        return self.rank > Severity(other).rank
+
+    def __ge__(self, other: "Severity") -> bool:  # type: ignore[override]
+        return self.rank >= Severity(other).rank
 
 
 _RANK = {Severity.QUIET: 0, Severity.WATCH: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}

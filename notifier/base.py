@@ -33,6 +33,7 @@ class Notification:
     site: str | None = None
     site_pages: tuple[tuple[str, int], ...] = ()  # (url on the brand's site, posts linking to it)
     runbook_url: str | None = None
+    actions: tuple[str, ...] = ()  # suggested actions for ops, from the brand's config
     previous_receipt: dict[str, Any] | None = None  # this channel's receipt for the incident's first message
 
     @property

@@ -23,7 +23,7 @@ class ConsoleChannel:
         """``2026-11-28T10:05:00Z WARNING Acme opened: 48 mentions/min vs 3.1 expected (x15.5);
         peak ~120/min in ~20 min``"""
         line = f"{render.iso(n.at)} {n.severity.upper()} {render.summary(n)}"
-        if n.top_mentions:
+        if n.top_mentions and n.event != "resolved":
             top = n.top_mentions[0]
             line += f' | top: {top.source} @{top.author or "?"} "{top.text}"'
         return log_text(line, limit=500)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import requests
 
 from notifier import render
-from notifier.base import ChannelError, Notification
+from notifier.base import Notification
 from notifier.escape import log_text
 from notifier.http_errors import error_for_exception, error_for_status
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import threading
+import time
 import urllib.error
 from typing import Any, Callable, Mapping
 
@@ -120,6 +122,47 @@ def classify_slack_error(exc: BaseException, what: str) -> SlackChannelError:
     raise TypeError(f"not a Slack transport error: {type(exc).__name__}")
 
 
+class PostPacer:
+    """Slack allows about one message per second per channel, with short bursts
+    (https://api.slack.com/methods/chat.postMessage#rate_limiting).  Posts to one channel from this
+    process are spaced ``interval`` apart; a post that would wait longer than ``max_wait`` is not
+    slept on (a worker must not block) but refused as transient with ``retry_after``.
+    Shared by every SlackChannel in the process: a busy incident and a digest hit the same channel.
+    """
+
+    def __init__(self, interval: float = 1.0, max_wait: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval = interval
+        self.max_wait = max_wait
+        self._clock = clock
+        self._sleep = sleep
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait_turn(self, channel_key: str) -> None:
+        if self.interval <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next.get(channel_key, now))
+            wait = slot - now
+            if wait > self.max_wait:
+                raise SlackChannelError(f"slack: {channel_key} is busy (local pacing)", retry_after=round(wait, 3),
+                                        error="paced")
+            self._next[channel_key] = slot + self.interval
+        if wait > 0:
+            self._sleep(wait)
+
+    def alias(self, known_as: str, also: str) -> None:
+        """``also`` is the same channel as ``known_as`` (a name and its id): share the budget."""
+        with self._lock:
+            if known_as in self._next:
+                self._next[also] = max(self._next.get(also, 0.0), self._next[known_as])
+
+
+DEFAULT_PACER = PostPacer()
+
+
 class SlackChannel:
     """Posts the marketing and ops messages.  At least one of the two channels must be set.
 
@@ -142,6 +185,7 @@ class SlackChannel:
         chart: Callable[[Notification], bytes | None] | None = None,
         actions: tuple[str, ...] = (),
         buttons: bool = True,
+        pacer: PostPacer | None = DEFAULT_PACER,
     ):
         if not marketing_channel and not ops_channel:
             raise ValueError("SlackChannel needs marketing_channel or ops_channel (or both)")
@@ -153,6 +197,8 @@ class SlackChannel:
         self._chart = chart
         self._actions = tuple(actions)
         self._buttons = buttons
+        self._pacer = pacer
+        self._channel_ids: dict[str, str] = {}
         # retry_handlers=[]: slack_sdk's default handler retries connection errors in-process.  A
         # worker must not sleep inside a send; the notify task owns retries (with backoff and
         # Retry-After), so every failure surfaces here at once as a ChannelError.
@@ -167,14 +213,24 @@ class SlackChannel:
     def render(self, n: Notification, audience: str) -> list[dict[str, Any]]:
         if audience == "marketing":
             return slack_blocks.marketing_blocks(n)
-        return slack_blocks.ops_blocks(n, buttons=self._buttons, actions=self._actions)
+        # The brand's configured actions win; the constructor's are a channel-wide default.
+        return slack_blocks.ops_blocks(n, buttons=self._buttons, actions=tuple(n.actions) or self._actions)
 
     # ---- sending --------------------------------------------------------------------------------
 
     def _call(self, method: str, where: str, **kwargs: Any) -> dict[str, Any]:
         fn = getattr(self._client, method.replace(".", "_"))
+        target = kwargs.get("channel")
+        if method == "chat.postMessage" and self._pacer is not None:
+            # Pace by channel id once known, so "#ops" and its id "C…" share one budget.
+            self._pacer.wait_turn(f"{self.api_url}{self._channel_ids.get(target, target)}")
         try:
-            return fn(**kwargs).data  # type: ignore[no-any-return]
+            data = fn(**kwargs).data
+            if method == "chat.postMessage" and isinstance(data, dict) and data.get("channel") and target not in self._channel_ids:
+                self._channel_ids[target] = data["channel"]
+                if self._pacer is not None:
+                    self._pacer.alias(f"{self.api_url}{target}", f"{self.api_url}{data['channel']}")
+            return data  # type: ignore[no-any-return]
         except (SlackClientError, OSError) as e:
             # ``from None``: the slack_sdk exception holds the request arguments (headers with the
             # token); our message keeps everything a human needs.

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from notifier import render
-from notifier.base import ChannelError, Notification
+from notifier.base import Notification
 from notifier.http_errors import error_for_exception, error_for_status
 
 log = logging.getLogger(__name__)
@@ -188,4 +188,4 @@ _SAMPLE_KEYS = (
     "observed_per_min", "expected_per_min", "ratio", "score", "forecast_peak_per_min", "forecast_seconds_to_peak", "site",
 )
 
-__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values", "ChannelError"]
+__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values"]

@@ -159,12 +159,12 @@ PUBLISHED = {  # NAB scoreboard, realTweets (standard, reward_low_FP, reward_low
 
 def render_report(result: dict) -> str:
     lines = ["NAB scores (normalised: null detector 0, perfect 100; threshold optimised per category)",
-             f"{'category':<16}{'standard':>10}{'low_FP':>10}{'low_FN':>10}"]
+             f"{'category':<18}{'standard':>10}{'low_FP':>10}{'low_FN':>10}"]
     for category, sc in result["scores"].items():
-        lines.append(f"{category:<16}{sc['standard']:>10.1f}{sc['reward_low_FP']:>10.1f}{sc['reward_low_FN']:>10.1f}")
+        lines.append(f"{category:<18}{sc['standard']:>10.1f}{sc['reward_low_FP']:>10.1f}{sc['reward_low_FN']:>10.1f}")
     lines.append("published on realTweets (all 10 series):")
     for name, (a, b, c) in PUBLISHED.items():
-        lines.append(f"  {name:<14}{a:>10.1f}{b:>10.1f}{c:>10.1f}")
+        lines.append(f"  {name:<16}{a:>10.1f}{b:>10.1f}{c:>10.1f}")
     lines.append(f"cost: {result['us_per_point']:.1f} us per point")
     lines.append("")
     lines.append("per series (standard threshold): detection delay from each window's start; false alarms outside windows")

@@ -8,10 +8,17 @@ import logging
 from celery import Celery
 from celery.signals import setup_logging
 
-from surgewatch import celery_settings, logs
+from surgewatch import celery_settings, clock, logs
 
 app = Celery("surgewatch", include=["surgewatch.tasks"])
 app.conf.update(celery_settings.from_environment())
+
+if str(app.conf.broker_url).startswith("sqla+"):
+    # kombu's SQL transport hands every transport option to SQLAlchemy's create_engine, so its
+    # polling interval (1 s by default: slow for the embedded default) can only be set on the class.
+    from kombu.transport import sqlalchemy as _sqla_transport
+
+    _sqla_transport.Transport.polling_interval = celery_settings.embedded_polling_interval(clock.speed())
 
 
 @setup_logging.connect

@@ -76,15 +76,24 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "beat_schedule": beat_schedule(settings, speed) if settings else {},
     }
-    if broker_url.startswith("sqla+"):
-        # kombu's SQL transport polls; a short interval keeps the embedded default responsive.
-        conf["broker_transport_options"] = {"polling_interval": 0.1 if speed > 1 else 0.5}
-    elif broker_url.startswith(("redis://", "rediss://")):
+    if broker_url.startswith(("redis://", "rediss://")):
         # A task not acked within the visibility timeout is redelivered: keep it above the time limit.
         conf["broker_transport_options"] = {"visibility_timeout": 600}
+        # Two beats must never both schedule: RedBeat keeps the schedule in Redis behind a lock, so a
+        # second beat (a mistaken deploy, a failover) waits for the lock instead of doubling every task.
+        conf["beat_scheduler"] = "redbeat.RedBeatScheduler"
+        conf["redbeat_redis_url"] = broker_url
+        conf["redbeat_key_prefix"] = "surgewatch:redbeat:"
+        conf["redbeat_lock_timeout"] = 60
+        conf["beat_max_loop_interval"] = 10  # well inside the lock timeout, so a live beat never loses it
     if speed > 1:
         conf["beat_max_loop_interval"] = 0.2
     return conf
+
+
+def embedded_polling_interval(speed: float) -> float:
+    """How often the embedded (SQL) broker is polled for new tasks."""
+    return 0.1 if speed > 1 else 0.5
 
 
 def from_environment() -> dict[str, Any]:

@@ -272,6 +272,78 @@ def incidents(
     out.print(table)
 
 
+def _operator_name(who: Optional[str]) -> str:
+    import getpass
+
+    return who or os.environ.get("USER") or getpass.getuser()
+
+
+@app.command()
+def ack(
+    incident_id: str = typer.Argument(..., help="Incident id (see `surgewatch incidents`)."),
+    config: Path = ConfigOption,
+    by: Optional[str] = typer.Option(None, "--by", help="Who acknowledges (default: $USER)."),
+) -> None:
+    """Acknowledge an incident: stops escalation and acknowledges the PagerDuty alert if it paged."""
+    settings = load_or_exit(config)
+    from surgewatch import clock, operator
+    from surgewatch.pipeline import Runtime
+
+    try:
+        result = operator.acknowledge(Runtime(settings), incident_id, _operator_name(by), clock.now())
+    except operator.OperatorError as exc:
+        raise fail(str(exc)) from None
+    if result.already:
+        out.print(f"{incident_id} was already acknowledged by {result.incident['acked_by']}", markup=False)
+    else:
+        out.print(f"{incident_id} acknowledged by {result.incident['acked_by']}; pager: {result.pager}", markup=False)
+
+
+@app.command("false-alarm")
+def false_alarm(
+    incident_id: str = typer.Argument(..., help="Incident id."),
+    config: Path = ConfigOption,
+    by: Optional[str] = typer.Option(None, "--by", help="Who says so (default: $USER)."),
+    note: str = typer.Option("", "--note", help="Why it was not a real surge."),
+) -> None:
+    """Mark an incident as a false alarm (feedback for the detector review and the weekly digest)."""
+    settings = load_or_exit(config)
+    from surgewatch import clock, operator
+    from surgewatch.pipeline import Runtime
+
+    try:
+        operator.mark_false_alarm(Runtime(settings), incident_id, _operator_name(by), clock.now(), note)
+    except operator.OperatorError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{incident_id} marked as a false alarm", markup=False)
+
+
+@app.command()
+def silence(
+    brand: str = typer.Argument(..., help="Brand name."),
+    config: Path = ConfigOption,
+    duration: str = typer.Option("1h", "--for", help="How long: 30m, 2h, 1d, 1h30m."),
+    reason: str = typer.Option("", "--reason", help="Why (shown in status and the digest)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who silences (default: $USER)."),
+    off: bool = typer.Option(False, "--off", help="Remove the brand's silence."),
+) -> None:
+    """Mute a brand's notifications for a while (incidents are still recorded)."""
+    settings = load_or_exit(config)
+    from surgewatch import clock, operator
+    from surgewatch.pipeline import Runtime, _iso
+
+    rt = Runtime(settings)
+    try:
+        if off:
+            operator.unsilence(rt, brand)
+            out.print(f"{brand}: silence removed", markup=False)
+            return
+        entry = operator.silence(rt, brand, operator.parse_duration(duration), _operator_name(by), reason, clock.now())
+    except (operator.OperatorError, KeyError) as exc:
+        raise fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+    out.print(f"{entry['brand']} silenced until {_iso(entry['until'])} by {entry['by']}", markup=False)
+
+
 @app.command()
 def backtest(
     data_dir: Path = typer.Argument(..., help="NAB-format data folder (category folders of timestamp,value CSVs)."),
@@ -297,7 +369,8 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Use the channels of this config (e.g. local fakes)."),
     seconds: float = typer.Option(40.0, help="Real seconds the simulated day should take."),
-    keep: Optional[Path] = typer.Option(None, "--keep", help="Keep the demo's store and config in this folder."),
+    keep: Path = typer.Option(Path("surgewatch-demo"), "--keep", help="Folder for the demo's store, config and logs."),
+    temporary: bool = typer.Option(False, "--temporary", help="Use a temporary folder and delete it afterwards."),
 ) -> None:
     """Run the whole pipeline against a simulated world: a local feed server serves a scripted day
     (quiet, then a ticket-launch surge), the real collector and Celery tasks run on the embedded
@@ -305,7 +378,7 @@ def demo(
     from surgewatch.demo import run_demo
 
     extra = load_or_exit(config) if config else None
-    code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=keep)
+    code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=None if temporary else keep)
     raise typer.Exit(code)
 
 

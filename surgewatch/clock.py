@@ -5,6 +5,9 @@ Production uses the wall clock.  ``surgewatch demo`` runs a scripted day in a mi
 ``SURGEWATCH_CLOCK=sim:<sim_start>:<real_start>:<speed>`` means "at real time ``real_start`` the
 simulated time was ``sim_start``, and it runs ``speed`` times faster".  Processes agree without
 talking to each other because the mapping is a pure function of the real clock.
+
+Tests that drive a real worker step by step use ``SURGEWATCH_CLOCK=file:<path>``: the simulated
+time is the number written in that file (a frozen clock the test moves).
 """
 from __future__ import annotations
 
@@ -40,12 +43,17 @@ class SimClock:
 
 def current_sim() -> SimClock | None:
     value = os.environ.get(ENV)
-    return SimClock.from_env(value) if value else None
+    return SimClock.from_env(value) if value and value.startswith("sim:") else None
 
 
 def now() -> float:
-    sim = current_sim()
-    return sim.now() if sim else time.time()
+    value = os.environ.get(ENV)
+    if not value:
+        return time.time()
+    if value.startswith("file:"):
+        with open(value[5:], encoding="ascii") as f:
+            return float(f.read().strip())
+    return SimClock.from_env(value).now()
 
 
 def speed() -> float:

@@ -163,6 +163,26 @@ class PagerDutyChannelConfig(Strict):
     timeout: float = Field(default=10.0, gt=0, le=60)
 
 
+class TrafficControl(Strict):
+    """A webhook action (scale up, waiting room, cache warm-up) run at a severity and undone on resolve."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=50)
+    url: str
+    min_severity: Literal["watch", "warning", "critical"] = "warning"
+    body: dict[str, Any] = Field(description="JSON body; {placeholders} take the incident's numbers")
+    undo: dict[str, Any] | None = Field(default=None, description="JSON body sent when the incident resolves")
+    dry_run: bool = True
+    secret_env: str = Field(default="SURGEWATCH_WEBHOOK_SECRET", description="Environment variable with the HMAC key")
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://\S+$", v):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
 class Channels(Strict):
     console: ConsoleChannelConfig | None = None
     slack: SlackChannelConfig | None = None
@@ -218,6 +238,7 @@ class Settings(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    traffic_controls: list[TrafficControl] = Field(default_factory=list)
     timezone: str = "UTC"
 
     @field_validator("brands")
@@ -228,6 +249,14 @@ class Settings(Strict):
             if b.name.casefold() in seen:
                 raise ValueError(f"duplicate brand name {b.name!r}")
             seen.add(b.name.casefold())
+        return v
+
+    @field_validator("traffic_controls")
+    @classmethod
+    def _unique_controls(cls, v: list[TrafficControl]) -> list[TrafficControl]:
+        names = [c.name for c in v]
+        if len(names) != len(set(names)):
+            raise ValueError("traffic control names must be unique")
         return v
 
     @field_validator("timezone")

@@ -30,6 +30,7 @@ class FakeItem:
     author: str = "pg"
     points: int | None = 1
     num_comments: int | None = 0
+    minimal: bool = False  # answer only objectID and the text, as a trimmed export would
 
 
 class FakeHackerNews(FakeAPIServer):
@@ -75,6 +76,9 @@ class FakeHackerNews(FakeAPIServer):
     @staticmethod
     def _hit(i: FakeItem) -> dict[str, Any]:
         story = i.kind == "story"
+        if i.minimal:
+            return {"objectID": str(i.id), "title": i.title} if story else \
+                {"objectID": str(i.id), "comment_text": i.text}
         return {
             "_tags": [i.kind, f"author_{i.author}", f"story_{i.id}" if story else "story_1"],
             "author": i.author,

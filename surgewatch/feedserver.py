@@ -92,7 +92,10 @@ class FeedServer:
         # Slow (delayed) handlers must not hold up stop(): threads are daemons and not joined.
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="feed-server", daemon=True)
+        # A short poll interval: shutdown() waits for the loop to notice, 0.5 s by default.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="feed-server", daemon=True
+        )
         self._thread.start()
         return self
 

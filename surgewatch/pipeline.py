@@ -179,18 +179,29 @@ class EvaluateOutcome:
     busy: bool = False
 
 
+def _min_severity(settings: Settings, channel: str) -> Severity | None:
+    """The lowest severity a channel acts on (None: every transition)."""
+    if channel == "pagerduty" and settings.channels.pagerduty is not None:
+        return Severity(settings.channels.pagerduty.min_severity)
+    if channel.startswith("webhook:"):
+        for t in settings.traffic_controls:
+            if f"webhook:{t.name}" == channel:
+                return Severity(t.min_severity)
+    return None
+
+
 def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:
-    """Which channels hear about a transition."""
+    """Which channels hear about a transition.  Pager and traffic controls act from their minimum
+    severity up, and hear the resolve only if they acted on the incident."""
     out = []
     for name in configured_channels(settings):
-        if name == "pagerduty":
-            pd = settings.channels.pagerduty
-            assert pd is not None
-            threshold = Severity(pd.min_severity).rank
-            peak = max(Severity(t["to"]).rank for t in incident["transitions"] if t["to"] != "resolved")
-            if transition["event"] == "resolved" and peak < threshold:
-                continue  # never paged, so nothing to resolve
-            if transition["event"] != "resolved" and Severity(transition["to"]).rank < threshold:
+        threshold = _min_severity(settings, name)
+        if threshold is not None:
+            if transition["event"] == "resolved":
+                peak = max(Severity(t["to"]).rank for t in incident["transitions"] if t["to"] != "resolved")
+                if peak < threshold.rank:
+                    continue
+            elif Severity(transition["to"]).rank < threshold.rank:
                 continue
         out.append(name)
     return out
@@ -216,10 +227,15 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
     end = math.floor((now - rt.evaluation_lag()) / bucket) * bucket  # buckets before `end` are complete
     saved = store.get_state(f"detector:{brand}")
     params = rt.detector_params()
+    detector = None
     if saved:
-        detector = SpikeDetector(params, saved["detector"])
-        start = saved["next_at"]
-    else:
+        try:
+            detector = SpikeDetector(params, saved["detector"])
+            start = saved["next_at"]
+        except (ValueError, KeyError, TypeError) as exc:
+            # A state from an older detector version: start afresh (warm-up again) rather than crash.
+            log.warning("detector state for %s not usable (%s); starting a fresh baseline", brand, exc)
+    if detector is None:
         # A brand's history starts with its first successful poll: scoring the empty buckets
         # before it would teach the detector a baseline of zero.
         if not any(h.brand == brand and h.last_success for h in SourceHealth.load_all(store)):
@@ -263,11 +279,28 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
     open_now = store.open_incident(brand)
     if open_now is not None:
         candidates.setdefault(open_now["id"], open_now)
+    silenced = store.get_state(f"silence:{brand}")
+    if silenced and silenced.get("until", 0) <= now:
+        silenced = None
     for inc in candidates.values():
+        changed = False
         for tr in inc["transitions"]:
-            if not tr.get("dispatched"):
-                for channel in routes(rt.settings, inc, tr):
-                    outcome.dispatch.append((inc["id"], tr["no"], channel))
+            if tr.get("dispatched"):
+                continue
+            channels = routes(rt.settings, inc, tr)
+            if silenced is not None:
+                # A silence mutes every channel but the console log; the transition is still recorded.
+                channels = [c for c in channels if c == "console"]
+                tr["silenced"] = {"reason": silenced.get("reason", ""), "by": silenced.get("by", ""),
+                                  "until": silenced["until"]}
+                changed = True
+            for channel in channels:
+                outcome.dispatch.append((inc["id"], tr["no"], channel))
+            if not channels:
+                tr["dispatched"] = True
+                changed = True
+        if changed:
+            store.save_incident(inc)
     return outcome
 
 
@@ -290,6 +323,10 @@ def delivery_key(incident_id: str, no: int, channel: str) -> str:
     return f"{incident_id}:{no}:{channel}"
 
 
+def receipt_key(incident_id: str, channel: str) -> str:
+    return f"receipt:{incident_id}:{channel}"
+
+
 def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[str, Any], channel: str) -> Notification:
     store = rt.store
     brand_cfg = rt.settings.brand(incident["brand"])
@@ -300,14 +337,14 @@ def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[s
     top = sorted(recent, key=lambda m: ((m.reach or 0) + m.likes + m.reposts * 2 + m.score, m.timestamp), reverse=True)
     sources = Counter(m.source for m in recent)
     pages = Counter(link for m in recent for link in m.site_links)
-    previous = None
     for earlier in incident["transitions"][: transition["no"]]:
         d = store.delivery(delivery_key(incident["id"], earlier["no"], channel))
-        if d and d.get("status") == "sent" and d.get("receipt") and not d["receipt"].get("error"):
-            previous = d["receipt"]
-            break
         if d and d.get("status") == "claimed":
+            # Updates and thread replies hang off the incident's first message: wait for it.
             raise NotReady(f"{incident['id']} transition {earlier['no']} on {channel} is still being sent")
+    # The channel's latest receipt for this incident (including what a failed attempt did deliver),
+    # so this send updates those messages instead of posting new ones.
+    previous = store.get_state(receipt_key(incident["id"], channel))
     forecast = verdict.forecast
     return Notification(
         key=delivery_key(incident["id"], transition["no"], channel),
@@ -328,6 +365,7 @@ def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[s
         site=brand_cfg.site,
         site_pages=tuple(pages.most_common(5)),
         runbook_url=brand_cfg.runbook_url,
+        actions=tuple(brand_cfg.actions),
         previous_receipt=previous,
     )
 
@@ -361,7 +399,12 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
             store.mark_sent(key, {"error": exc.message, "permanent": True})
             log.error("channel %s failed permanently for %s: %s", channel, key, exc.message)
             return NotifyOutcome(key, "failed", exc.message)
+        partial = getattr(exc, "partial_receipt", None)
+        if partial:
+            store.set_state(receipt_key(incident_id, channel), partial)
         store.release(key)
         raise
     store.mark_sent(key, receipt or {})
+    if receipt:
+        store.set_state(receipt_key(incident_id, channel), receipt)
     return NotifyOutcome(key, "sent")

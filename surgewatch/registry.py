@@ -79,7 +79,8 @@ def build_collector(settings: Settings, name: str) -> Collector:
 
 def configured_channels(settings: Settings) -> list[str]:
     c = settings.channels
-    return [name for name in type(c).model_fields if getattr(c, name) is not None]
+    names = [name for name in type(c).model_fields if getattr(c, name) is not None]
+    return names + [f"webhook:{t.name}" for t in settings.traffic_controls]
 
 
 def build_channel(settings: Settings, name: str) -> Channel:
@@ -108,4 +109,16 @@ def build_channel(settings: Settings, name: str) -> Channel:
             secret_from(c.pagerduty.routing_key, "PAGERDUTY_ROUTING_KEY"), "PAGERDUTY_ROUTING_KEY", "channels.pagerduty"
         )
         return PagerDutyChannel(key, events_url=c.pagerduty.events_url, timeout=c.pagerduty.timeout)
+    if name.startswith("webhook:"):
+        from notifier.webhook import WebhookAction
+
+        for t in settings.traffic_controls:
+            if f"webhook:{t.name}" == name:
+                secret = os.environ.get(t.secret_env) or None
+                if secret is None and not t.dry_run:
+                    raise MissingCredential(f"traffic control {t.name} needs {t.secret_env} in the environment to sign its calls")
+                return WebhookAction(
+                    t.name, t.url, secret=secret, body_template=t.body, undo_template=t.undo,
+                    min_severity=t.min_severity, dry_run=t.dry_run, timeout=t.timeout,
+                )
     raise KeyError(f"channel {name!r} is not configured")

@@ -115,10 +115,12 @@ def test_severity_does_not_flap_while_a_surge_hovers_around_the_threshold():
     _run(det, points)
     t = points[-1][0]
     rng = random.Random(1)
-    severities = [det.update(t + 60 * (k + 1), 12 + rng.choice([-3, 0, 3])).severity for k in range(60)]
+    severities = [det.update(t + 60 * (k + 1), 12 + rng.choice([-3, 0, 3])).severity for k in range(40)]
+    first = next(i for i, s in enumerate(severities) if s is not Severity.QUIET)
+    assert first < 3
+    assert Severity.QUIET not in severities[first:]
     changes = sum(1 for a, b in zip(severities, severities[1:]) if a != b)
-    assert Severity.QUIET not in severities[:5] or Severity.QUIET not in severities[5:15]
-    assert changes <= 4
+    assert changes <= 3
 
 
 def test_a_lasting_surge_is_one_alert_in_the_score_not_a_hundred():
@@ -136,8 +138,8 @@ def test_missing_buckets_count_as_zero_mentions():
     gappy, full = SpikeDetector(MINUTE), SpikeDetector(MINUTE)
     points = _stream(2000, 1.5, seed=6)
     with_zeros = [(t, c if i % 7 else 0) for i, (t, c) in enumerate(points)]
-    a = [gappy.update(t, c) for i, (t, c) in enumerate(with_zeros) if i % 7]
-    b = [v for i, v in enumerate(_run(full, with_zeros)) if i % 7]
+    a = [gappy.update(t, c) for i, (t, c) in enumerate(with_zeros) if i % 7 or i == 0]
+    b = [v for i, v in enumerate(_run(full, with_zeros)) if i % 7 or i == 0]
     assert a == b
 
 
@@ -150,14 +152,15 @@ def test_the_detector_warms_up_before_it_scores():
 def test_several_sources_spiking_together_raise_the_score():
     def feed(sources_up):
         det = SpikeDetector(MINUTE)
-        for t, c in _stream(1440, 3.0, seed=8):
-            det.update(t, 3 * c, {"x": c, "reddit": c, "rss": c})
+        streams = [_stream(1440, 3.0, seed=s) for s in (8, 9, 10)]
+        for (t, a), (_, b), (_, c) in zip(*streams):
+            det.update(t, a + b + c, {"x": a, "reddit": b, "rss": c})
         t = T0 + 1440 * 60
-        by_source = {"x": 9, "reddit": 9, "rss": 9} if sources_up == 3 else {"x": 25, "reddit": 1, "rss": 1}
-        return det.update(t, 27, by_source)
+        by_source = {"x": 16, "reddit": 16, "rss": 16} if sources_up == 3 else {"x": 46, "reddit": 1, "rss": 1}
+        return det.update(t, 48, by_source)
 
     broad, narrow = feed(3), feed(1)
-    assert broad.sources_spiking == 3 and narrow.sources_spiking <= 1
+    assert broad.sources_spiking == 3 and narrow.sources_spiking == 1
     assert broad.score > narrow.score
 
 

@@ -213,3 +213,38 @@ def test_matching_is_fast_enough_to_run_on_every_post():
 def test_a_query_built_directly_also_matches():
     q = Query(any_of=((Term("acme", False),),), none_of=(Term("jobs", False),))
     assert q.matches("Acme") and not q.matches("acme jobs")
+
+
+# -- properties ----------------------------------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+QUERYISH = st.text(alphabet=st.sampled_from(list('ab -"OR#@:()é東🚀\t\n\u00a0ﬁ')) | st.characters(), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(QUERYISH)
+def test_any_text_either_parses_or_raises_a_query_error(text):
+    try:
+        q = parse_query(text)
+    except QueryError:
+        return
+    assert q.any_of and all(q.any_of)
+    assert parse_query(str(q)) == q  # what parses can be written back
+    q.matches(text)  # and can be matched against anything
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_matching_never_raises_on_any_post(text):
+    assert parse_query(BRAND).matches(text) in (True, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(categories=("Ll", "Lu", "Nd")), min_size=1, max_size=8)
+                # upper() is not always undone by casefold (Turkish "ı" -> "I" -> "i"): such words are
+                # a different word once upper-cased, so they are left out of this property.
+                .filter(lambda w: w.upper().casefold() == w.casefold()),
+                min_size=1, max_size=4))
+def test_a_post_made_of_the_phrase_matches_the_phrase(words):
+    phrase = " ".join(words)
+    assert parse_query(f'"{phrase}"').matches(f"said: {phrase.upper()}!")

@@ -1,15 +1,16 @@
 """Compact, lossless serialisation of a Mention, shared by both stores.
 
 A stored mention is a JSON array in field order (not an object): about half the bytes of
-``Mention.to_dict()`` and no per-key work.  ``created_at`` travels as epoch seconds (a float
-round-trips a microsecond-precision datetime exactly at today's epochs).  The output is pure
+``Mention.to_dict()`` and no per-key work.  ``created_at`` travels as integer epoch
+microseconds: exact, and cheaper to print than a float.  The output is pure
 ASCII (``\\uXXXX`` escapes) so odd outside text -- emoji, lone surrogates -- can never fail to
 encode on its way to Redis or SQLite.
 """
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii as _esc
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from collectors.base import Mention
@@ -21,32 +22,32 @@ FIELDS = (
     "likes", "reposts", "replies", "score", "reach", "lang", "site_links",
 )
 
-try:  # the C encoder, built once: json.dumps rebuilds it on every call (~1 us per mention)
-    from json.encoder import c_make_encoder, encode_basestring_ascii
-
-    if c_make_encoder is None:
-        raise ImportError
-    _c_encode = c_make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
-
-    def _encode(row: list[Any]) -> str:
-        return "".join(_c_encode(row, 0))
-
-except ImportError:  # pragma: no cover - interpreters without the C accelerator
-    _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
-
-_UTC = timezone.utc
+# A %-template with C-escaped strings: 1.6 us a mention against 2.5 us for json.dumps of the
+# same list (the ingest hot path).  %d also normalises a float or bool count to a JSON integer.
+_TEMPLATE = "[%s,%s,%s,%s,%s,%s,%s,%d,%d,%d,%d,%s,%s,[%s]]"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def encode_mention(m: Mention, ts: float) -> str:
-    """``ts`` is ``m.created_at.timestamp()``, which the caller has already computed."""
-    return _encode([m.source, m.id, m.brand, m.text, ts, m.url, m.author, m.likes, m.reposts,
-                    m.replies, m.score, m.reach, m.lang, m.site_links])
+def micros(ts: float) -> int:
+    """Epoch seconds -> integer microseconds.  Exact for ``datetime.timestamp()`` values: the
+    float is within 0.12 us of the true instant at today's epochs, so rounding recovers it."""
+    return round(ts * 1_000_000)
+
+
+def encode_mention(m: Mention, created_us: str) -> str:
+    """``created_us`` is ``str(micros(m.created_at.timestamp()))``, which the caller needs too."""
+    return _TEMPLATE % (
+        _esc(m.source), _esc(m.id), _esc(m.brand), _esc(m.text), created_us, _esc(m.url), _esc(m.author),
+        m.likes, m.reposts, m.replies, m.score, "null" if m.reach is None else "%d" % m.reach,
+        _esc(m.lang), ",".join(map(_esc, m.site_links)),
+    )
 
 
 def decode_mention(payload: str | bytes) -> Mention:
     row = json.loads(payload)
     values = dict(zip(FIELDS, row))
-    values["created_at"] = datetime.fromtimestamp(values["created_at"], _UTC)
+    values["created_at"] = _EPOCH + values["created_at"] * _MICROSECOND
     values["site_links"] = tuple(values.get("site_links") or ())
     return Mention(**values)
 

@@ -1,0 +1,211 @@
+"""Charts for the weekly digest, the post-event review and the Slack incident message.
+
+Pictures first: marketing reads the digest's chart before any table, and the review starts from the
+incident's timeline.  Every function returns PNG bytes of a fixed pixel size, so a Slack preview, an
+HTML page and the README all lay out the same way.
+
+Headless by construction: figures are built from :class:`matplotlib.figure.Figure` with the Agg
+canvas directly, never through ``pyplot``.  pyplot keeps a global registry of open figures and picks
+a GUI backend from the environment; a Celery worker rendering a chart for every incident must do
+neither (no leaked figures, no display needed).
+"""
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, DateFormatter
+from matplotlib.figure import Figure
+
+WIDTH_PX = 1200
+HEIGHT_PX = 600
+DPI = 100
+
+# One colour per source, stable across charts (a source keeps its colour from digest to review).
+_PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+            "#64b5cd"]
+_MARKER_STYLE = {
+    # kind: (colour, line style)
+    "opened": ("#e6a700", "-"),
+    "escalated": ("#c44e52", "-"),
+    "resolved": ("#55a868", "-"),
+    "alert": ("#8172b3", "--"),
+    "ack": ("#4c72b0", ":"),
+    "traffic_peak": ("#333333", "-."),
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A vertical line on a timeline: a transition, an alert going out, an acknowledgement."""
+
+    at: float  # epoch seconds
+    label: str
+    kind: str = "alert"  # a key of _MARKER_STYLE
+
+
+def source_colours(sources: Sequence[str]) -> dict[str, str]:
+    # Sorted, so the same set of sources always gets the same colours whatever order they arrive in.
+    return {s: _PALETTE[i % len(_PALETTE)] for i, s in enumerate(sorted(sources))}
+
+
+def _figure(width_px: int, height_px: int) -> Figure:
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    # No bbox_inches="tight": it would crop the canvas and the size would depend on the labels.
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk; ValueError if ``data`` is not a PNG."""
+    if data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def volume_chart(
+    day_labels: Sequence[str],
+    this_week: Mapping[str, Sequence[int]],
+    previous_week: Sequence[int] | None,
+    typical: Sequence[float] | None,
+    *,
+    title: str = "",
+    width_px: int = WIDTH_PX,
+    height_px: int = HEIGHT_PX,
+) -> bytes:
+    """Mentions per day: this week's bars stacked by source, last week and the typical level as lines.
+
+    ``this_week`` maps a source to one count per day (same length as ``day_labels``); ``typical`` is
+    the per-day average of the four weeks before; either is None when there is no such history."""
+    fig = _figure(width_px, height_px)
+    ax = fig.add_subplot(1, 1, 1)
+    x = list(range(len(day_labels)))
+    colours = source_colours(list(this_week))
+    bottom = [0.0] * len(x)
+    for source in sorted(this_week):
+        values = [float(v) for v in this_week[source]]
+        ax.bar(x, values, bottom=bottom, color=colours[source], width=0.7, label=f"{source} (this week)")
+        bottom = [b + v for b, v in zip(bottom, values)]
+    if previous_week is not None:
+        ax.plot(x, [float(v) for v in previous_week], color="#222222", marker="o", linewidth=2, label="previous week")
+    if typical is not None:
+        ax.plot(x, [float(v) for v in typical], color="#888888", linestyle="--", linewidth=2,
+                label="typical (4-week average)")
+    if not this_week and not any(previous_week or ()):
+        ax.text(0.5, 0.5, "no mentions collected", transform=ax.transAxes, ha="center", va="center",
+                fontsize=16, color="#888888")
+    ax.set_xticks(x, list(day_labels))
+    ax.set_ylabel("mentions per day")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, loc="left", fontsize=14)
+    ax.legend(loc="upper left", fontsize=9, frameon=False, ncol=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def timeline_chart(
+    counts: Mapping[str, Mapping[float, int]],
+    *,
+    bucket_seconds: int,
+    start: float,
+    end: float,
+    markers: Sequence[Marker] = (),
+    traffic: Sequence[tuple[float, float]] | None = None,
+    title: str = "",
+    tz: str = "UTC",
+    width_px: int = WIDTH_PX,
+    height_px: int = HEIGHT_PX,
+) -> bytes:
+    """Mentions per bucket per source (stacked areas) from ``start`` to ``end``, site traffic on a
+    second axis when known, and a vertical line for every marker."""
+    zone = ZoneInfo(tz)
+    fig = _figure(width_px, height_px)
+    ax = fig.add_subplot(1, 1, 1)
+    first = int(start // bucket_seconds) * bucket_seconds
+    times = list(range(first, int(end), bucket_seconds))
+    xs = [datetime.fromtimestamp(t, timezone.utc) for t in times]
+    sources = sorted(counts)
+    colours = source_colours(sources)
+    if sources and xs:
+        ys = [[float(counts[s].get(t, counts[s].get(float(t), 0))) for t in times] for s in sources]
+        ax.stackplot(xs, ys, labels=sources, colors=[colours[s] for s in sources], alpha=0.85, step="post")
+    else:
+        ax.text(0.5, 0.5, "no mentions in this window", transform=ax.transAxes, ha="center", va="center",
+                fontsize=16, color="#888888")
+    minutes = bucket_seconds / 60
+    ax.set_ylabel(f"mentions per {minutes:g} min" if minutes != 1 else "mentions per minute")
+    ax.set_ylim(bottom=0)
+    if xs:
+        ax.set_xlim(xs[0], datetime.fromtimestamp(end, timezone.utc))
+    handles, labels = ax.get_legend_handles_labels()
+    if traffic:
+        ax2 = ax.twinx()
+        shown = [(t, r) for t, r in traffic if start <= t <= end]
+        ax2.plot([datetime.fromtimestamp(t, timezone.utc) for t, _ in shown], [r for _, r in shown],
+                 color="#222222", linewidth=1.5, label="site traffic (requests/min)")
+        ax2.set_ylabel("site requests per minute")
+        ax2.set_ylim(bottom=0)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    # Markers: a line each; labels alternate in height so neighbours do not overprint.
+    for i, m in enumerate(sorted(markers, key=lambda m: m.at)):
+        if not (start <= m.at <= end):
+            continue
+        colour, style = _MARKER_STYLE.get(m.kind, ("#555555", "--"))
+        when = datetime.fromtimestamp(m.at, timezone.utc)
+        ax.axvline(when, color=colour, linestyle=style, linewidth=1.4)
+        ax.annotate(m.label, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 13 * (i % 4)),
+                    textcoords="offset points", fontsize=8, color=colour, rotation=0, ha="left", va="top")
+    locator = AutoDateLocator(tz=zone)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(DateFormatter("%a %H:%M", tz=zone))
+    ax.set_xlabel(f"time ({tz})")
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, loc="left", fontsize=14)
+    if handles:
+        ax.legend(handles, labels, loc="upper left", fontsize=9, frameon=False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def incident_chart(
+    counts: Mapping[str, Mapping[float, int]],
+    *,
+    bucket_seconds: int = 60,
+    start: float | None = None,
+    end: float | None = None,
+    markers: Sequence[Marker] = (),
+    traffic: Sequence[tuple[float, float]] | None = None,
+    title: str = "",
+    tz: str = "UTC",
+    width_px: int = WIDTH_PX,
+    height_px: int = HEIGHT_PX,
+) -> bytes:
+    """The chart for an incident message (Slack) or a review: ``counts`` as ``store.counts`` returns
+    them; the window defaults to the span of the counts and markers."""
+    times = [float(t) for series in counts.values() for t in series] + [m.at for m in markers]
+    if start is None:
+        start = min(times) if times else 0.0
+    if end is None:
+        end = (max(times) + bucket_seconds) if times else start + bucket_seconds
+    return timeline_chart(counts, bucket_seconds=bucket_seconds, start=start, end=end, markers=markers,
+                          traffic=traffic, title=title, tz=tz, width_px=width_px, height_px=height_px)

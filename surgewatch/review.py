@@ -1,0 +1,535 @@
+"""The post-event review: what happened during one incident, and what would have made it better.
+
+The seed's eighth step is "event performance analysis to identify opportunities for improvement".
+``build_review`` reads one incident and the counts around it from the store and answers the questions
+a review meeting asks, with numbers rather than impressions:
+
+* a timeline chart of mentions per source (and site traffic, when the team provides it) with every
+  transition, alert and acknowledgement marked;
+* the lead time achieved: first alert vs the traffic peak;
+* the peak mention rate against what the detector forecast at each transition;
+* what was sent, on which channel, to whom and when (the delivery log);
+* a suggestion computed by *replaying* the stored history through the real detector with a lower
+  opening threshold: how much earlier it would have alerted, and how many extra alerts it would
+  have raised over the last 30 days where the current threshold stayed quiet.
+
+The replay re-runs both thresholds on the same stored counts, so "earlier" compares like with like
+(the live detector may have started later, or restarted, than the history the store keeps).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+from zoneinfo import ZoneInfo
+
+from detector.spike import DetectorParams, SpikeDetector
+from detector.verdict import Severity
+from notifier.escape import html_text
+from surgewatch.charts import Marker, incident_chart
+from surgewatch.config import Settings
+from surgewatch.incidents import IncidentPolicy, advance
+from surgewatch.pipeline import Runtime, delivery_key
+from surgewatch.registry import configured_channels
+from surgewatch.store.base import Store
+
+# Channels an incident may have been delivered on.  The configured ones are probed too; a channel
+# removed from the config since the incident still shows in its history.
+KNOWN_CHANNELS = ("console", "slack", "pagerduty", "webhook")
+# A delivery's claimed_at is the sender's wall clock.  It is trusted as "when it went out" only
+# when it falls shortly after the scored bucket closed; otherwise (a replayed history, the demo's
+# simulated clock) the bucket close is the best honest estimate.
+PLAUSIBLE_SEND_DELAY = 3600.0
+REPLAY_DAYS = 30
+THRESHOLD_STEP = 0.1
+BEFORE_WINDOW = 2 * 3600.0  # the chart starts this long before the incident opened
+AFTER_WINDOW = 30 * 60.0  # ... and ends this long after it resolved
+TRAFFIC_SEARCH = 6 * 3600.0  # a traffic peak is looked for up to this long after the incident opened
+
+
+class ReviewError(Exception):
+    """The review cannot be built (unknown incident).  ``permanent``: retrying cannot help."""
+
+    permanent = True
+
+
+# -- incident facts shared with the digest ------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    """One (transition, channel) notification as the store remembers it."""
+
+    transition_no: int
+    event: str  # opened | escalated | resolved
+    severity: str
+    channel: str
+    status: str  # sent | failed | claimed (being sent, or a sender died holding the claim)
+    at: float  # when it went out, best known (see ``at_from``)
+    at_from: str  # "sent_at" | "claimed_at" | "bucket close"
+    recipients: tuple[str, ...] = ()  # "slack #C0123 (marketing)", "pagerduty dedup_key ..."
+    error: str | None = None
+
+    @property
+    def is_alert(self) -> bool:
+        return self.event != "resolved"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "sent"
+
+
+def channels_for(settings: Settings) -> list[str]:
+    names = list(configured_channels(settings))
+    return names + [c for c in KNOWN_CHANNELS if c not in names]
+
+
+def _recipients(channel: str, receipt: dict[str, Any] | None) -> tuple[str, ...]:
+    if not receipt:
+        return ()
+    if channel == "slack":
+        out = []
+        for audience in ("marketing", "ops"):
+            entry = receipt.get(audience)
+            if isinstance(entry, dict) and entry.get("channel"):
+                out.append(f"{audience}: Slack {entry['channel']} (ts {entry.get('ts')})")
+        return tuple(out)
+    if channel == "pagerduty" and receipt.get("dedup_key"):
+        return (f"PagerDuty {receipt.get('action', 'event')} dedup_key {receipt['dedup_key']}",)
+    return ()
+
+
+def incident_deliveries(store: Store, settings: Settings, incident: dict[str, Any]) -> list[Delivery]:
+    """Every delivery of every transition of ``incident``, in transition then channel order."""
+    bucket = settings.detector.bucket_seconds
+    out: list[Delivery] = []
+    for tr in incident.get("transitions", []):
+        bucket_close = float(tr["at"]) + bucket
+        for channel in channels_for(settings):
+            d = store.delivery(delivery_key(incident["id"], tr["no"], channel))
+            if d is None:
+                continue
+            receipt = d.get("receipt") if isinstance(d.get("receipt"), dict) else None
+            error = receipt.get("error") if receipt else None
+            status = "failed" if error else d["status"]
+            at, at_from = bucket_close, "bucket close"
+            sent_at = receipt.get("sent_at") if receipt else None
+            claimed = d.get("claimed_at")
+            if isinstance(sent_at, (int, float)) and bucket_close <= sent_at <= bucket_close + PLAUSIBLE_SEND_DELAY:
+                at, at_from = float(sent_at), "sent_at"
+            elif claimed is not None and bucket_close <= claimed <= bucket_close + PLAUSIBLE_SEND_DELAY:
+                at, at_from = float(claimed), "claimed_at"
+            severity = tr["to"] if tr["to"] != "resolved" else incident.get("severity", "")
+            out.append(Delivery(tr["no"], tr["event"], severity, channel, status, at, at_from,
+                                _recipients(channel, receipt), str(error) if error else None))
+    return out
+
+
+def first_alert_at(incident: dict[str, Any], deliveries: Sequence[Delivery], bucket_seconds: int) -> float | None:
+    """When the first alert went out: the first successful delivery of an opening or escalation;
+    failing that (nothing delivered, e.g. no channel configured) the close of the opening bucket."""
+    sent = [d.at for d in deliveries if d.is_alert and d.ok]
+    if sent:
+        return min(sent)
+    firing = [t for t in incident.get("transitions", []) if t["event"] != "resolved"]
+    return float(firing[0]["at"]) + bucket_seconds if firing else None
+
+
+def traffic_peak(traffic: Sequence[tuple[float, float]] | None, start: float, end: float) -> tuple[float, float] | None:
+    """(time, requests per minute) of the highest traffic sample in [start, end]."""
+    if not traffic:
+        return None
+    inside = [(float(t), float(r)) for t, r in traffic if start <= t <= end]
+    if not inside:
+        return None
+    return max(inside, key=lambda p: (p[1], -p[0]))
+
+
+# -- replay -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayedIncident:
+    opened_at: float
+    ended_at: float  # resolved_at, or the last scored bucket for one still open at the end
+
+
+def replay_incidents(
+    counts: dict[str, dict[float, int]], start: float, end: float, params: DetectorParams, policy: IncidentPolicy,
+    brand: str = "replay",
+) -> list[ReplayedIncident]:
+    """Feed every bucket in [start, end) through a fresh detector and the incident state machine,
+    exactly as ``pipeline.evaluate`` does, and list the incidents it would have opened."""
+    bucket = params.bucket_seconds
+    detector = SpikeDetector(params)
+    sources = sorted(counts)
+    series = {s: {int(t): n for t, n in counts[s].items()} for s in sources}
+    out: list[ReplayedIncident] = []
+    incident: dict[str, Any] | None = None
+    t = int(start // bucket) * bucket
+    while t < end:
+        by_source = {s: float(series[s].get(t, 0)) for s in sources}
+        verdict = detector.update(float(t), sum(by_source.values()), by_source)
+        incident, _ = advance(incident, brand, verdict, policy)
+        if incident is not None and incident["status"] == "resolved":
+            out.append(ReplayedIncident(incident["opened_at"], incident["resolved_at"]))
+            incident = None
+        t += bucket
+    if incident is not None:
+        out.append(ReplayedIncident(incident["opened_at"], incident["last_at"]))
+    return out
+
+
+@dataclass
+class ReplayResult:
+    threshold: str  # which severity's threshold was lowered (the one that opens incidents)
+    current: float
+    lowered: float
+    history_start: float
+    history_end: float
+    current_opened_at: float | None  # when the replay with today's threshold opens this incident
+    lowered_opened_at: float | None
+    minutes_earlier: float | None
+    current_alerts: int  # incidents the current threshold opens over the replayed history
+    lowered_alerts: int
+    extra_alerts: list[float] = field(default_factory=list)  # opened_at of alerts only the lower threshold raises
+
+    @property
+    def history_days(self) -> float:
+        return (self.history_end - self.history_start) / 86400
+
+
+def _overlaps(a: ReplayedIncident, start: float, end: float) -> bool:
+    return a.opened_at <= end and a.ended_at >= start
+
+
+def suggest_threshold(
+    store: Store, settings: Settings, incident: dict[str, Any], *, step: float = THRESHOLD_STEP,
+    days: float = REPLAY_DAYS,
+) -> ReplayResult | None:
+    """Replay up to ``days`` of stored history before the incident (and the incident itself) with the
+    current opening threshold and with it lowered by ``step``."""
+    rt = Runtime(settings, store)
+    params = rt.detector_params()
+    policy = IncidentPolicy(open_severity=Severity(settings.detector.open_severity),
+                            resolve_after=settings.detector.resolve_after_quiet_buckets)
+    bucket = params.bucket_seconds
+    opened = float(incident["opened_at"])
+    end_of_incident = float(incident.get("resolved_at") or incident.get("last_at") or opened)
+    end = end_of_incident + bucket
+    counts = store.counts(incident["brand"], opened - days * 86400, end)
+    stamps = [float(t) for series in counts.values() for t in series]
+    if not stamps:
+        return None
+    start = min(stamps)  # the brand's history starts with its first counted bucket
+    name = policy.open_severity.value
+    current = getattr(params, name)
+    lowered_value = round(current - step, 4)
+    lowered = replace(params, **{name: lowered_value})
+    if lowered.exit >= lowered_value:  # keep the hysteresis: exit must stay below the lowest threshold
+        lowered = replace(lowered, exit=max(0.0, lowered_value - 0.1))
+    now_runs = replay_incidents(counts, start, end, params, policy)
+    low_runs = replay_incidents(counts, start, end, lowered, policy)
+    # This incident in each replay: the earliest replayed incident that overlaps its span.
+    ref = [r for r in now_runs if _overlaps(r, opened, end_of_incident)]
+    ref_open = ref[0].opened_at if ref else None
+    span_start = ref[0].opened_at if ref else opened
+    span_end = max(ref[-1].ended_at, end_of_incident) if ref else end_of_incident
+    low = [r for r in low_runs if _overlaps(r, span_start, span_end)]
+    low_open = low[0].opened_at if low else None
+    earlier = None
+    if ref_open is not None and low_open is not None:
+        earlier = max(0.0, (ref_open - low_open) / 60)
+    extra = [r.opened_at for r in low_runs
+             if not _overlaps(r, span_start, span_end) and not any(_overlaps(r, c.opened_at, c.ended_at) for c in now_runs)]
+    return ReplayResult(name, current, lowered_value, start, end, ref_open, low_open, earlier,
+                        len(now_runs), len(low_runs), extra)
+
+
+# -- the review -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ForecastRow:
+    transition_no: int
+    made_at: float  # when the forecast was available (bucket close)
+    severity: str
+    peak_rate: float  # mentions per bucket
+    peak_at: float  # predicted time of the peak
+
+
+@dataclass
+class Review:
+    incident: dict[str, Any]
+    timezone: str
+    bucket_seconds: int
+    window_start: float
+    window_end: float
+    counts: dict[str, dict[float, int]]
+    deliveries: list[Delivery]
+    first_alert_at: float | None
+    onset_at: float | None  # estimated from the counts (see estimate_onset)
+    peak_at: float | None
+    peak_observed: float  # mentions in the busiest bucket (all sources)
+    forecasts: list[ForecastRow]
+    traffic: list[tuple[float, float]] | None
+    traffic_peak_at: float | None
+    traffic_peak_rpm: float | None
+    replay: ReplayResult | None
+    suggestions: list[str]
+    chart_png: bytes
+
+    @property
+    def incident_id(self) -> str:
+        return str(self.incident["id"])
+
+    @property
+    def brand(self) -> str:
+        return str(self.incident["brand"])
+
+    @property
+    def lead_seconds(self) -> float | None:
+        """Traffic peak minus first alert: positive means the warning came first."""
+        if self.first_alert_at is None or self.traffic_peak_at is None:
+            return None
+        return self.traffic_peak_at - self.first_alert_at
+
+    @property
+    def time_to_ack(self) -> float | None:
+        acked = self.incident.get("acked_at")
+        if acked is None or self.first_alert_at is None:
+            return None
+        return float(acked) - self.first_alert_at
+
+
+def estimate_onset(totals: dict[int, float], opened_bucket: int, expected: float, bucket: int) -> int | None:
+    """The start of the climb that led to the opening bucket: walking back from it, the earliest
+    bucket from which the 3-bucket mean stayed above 1.5x the expected level (+1, so a quiet brand's
+    single post is not a climb).  An estimate, labelled as such wherever it is shown."""
+    threshold = 1.5 * expected + 1.0
+
+    def smooth(t: int) -> float:
+        return sum(totals.get(t + k * bucket, 0.0) for k in (-1, 0, 1)) / 3.0
+
+    if smooth(opened_bucket) <= threshold:
+        return None
+    t = opened_bucket
+    while smooth(t - bucket) > threshold and opened_bucket - t < 24 * 3600:
+        t -= bucket
+    return t
+
+
+def build_review(
+    store: Store, settings: Settings, incident_id: str, traffic: Sequence[tuple[float, float]] | None = None,
+    *, replay: bool = True,
+) -> Review:
+    incident = store.get_incident(incident_id)
+    if incident is None:
+        raise ReviewError(f"no incident {incident_id!r} in the store")
+    bucket = settings.detector.bucket_seconds
+    opened = float(incident["opened_at"])
+    last = float(incident.get("resolved_at") or incident.get("last_at") or opened)
+    start = math.floor((opened - BEFORE_WINDOW) / bucket) * bucket
+    end = math.ceil((last + bucket + AFTER_WINDOW) / bucket) * bucket
+    traffic_list = sorted((float(t), float(r)) for t, r in traffic) if traffic else None
+    if traffic_list:
+        # Show the traffic peak even when it comes after the incident resolved.
+        tp = traffic_peak(traffic_list, opened - BEFORE_WINDOW, opened + TRAFFIC_SEARCH)
+        if tp is not None:
+            end = max(end, math.ceil((tp[0] + AFTER_WINDOW / 2) / bucket) * bucket)
+    counts = store.counts(incident["brand"], start, end)
+    deliveries = incident_deliveries(store, settings, incident)
+    first_alert = first_alert_at(incident, deliveries, bucket)
+
+    totals: dict[int, float] = {}
+    for series in counts.values():
+        for t, n in series.items():
+            totals[int(t)] = totals.get(int(t), 0.0) + n
+    in_incident = {t: n for t, n in totals.items() if opened <= t <= last}
+    peak_at, peak_observed = (max(in_incident.items(), key=lambda p: (p[1], -p[0])) if in_incident
+                              else (None, float(incident.get("peak_observed") or 0.0)))
+    peak_observed = max(peak_observed, float(incident.get("peak_observed") or 0.0))
+
+    forecasts = []
+    for tr in incident["transitions"]:
+        f = (tr.get("verdict") or {}).get("forecast")
+        if tr["event"] != "resolved" and f:
+            made = float(tr["at"]) + bucket
+            forecasts.append(ForecastRow(tr["no"], made, tr["to"], float(f["peak_rate"]),
+                                         made + float(f["seconds_to_peak"])))
+    opening = incident["transitions"][0]["verdict"] if incident["transitions"] else None
+    onset = (estimate_onset(totals, int(opened), float(opening["expected"]), bucket)
+             if opening is not None else None)
+
+    tp = traffic_peak(traffic_list, opened - BEFORE_WINDOW, opened + TRAFFIC_SEARCH)
+    result = suggest_threshold(store, settings, incident) if replay else None
+
+    markers = [Marker(float(t["at"]) + bucket, f"{t['to'].upper()} ({t['event']})",
+                      "resolved" if t["event"] == "resolved" else t["event"]) for t in incident["transitions"]]
+    if first_alert is not None:
+        markers.append(Marker(first_alert, "first alert sent", "alert"))
+    if incident.get("acked_at"):
+        markers.append(Marker(float(incident["acked_at"]), f"ack {incident.get('acked_by') or ''}".strip(), "ack"))
+    if tp is not None:
+        markers.append(Marker(tp[0], f"traffic peak {tp[1]:,.0f}/min", "traffic_peak"))
+    title = f"{incident['brand']} · incident {incident['id']}"
+    chart = incident_chart(counts, bucket_seconds=bucket, start=start, end=end, markers=markers,
+                           traffic=traffic_list, title=title, tz=settings.timezone)
+    review = Review(incident, settings.timezone, bucket, start, end, counts, deliveries, first_alert,
+                    float(onset) if onset is not None else None, float(peak_at) if peak_at is not None else None,
+                    peak_observed, forecasts, traffic_list, tp[0] if tp else None, tp[1] if tp else None,
+                    result, [], chart)
+    review.suggestions = suggestions(review)
+    return review
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min"
+
+
+def suggestions(r: Review) -> list[str]:
+    out: list[str] = []
+    if r.first_alert_at is not None and r.onset_at is not None:
+        delay = r.first_alert_at - r.onset_at
+        out.append(f"The first alert came {_minutes(delay)} after the estimated onset of the climb.")
+    if r.lead_seconds is not None:
+        if r.lead_seconds > 0:
+            out.append(f"The first alert went out {_minutes(r.lead_seconds)} before the traffic peak.")
+        else:
+            out.append(f"The first alert went out {_minutes(-r.lead_seconds)} after the traffic peak: too late to "
+                       "scale ahead of it.")
+    rp = r.replay
+    if rp is not None:
+        extra = len(rp.extra_alerts)
+        if rp.minutes_earlier and rp.minutes_earlier > 0:
+            out.append(
+                f"A {rp.threshold} threshold of {rp.lowered:g} (now {rp.current:g}) for this brand would have alerted "
+                f"{rp.minutes_earlier:.0f} min earlier, at the cost of {extra} extra alert{'s' if extra != 1 else ''} "
+                f"in the {rp.history_days:.1f} days of stored history where the current threshold stayed quiet.")
+        elif rp.lowered_opened_at is not None:
+            out.append(f"A {rp.threshold} threshold of {rp.lowered:g} would not have alerted earlier "
+                       f"({extra} extra alert{'s' if extra != 1 else ''} in {rp.history_days:.1f} days); keep {rp.current:g}.")
+    if r.forecasts and r.peak_observed:
+        f = r.forecasts[0]
+        ratio = f.peak_rate / r.peak_observed if r.peak_observed else float("inf")
+        if ratio < 0.5:
+            out.append(f"The first forecast ({f.peak_rate:.0f}/bucket) was under half the real peak "
+                       f"({r.peak_observed:.0f}); treat early forecasts as a floor.")
+    failed = [d for d in r.deliveries if d.status == "failed"]
+    if failed:
+        out.append(f"{len(failed)} notification(s) failed: " + "; ".join(f"{d.channel}: {d.error}" for d in failed[:3]))
+    if r.incident.get("acked_at") is None and any(d.is_alert and d.ok for d in r.deliveries):
+        out.append("Nobody acknowledged the incident: check who is on call for this brand.")
+    return out
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+def _fmt(ts: float | None, tz: str, with_date: bool = True) -> str:
+    if ts is None:
+        return "—"
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%a %Y-%m-%d %H:%M" if with_date else "%H:%M")
+
+
+def _lead_text(r: Review) -> str:
+    if r.lead_seconds is None:
+        return "unknown (no site traffic given)" if r.traffic is None else "unknown (no alert or no traffic peak)"
+    word = "before" if r.lead_seconds >= 0 else "after"
+    return f"{abs(r.lead_seconds) / 60:.0f} min {word} the traffic peak"
+
+
+def summary_rows(r: Review) -> list[tuple[str, str]]:
+    per_min = 60.0 / r.bucket_seconds
+    rows = [
+        ("Brand", r.brand),
+        ("Opened", f"{_fmt(r.incident['opened_at'], r.timezone)} ({r.incident['transitions'][0]['to'] if r.incident['transitions'] else '?'})"),
+        ("Peak severity", str(r.incident.get("severity"))),
+        ("Resolved", _fmt(r.incident.get("resolved_at"), r.timezone) if r.incident.get("resolved_at") else "still open"),
+        ("Estimated onset", _fmt(r.onset_at, r.timezone)),
+        ("First alert", _fmt(r.first_alert_at, r.timezone)),
+        ("Traffic peak", f"{_fmt(r.traffic_peak_at, r.timezone)} ({r.traffic_peak_rpm:,.0f} req/min)"
+         if r.traffic_peak_at is not None else "unknown"),
+        ("Lead time", _lead_text(r)),
+        ("Peak mention rate", f"{r.peak_observed * per_min:.0f}/min at {_fmt(r.peak_at, r.timezone)}"),
+        ("Acknowledged", f"{r.incident.get('acked_by')} at {_fmt(r.incident.get('acked_at'), r.timezone)}"
+         + (f" ({r.time_to_ack / 60:.0f} min after the first alert)" if r.time_to_ack is not None else "")
+         if r.incident.get("acked_at") else "no"),
+    ]
+    return rows
+
+
+def forecast_rows(r: Review) -> list[tuple[str, str, str, str]]:
+    per_min = 60.0 / r.bucket_seconds
+    return [(f"#{f.transition_no} {f.severity}", _fmt(f.made_at, r.timezone, False),
+             f"{f.peak_rate * per_min:.0f}/min at {_fmt(f.peak_at, r.timezone, False)}",
+             f"{(f.peak_rate / r.peak_observed if r.peak_observed else 0):.2f}x the real peak")
+            for f in r.forecasts]
+
+
+def _md(s: object) -> str:
+    """Outside text in a Markdown table cell: no pipes, no newlines, no HTML."""
+    return html.escape(str(s), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(r: Review) -> str:
+    lines = [f"# Post-event review: {_md(r.brand)} incident `{r.incident_id}`", "",
+             "![timeline](review-chart.png)", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {_md(v)} |" for k, v in summary_rows(r)]
+    lines += ["", "## Forecast vs real peak", ""]
+    if r.forecasts:
+        lines += ["| transition | made at | forecast peak | vs real |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in forecast_rows(r)]
+    else:
+        lines.append("No forecast was made (the incident never left the quiet side of the model).")
+    lines += ["", "## What was sent", ""]
+    if r.deliveries:
+        lines += ["| when | transition | channel | status | to |", "|---|---|---|---|---|"]
+        for d in r.deliveries:
+            lines.append(f"| {_fmt(d.at, r.timezone, False)} ({d.at_from}) | #{d.transition_no} {d.event} {d.severity} "
+                         f"| {d.channel} | {d.status}{' — ' + _md(d.error) if d.error else ''} "
+                         f"| {_md('; '.join(d.recipients)) or '—'} |")
+    else:
+        lines.append("Nothing was sent (no channel delivered this incident).")
+    lines += ["", "## Suggestions", ""]
+    lines += [f"- {_md(s)}" for s in r.suggestions] or ["- None: the alert did its job."]
+    if r.replay is not None:
+        rp = r.replay
+        lines += ["", f"Replay: {rp.history_days:.1f} days of stored history ({_fmt(rp.history_start, r.timezone)} to "
+                  f"{_fmt(rp.history_end, r.timezone)}); {rp.threshold} threshold {rp.current:g} opens {rp.current_alerts} "
+                  f"incident(s), {rp.lowered:g} opens {rp.lowered_alerts}."]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}img{max-width:100%;height:auto}.muted{color:#777}"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html_text(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(r: Review) -> str:
+    """One self-contained page: inline CSS, the chart as a data: URI, every outside string escaped."""
+    parts = [
+        "<!doctype html><html><head><meta charset=\"utf-8\">",
+        f"<title>Review {html_text(r.incident_id)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Post-event review: {html_text(r.brand)} incident <code>{html_text(r.incident_id)}</code></h1>",
+        _img(r.chart_png, "mentions per source with transitions, alerts and acknowledgement marked"),
+        _table(("", ""), summary_rows(r)),
+        "<h2>Forecast vs real peak</h2>",
+        _table(("transition", "made at", "forecast peak", "vs real"), forecast_rows(r)) if r.forecasts
+        else "<p class=\"muted\">No forecast was made.</p>",
+        "<h2>What was sent</h2>",
+        _table(("when", "transition", "channel", "status", "to"),
+               [(f"{_fmt(d.at, r.timezone, False)} ({d.at_from})", f"#{d.transition_no} {d.event} {d.severity}", d.channel,
+                 d.status + (f" — {d.error}" if d.error else ""), "; ".join(d.recipients) or "—") for d in r.deliveries])
+        if r.deliveries else "<p class=\"muted\">Nothing was sent.</p>",
+        "<h2>Suggestions</h2><ul>",
+        "".join(f"<li>{html_text(s)}</li>" for s in r.suggestions) or "<li>None: the alert did its job.</li>",
+        "</ul></body></html>",
+    ]
+    return "".join(parts)

@@ -1,0 +1,345 @@
+"""SqliteStore: the embedded default (one file, no server).
+
+Safe to share between processes and threads: WAL lets readers work while one writer commits, and
+``busy_timeout`` makes a writer wait for the lock instead of failing.  Each (process, thread)
+opens its own connection lazily: SQLite connections must not cross a fork
+(https://www.sqlite.org/howtocorrupt.html#_carrying_an_open_database_connection_across_a_fork_),
+so a store built before Celery forks its prefork children still works inside them.  Writes that
+read first (dedup, claims) run in ``BEGIN IMMEDIATE`` transactions: they take the write lock up
+front, so two processes can never both decide that the same mention or claim is new.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from collectors.base import Mention
+
+from .base import IngestResult
+from .codec import bucket_start, decode_mention, encode_mention, micros
+from .errors import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    source TEXT NOT NULL, id BLOB NOT NULL, seen_at REAL NOT NULL,
+    PRIMARY KEY (source, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_by_age ON seen (seen_at);
+CREATE TABLE IF NOT EXISTS counts (
+    brand TEXT NOT NULL, source TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (brand, bucket, source)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (
+    brand TEXT NOT NULL, source TEXT NOT NULL, id BLOB NOT NULL, created_at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (brand, source, id)
+);
+CREATE INDEX IF NOT EXISTS recent_by_time ON recent (brand, created_at);
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT NOT NULL, brand TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (source, brand)
+);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY, brand TEXT NOT NULL, status TEXT NOT NULL, opened_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_brand ON incidents (brand, opened_at);
+CREATE INDEX IF NOT EXISTS incidents_by_time ON incidents (opened_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY, status TEXT NOT NULL, claimed_at REAL, lease_until REAL, receipt TEXT
+);
+"""
+
+# Connections inherited through fork() are kept referenced, never closed: closing one in the
+# child could release locks or checkpoint the WAL on behalf of the parent.
+_INHERITED: list[sqlite3.Connection] = []
+
+# SQLite's default limit on host parameters in one statement is 32766 (999 before 3.32).
+_CHUNK = 900
+
+
+def _id(value: str) -> bytes:
+    """Mention ids are outside text and may hold lone surrogates, which sqlite3 refuses to bind
+    as TEXT: store the id's exact bytes instead."""
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+class SqliteStore:
+    """The Store protocol in one SQLite file."""
+
+    def __init__(self, path: str, bucket_seconds: int = 60, dedup_ttl: float = 7 * 86400,
+                 recent_cap: int = 500, *, busy_timeout: float = 30.0):
+        if bucket_seconds <= 0:
+            raise ValueError("bucket_seconds must be positive")
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            # every thread and process opens its own connection: an in-memory database would
+            # silently be a different, empty one for each of them
+            raise ValueError("SqliteStore needs a file path; an in-memory database cannot be shared")
+        self.path = os.path.abspath(path)
+        self.bucket_seconds = int(bucket_seconds)
+        self.dedup_ttl = float(dedup_ttl)
+        self.recent_cap = int(recent_cap)
+        self._busy_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards _conns
+        self._conns: list[tuple[int, sqlite3.Connection]] = []
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with self._errors("creating the schema"):
+            self._conn().executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # -- connections ----------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        pid = os.getpid()
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == pid:
+            return conn
+        if conn is not None:
+            _INHERITED.append(conn)  # opened by our parent before a fork
+        with self._lock:
+            if self._conns and self._conns[0][0] != pid:
+                _INHERITED.extend(c for _, c in self._conns)
+                self._conns = []
+        # isolation_level=None: we issue BEGIN ourselves, so each batch is exactly one transaction
+        conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives a process crash; only an OS crash or power cut
+        # may lose the last transactions (https://www.sqlite.org/pragma.html#pragma_synchronous)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        local.conn, local.pid = conn, pid
+        with self._lock:
+            self._conns.append((pid, conn))
+        return conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            # "database is locked" after busy_timeout, disk full, unreadable file...
+            raise StoreError(f"SQLite store {self.path} failed while {doing}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite store {self.path} is unusable ({doing}): {exc}", permanent=True) from None
+
+    @contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: the write lock is taken at BEGIN (waiting up to busy_timeout)."""
+        with self._errors(doing):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # some errors (disk full) have already rolled back
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- mentions -------------------------------------------------------------------------------
+    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+        if not mentions:
+            return IngestResult(0, 0)
+        now = time.time()
+        bs = self.bucket_seconds
+        with self._write("ingesting mentions") as conn:
+            # lazy expiry: forget ids older than the TTL before looking any up
+            conn.execute("DELETE FROM seen WHERE seen_at < ?", (now - self.dedup_ttl,))
+            by_source: dict[str, list[bytes]] = {}
+            for m in mentions:
+                by_source.setdefault(m.source, []).append(_id(m.id))
+            known: set[tuple[str, bytes]] = set()
+            for source, ids in by_source.items():
+                unique = list(dict.fromkeys(ids))
+                for i in range(0, len(unique), _CHUNK):
+                    chunk = unique[i:i + _CHUNK]
+                    rows = conn.execute(
+                        f"SELECT id FROM seen WHERE source = ? AND id IN ({','.join('?' * len(chunk))})",
+                        (source, *chunk))
+                    known.update((source, r[0]) for r in rows)
+            seen_rows: list[tuple[str, bytes, float]] = []
+            recent_rows: list[tuple[str, str, bytes, float, str]] = []
+            counts: dict[tuple[str, str, int], int] = {}
+            for m in mentions:
+                k = (m.source, _id(m.id))
+                if k in known:
+                    continue
+                known.add(k)  # a repeat later in the same batch is a duplicate too
+                ts = m.created_at.timestamp()
+                seen_rows.append((m.source, k[1], now))
+                recent_rows.append((m.brand, m.source, k[1], ts, encode_mention(m, str(micros(ts)))))
+                ck = (m.brand, m.source, bucket_start(ts, bs))
+                counts[ck] = counts.get(ck, 0) + 1
+            if seen_rows:
+                # REPLACE: an id whose entry expired is counted again, with a fresh seen_at
+                conn.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", seen_rows)
+                conn.executemany(
+                    "INSERT INTO counts VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (brand, bucket, source) DO UPDATE SET n = n + excluded.n",
+                    [(b, s, t, n) for (b, s, t), n in counts.items()])
+                conn.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?, ?, ?)", recent_rows)
+                for brand in {r[0] for r in recent_rows}:
+                    self._trim_recent(conn, brand)
+        return IngestResult(new=len(seen_rows), duplicates=len(mentions) - len(seen_rows))
+
+    def _trim_recent(self, conn: sqlite3.Connection, brand: str) -> None:
+        # the cap-th newest row's time; everything older goes (ties at the edge kept by rowid)
+        conn.execute(
+            "DELETE FROM recent WHERE brand = ?1 AND rowid NOT IN "
+            "(SELECT rowid FROM recent WHERE brand = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2)",
+            (brand, self.recent_cap))
+
+    def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
+        per_bucket: dict[int, int] = {}
+        for ts, n in points:
+            b = bucket_start(ts, self.bucket_seconds)
+            per_bucket[b] = per_bucket.get(b, 0) + int(n)
+        if not per_bucket:
+            return
+        with self._write("saving volume") as conn:
+            conn.executemany("INSERT OR REPLACE INTO counts VALUES (?, ?, ?, ?)",
+                             [(brand, source, b, n) for b, n in per_bucket.items()])
+
+    def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
+        with self._errors("reading counts"):
+            rows = self._conn().execute(
+                "SELECT source, bucket, n FROM counts WHERE brand = ? AND bucket >= ? AND bucket < ? "
+                "AND n != 0 ORDER BY source, bucket", (brand, start, end)).fetchall()
+        out: dict[str, dict[float, int]] = {}
+        for source, b, n in rows:
+            out.setdefault(source, {})[float(b)] = n
+        return out
+
+    def recent(self, brand: str, limit: int = 50) -> list[Mention]:
+        limit = min(limit, self.recent_cap)
+        if limit <= 0:
+            return []
+        with self._errors("reading recent mentions"):
+            rows = self._conn().execute(
+                "SELECT payload FROM recent WHERE brand = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (brand, limit)).fetchall()
+        return [decode_mention(r[0]) for r in rows]
+
+    # -- cursors and state ----------------------------------------------------------------------
+    def _get_json(self, sql: str, params: tuple[Any, ...], doing: str) -> Any:
+        with self._errors(doing):
+            row = self._conn().execute(sql, params).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def get_cursor(self, source: str, brand: str) -> dict[str, Any] | None:
+        return self._get_json("SELECT value FROM cursors WHERE source = ? AND brand = ?",
+                              (source, brand), "reading a cursor")
+
+    def set_cursor(self, source: str, brand: str, cursor: dict[str, Any]) -> None:
+        with self._errors("saving a cursor"):
+            self._conn().execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+                                 (source, brand, _dumps(cursor)))
+
+    def get_state(self, name: str) -> dict[str, Any] | None:
+        return self._get_json("SELECT value FROM state WHERE name = ?", (name,), "reading state")
+
+    def set_state(self, name: str, value: dict[str, Any]) -> None:
+        with self._errors("saving state"):
+            self._conn().execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (name, _dumps(value)))
+
+    def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
+        # a range scan on the primary key, not LIKE: "%" and "_" in the prefix stay literal
+        with self._errors("listing state"):
+            rows = self._conn().execute(
+                "SELECT name, value FROM state WHERE name >= ? ORDER BY name", (prefix,)).fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in rows:
+            if not name.startswith(prefix):
+                break
+            out[name] = json.loads(value)
+        return out
+
+    # -- incidents ------------------------------------------------------------------------------
+    def save_incident(self, incident: dict[str, Any]) -> None:
+        missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
+        if missing:
+            raise ValueError(f"incident lacks {', '.join(missing)}")
+        with self._errors("saving an incident"):
+            self._conn().execute(
+                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
+                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
+                 _dumps(incident)))
+
+    def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        return self._get_json("SELECT body FROM incidents WHERE id = ?", (incident_id,), "reading an incident")
+
+    def open_incident(self, brand: str) -> dict[str, Any] | None:
+        return self._get_json(
+            "SELECT body FROM incidents WHERE brand = ? AND status = 'open' "
+            "ORDER BY opened_at DESC, id DESC LIMIT 1", (brand,), "reading the open incident")
+
+    def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if brand is not None:
+            where.append("brand = ?")
+            params.append(brand)
+        if since is not None:
+            where.append("opened_at >= ?")
+            params.append(float(since))
+        sql = "SELECT body FROM incidents"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._errors("listing incidents"):
+            rows = self._conn().execute(sql + " ORDER BY opened_at DESC, id DESC", params).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    # -- exactly-once notifications -------------------------------------------------------------
+    def claim(self, key: str, lease_seconds: float, now: float) -> bool:
+        # One statement, so atomic: insert a claim, or take over one whose lease has run out.
+        # A sent row, or a claim with a live lease, makes the upsert a no-op (rowcount 0).
+        with self._errors("claiming a notification"):
+            cur = self._conn().execute(
+                "INSERT INTO deliveries (key, status, claimed_at, lease_until) VALUES (?1, 'claimed', ?2, ?3) "
+                "ON CONFLICT (key) DO UPDATE SET claimed_at = ?2, lease_until = ?3, receipt = NULL "
+                "WHERE deliveries.status = 'claimed' AND deliveries.lease_until <= ?2",
+                (key, float(now), float(now) + float(lease_seconds)))
+        return cur.rowcount == 1
+
+    def mark_sent(self, key: str, receipt: dict[str, Any] | None) -> None:
+        with self._errors("marking a notification sent"):
+            self._conn().execute(
+                "INSERT INTO deliveries (key, status, receipt) VALUES (?1, 'sent', ?2) "
+                "ON CONFLICT (key) DO UPDATE SET status = 'sent', receipt = ?2",
+                (key, _dumps(receipt)))
+
+    def release(self, key: str) -> None:
+        with self._errors("releasing a claim"):
+            self._conn().execute("DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,))
+
+    def delivery(self, key: str) -> dict[str, Any] | None:
+        with self._errors("reading a delivery"):
+            row = self._conn().execute(
+                "SELECT status, receipt, claimed_at FROM deliveries WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return {"status": row[0], "receipt": None if row[1] is None else json.loads(row[1]),
+                "claimed_at": row[2]}
+
+    def close(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            mine = [c for p, c in self._conns if p == pid]
+            self._conns = [(p, c) for p, c in self._conns if p != pid]
+        for conn in mine:
+            conn.close()
+        self._local = threading.local()

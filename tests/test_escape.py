@@ -1,0 +1,94 @@
+"""Outside text made safe for Slack, HTML and logs."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from notifier.escape import (
+    ELLIPSIS, ZERO_WIDTH_JOINER, ZERO_WIDTH_SPACE, html_text, log_text, slack_link, slack_text, slack_url,
+)
+
+
+@pytest.mark.parametrize(
+    "special",
+    ["<!channel>", "<!here>", "<!everyone>", "<@U123>", "<#C1>", "<https://evil|click>", "<!subteam^S1|@ops>",
+     "<!date^1392734382^{date}|x>", "<mailto:a@b.c|mail>"],
+)
+def test_slack_control_sequences_become_plain_text(special: str) -> None:
+    out = slack_text(f"hi {special} there")
+    assert "<" not in out and ">" not in out
+    assert out.startswith("hi &lt;") and out.endswith("&gt; there")
+
+
+def test_ampersands_are_escaped_so_entities_in_posts_stay_literal() -> None:
+    assert slack_text("A & B &lt; C", mrkdwn=False) == "A &amp; B &amp;lt; C"
+
+
+@pytest.mark.parametrize("word", ["@channel", "@here", "@everyone", "@HERE", "@Channel!"])
+def test_broadcast_words_get_a_zero_width_joiner(word: str) -> None:
+    out = slack_text(f"ping {word} now")
+    assert word not in out
+    assert "@" + ZERO_WIDTH_JOINER in out
+
+
+def test_a_person_mention_in_plain_words_is_left_alone() -> None:
+    assert slack_text("thanks @channelfour", mrkdwn=False) == "thanks @channelfour"
+
+
+def test_mrkdwn_markers_cannot_pair_up_but_plain_text_keeps_them() -> None:
+    out = slack_text("*bold* _it_ ~strike~ `code`")
+    for marker in "*_~`":
+        assert re.search(rf"(?<!{ZERO_WIDTH_SPACE}){re.escape(marker)}", out) is None
+    assert slack_text("*bold*", mrkdwn=False) == "*bold*"
+
+
+def test_truncation_counts_the_escaped_length_and_never_cuts_an_entity() -> None:
+    out = slack_text("&" * 100, limit=12)
+    assert len(out) <= 12 and out.endswith(ELLIPSIS)
+    assert out == "&amp;&amp;" + ELLIPSIS
+    assert slack_text("short", limit=12) == "short"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=400), st.integers(min_value=2, max_value=300))
+def test_slack_text_never_lets_a_control_character_through_and_respects_the_limit(s: str, limit: int) -> None:
+    out = slack_text(s, limit)
+    assert "<" not in out and ">" not in out
+    assert re.search(r"&(?!amp;|lt;|gt;)", out) is None
+    assert len(out) <= limit
+    assert re.search(r"@(channel|here|everyone)\b", out, re.IGNORECASE) is None
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://www.acme.example/tickets?a=1&b=2", "https://www.acme.example/tickets?a=1&amp;b=2"),
+        ("https://evil.example/x|click here", None),  # whitespace: not one URL
+        ("https://evil.example/x|label>", "https://evil.example/x%7Clabel%3E"),
+        ("javascript:alert(1)", None),
+        ("ftp://files.example/x", None),
+        ("", None),
+    ],
+)
+def test_slack_url_keeps_only_http_links_that_cannot_escape_their_brackets(url: str, expected: str | None) -> None:
+    assert slack_url(url) == expected
+
+
+def test_slack_link_falls_back_to_the_label_when_the_url_is_unsafe() -> None:
+    assert slack_link("javascript:alert(1)", "<!channel>") == "&lt;!channel&gt;"
+    assert slack_link("https://a.example/p", "x|y") == "<https://a.example/p|x|y>"
+
+
+def test_html_text_escapes_markup_and_quotes() -> None:
+    assert html_text('<script>alert("x")</script> & \'') == "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;"
+    assert html_text("abcdef", limit=4) == "abc" + ELLIPSIS
+
+
+def test_log_text_keeps_one_line_without_control_or_bidi_characters() -> None:
+    out = log_text("line1\nFAKE 2026 CRITICAL\r\x1b[31mred\u202eevil\u2028x\ty")
+    assert "\n" not in out and "\r" not in out and "\x1b" not in out and "\u202e" not in out and "\u2028" not in out
+    assert out.startswith("line1 FAKE 2026 CRITICAL")
+    assert len(log_text("x" * 1000, limit=50)) == 50

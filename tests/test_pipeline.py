@@ -1,0 +1,125 @@
+"""collect -> evaluate -> notify as plain function calls on the embedded store (no Celery):
+cursors, outbox, exactly-once claims and clear failures."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from surgewatch import pipeline
+from surgewatch.feedserver import FeedServer
+from surgewatch.health import SourceHealth
+from surgewatch.pipeline import Runtime
+from tests.support import write_config
+
+T0 = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc).timestamp()
+
+
+def feed_items(now: float, surge_from: float | None = None) -> list[dict]:
+    items = []
+    for minute in range(-20, int((now - T0) // 60) + 1):
+        start = T0 + minute * 60
+        rate = 30 if surge_from is not None and start >= surge_from else 2
+        for k in range(rate):
+            t = start + k * 60 / rate + 1
+            if now - 20 * 60 < t <= now:
+                items.append({"id": f"{minute}-{k}", "title": f"Acme Live news {minute}-{k}",
+                              "link": f"https://n.example/{minute}/{k}",
+                              "published": datetime.fromtimestamp(t, timezone.utc)})
+    return list(reversed(items))
+
+
+@pytest.fixture
+def env(tmp_path):
+    state = {"now": T0, "surge_from": None}
+    with FeedServer(items_at=lambda p: feed_items(state["now"], state["surge_from"]) if p == "/f.rss" else None) as feed:
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": '"Acme Live"'}],
+            "sources": {"rss": {"interval": 300, "feeds": [feed.url("/f.rss"), feed.url("/missing.rss")]}},
+            "channels": {"console": {}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+            "detector": {"warm_up_minutes": 30, "evaluation_lag_seconds": 0, "resolve_after_quiet_buckets": 3},
+        })
+        yield state, Runtime(settings), feed
+
+
+def test_a_poll_counts_matches_saves_the_cursor_and_notes_the_bad_feed(env):
+    state, rt, feed = env
+    out = pipeline.collect(rt, "rss", "Acme", now=T0)
+    assert out.status == "ok" and out.new == 40  # 20 minutes x 2 per minute
+    assert rt.store.get_cursor("rss", "Acme") is not None
+    health = SourceHealth.load(rt.store, "rss", "Acme")
+    assert health.status == "degraded" and any("/missing.rss" in n for n in health.notes)
+    again = pipeline.collect(rt, "rss", "Acme", now=T0)
+    assert again.new == 0  # conditional GET or dedup: nothing is counted twice
+
+
+def test_a_surge_opens_one_incident_and_the_outbox_dispatches_each_transition_once(env, capsys):
+    state, rt, feed = env
+    opened = None
+    for k in range(0, 20):
+        state["now"] = T0 + k * 300
+        if k == 10:
+            state["surge_from"] = state["now"] - 300
+        pipeline.collect(rt, "rss", "Acme", now=state["now"])
+        outcome = pipeline.evaluate(rt, "Acme", now=state["now"])
+        if k < 9:
+            assert not outcome.transitions, f"alert before the surge at step {k}"
+        for incident_id, no, channel in outcome.dispatch:
+            first = pipeline.notify(rt, incident_id, no, channel)
+            second = pipeline.notify(rt, incident_id, no, channel)  # a redelivered task
+            assert first.status == "sent" and second.status == "duplicate"
+        pipeline.mark_dispatched(rt, outcome.dispatch)
+        if outcome.transitions and opened is None:
+            opened = outcome.transitions[0]
+    assert opened is not None and opened["event"] == "opened"
+    assert len(rt.store.list_incidents("Acme")) == 1
+    printed = capsys.readouterr().out
+    assert printed.count("Acme") >= 1 and "opened" in printed.lower()
+    # Re-running evaluate at the same time re-dispatches nothing.
+    assert pipeline.evaluate(rt, "Acme", now=state["now"]).dispatch == []
+
+
+def test_a_permanent_source_error_disables_the_source_once(tmp_path):
+    with FeedServer() as feed:
+        feed.route("/gone.rss", status=410)
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme"}],
+            "sources": {"rss": {"feeds": [feed.url("/gone.rss")]}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+        })
+        rt = Runtime(settings)
+        first = pipeline.collect(rt, "rss", "Acme", now=T0)
+        assert first.status == "disabled" and "/gone.rss" in first.message
+        assert pipeline.collect(rt, "rss", "Acme", now=T0 + 60).status == "disabled"
+        assert len(feed.requests) == 1  # a disabled source is not polled again
+        assert rt.store.get_cursor("rss", "Acme") is None
+
+
+def test_a_transient_error_backs_off_and_keeps_the_cursor(tmp_path):
+    with FeedServer() as feed:
+        feed.route("/busy.rss", status=503, retry_after=120)
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme"}],
+            "sources": {"rss": {"feeds": [feed.url("/busy.rss")]}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+        })
+        rt = Runtime(settings)
+        rt.store.set_cursor("rss", "Acme", {"feeds": {}})
+        out = pipeline.collect(rt, "rss", "Acme", now=T0)
+        assert out.status == "failed" and "503" in out.message
+        assert pipeline.collect(rt, "rss", "Acme", now=T0 + 60).status == "skipped"  # Retry-After honoured
+        assert rt.store.get_cursor("rss", "Acme") == {"feeds": {}}
+        assert SourceHealth.load(rt.store, "rss", "Acme").backoff_until >= T0 + 120
+
+
+def test_old_and_future_mentions_are_skipped_or_clamped():
+    from collectors.base import Mention
+
+    now = T0
+    old = Mention("rss", "a", "Acme", "x", datetime.fromtimestamp(now - 3 * 86400, timezone.utc))
+    future = Mention("rss", "b", "Acme", "x", datetime.fromtimestamp(now + 86400, timezone.utc))
+    fine = Mention("rss", "c", "Acme", "x", datetime.fromtimestamp(now - 60, timezone.utc))
+    kept, skipped = pipeline.admit([old, future, fine], now)
+    assert [m.id for m in kept] == ["b", "c"] and kept[0].timestamp == now
+    assert skipped[0][0].id == "a" and "too old" in skipped[0][1]
