@@ -1,26 +1,30 @@
 """A streaming, causal spike detector for mention counts.  Pure: numbers in, verdict out.
 
+The detector does two different jobs and keeps them apart:
+
+* ``Verdict.severity`` answers "is the mention rate far above normal *now*?" and drives incidents.  It follows
+  the **level** of the current bucket (and of a short smoothed window) against the baseline, gated by both
+  statistical surprise (decades of improbability, count-aware) and practical size (the ratio to the
+  baseline), with a lower exit threshold and a cool-down so incidents do not flap.  A sustained surge stays
+  watch / warning / critical for as long as it lasts and goes back to quiet when the rate does.
+* ``Verdict.score`` is an anomaly likelihood in [0, 1] for ranking and benchmarks (NAB).  It is onset-heavy:
+  high on the first bucket of a burst, low while the same burst continues, because a benchmark (and a
+  human) wants to be told once, early.
+
 The model, per bucket of ``bucket_seconds``:
 
 * **Baseline** ``mu = level * hour_factor[hour of day] * weekday_factor[day of week]`` (multiplicative
-  Holt-Winters without trend).  Every update uses the observation *clipped* to ``clip_sigmas`` standard
-  deviations of the expected level, so a spike moves the baseline by a bounded step and does not teach the
-  model that spikes are normal; a lasting level shift is still absorbed within hours.
-* **Noise** two views, and a bucket must be surprising under both (``tail="laplace"``, the default): the count
-  noise (exact Poisson tail ``-log10 P(X >= observed)``: honest when the expectation is 0.4 mentions; counts at
-  or below ``min_count`` never alarm on their own) and the series' own multiplicative variability (a Laplace
-  tail on ``log((observed+1)/(expected+1))`` with its mean absolute value learned online: heavy enough for
-  news-driven bursts).  ``tail="nb"`` uses a negative-binomial tail ``var = mu + dispersion*mu**2`` instead; the
-  dispersion is learned as a ratio of clipped averages either way and deflates the onset trigger below.
-* **Calibration** the surprise is re-expressed in decades of *this series'* rarity (peaks over a threshold with
-  an exponential tail, learned online), so one threshold means about the same alert rate on a quiet brand and
-  on a news-driven one: scale-free, no per-series tuning.
-* **Onset** a CUSUM of the log-likelihood ratio "rate tripled" vs "rate as expected" (deflated by the
-  overdispersion) catches a surge that is still modest bucket by bucket but persistent.
-* **Breadth** when several sources are each surprising, the combined evidence grows (Fisher-style bonus).
-* **Novelty** the anomaly score reports *new* evidence: once a surge is under way its score needs to beat the
-  episode's running peak to stay high, so one surge is one alert and not a hundred.  Severity (with a lower
-  exit threshold and a cool-down) keeps the incident open meanwhile.
+  Holt-Winters without trend).  Updates use the observation clipped to ``clip_sigmas`` standard deviations,
+  and stop altogether while the series is alarming, so a surge never leaks into what "normal" means (as
+  river's ``protect_anomaly_detector``).  A level that stays alarming for ``relearn_after_s`` is a new normal
+  and is learnt again.  Seasonal factors are learnt from the first bucket but only *used* once their slot has
+  ``season_min_days`` days (weekday: weeks) of history, fading in over one more: one day cannot tell an
+  hour-of-day pattern from one day's news.
+* **Noise** count-aware tails (Poisson, or negative binomial with a dispersion learnt online as a ratio of
+  averages, stable near zero); counts at or below ``min_count`` never alarm on their own.
+* **Score** the point surprise (the smaller of an exact Poisson tail and a Laplace tail on the log-ratio,
+  the series' own multiplicative variability) or an onset CUSUM, re-expressed in decades of *this series'*
+  rarity (peaks over threshold), reported only where it is *new* evidence beyond the current episode's peak.
 
 No I/O, no clock reads; ``state()`` is plain JSON and ``SpikeDetector(params, state)`` resumes exactly.
 """
@@ -35,35 +39,43 @@ from detector.verdict import Forecast, Severity, Verdict
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
-_STATE_VERSION = 2  # bump when the layout changes: an old state is refused with ValueError
+_STATE_VERSION = 3  # bump when the layout changes: an old state is refused with ValueError
+_LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
 
 
 @dataclass(frozen=True)
 class DetectorParams:
     bucket_seconds: int = 60
-    # Score thresholds (score in [0, 1]; score = s / (s + score_scale) with s the surprise in decades).
-    watch: float = 0.5
-    warning: float = 0.6
-    critical: float = 0.72
-    exit: float = 0.35  # severity steps down only below this ...
-    cooldown_buckets: int = 3  # ... for this many consecutive buckets
-    score_scale: float = 6.0  # surprise (decades of improbability) that maps to score 0.5
     warm_up_buckets: int | None = None  # None: six hours' worth of buckets (at least 30)
-    min_count: float = 3.0  # a bucket with at most this many mentions never alarms on its own
+    min_count: float = 3.0  # a bucket (or window) with at most this many mentions never alarms on its own
+    utc_offset_s: float = 0.0  # shift timestamps so that hour-of-day and weekday are the audience's local ones
+    # -- baseline
     seasonality: bool = True  # hour-of-day and day-of-week factors
+    season_min_days: float = 2.0  # an hour-of-day factor is used after this many days of its slot (weekday: weeks)
     level_halflife_s: float = 3 * 3600.0
     season_halflife_days: float = 7.0
     dispersion_halflife_s: float = 2 * 86400.0
     min_dispersion: float = 0.0025  # at least 5% multiplicative noise however large the counts
     clip_sigmas: float = 3.0
+    relearn_after_s: float = 6 * 3600.0  # an alarm that lasts this long is a new normal: learn it
+    # -- severity: a level needs both the surprise (decades) and the ratio to the baseline
+    watch_decades: float = 4.0
+    warning_decades: float = 6.0
+    critical_decades: float = 9.0
+    watch_ratio: float = 1.5
+    warning_ratio: float = 3.0
+    critical_ratio: float = 8.0
+    exit_fraction: float = 0.5  # a level is held while surprise >= fraction*entry and ratio >= entry**fraction
+    cooldown_buckets: int = 3  # ... and left only after this many buckets below that
+    window_halflife_s: float = 180.0  # smoothing of the level view (a few buckets)
+    # -- score (anomaly likelihood, onset-heavy)
+    score_scale: float = 6.0  # surprise (decades of improbability) that maps to score 0.5
     cusum_ratio: float = 3.0  # the onset trigger looks for a tripling of the rate (a surge, not drift)
     episode_decay_halflife_s: float = 6 * 3600.0  # how fast the memory of a surge's peak fades
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
     calibrate: bool = True  # rescale surprise by how often this series has been surprising (extreme-value tail)
     calibration_halflife_s: float = 7 * 86400.0
     calibration_base: float = 2.0  # surprise (decades) above which the tail of surprises is tracked
-    tail: str = "laplace"  # "laplace": log-scale Laplace tail capped by Poisson; "nb": negative binomial tail
-    utc_offset_s: float = 0.0  # shift timestamps so that hour-of-day and weekday are the audience's local ones
 
 
 class _Baseline:
@@ -72,50 +84,41 @@ class _Baseline:
     Seasonal factors are ratios of per-slot *mean counts* (not means of ratios), which stays stable when
     counts are mostly zeros.  Dispersion is a ratio of averages for the same reason."""
 
-    __slots__ = ("level", "hour_means", "day_means", "hour_sum", "day_sum", "sq_err", "mean_mu", "mean_mu2", "disp", "log_dev", "n")
+    __slots__ = ("level", "hour_means", "day_means", "hour_visits", "day_visits", "hour_sum", "day_sum",
+                 "sq_err", "mean_mu", "mean_mu2", "disp", "log_dev", "n")
 
     def __init__(self, d: Mapping[str, Any] | None = None) -> None:
         if d is None:
             self.level = -1.0  # not started
             self.hour_means: list[float] = [-1.0] * 24  # -1: slot not visited yet
             self.day_means: list[float] = [-1.0] * 7
+            self.hour_visits: list[int] = [0] * 24
+            self.day_visits: list[int] = [0] * 7
+            self.hour_sum = 0.0
+            self.day_sum = 0.0
             self.sq_err = 0.0
             self.mean_mu = 0.0
             self.mean_mu2 = 0.0
             self.disp = 0.05
             self.log_dev = 0.3
             self.n = 0
-        else:
-            self.level = float(d["level"])
-            self.hour_means = [float(x) for x in d["hours"]]
-            self.day_means = [float(x) for x in d["days"]]
-            self.sq_err, self.mean_mu, self.mean_mu2 = (float(x) for x in d["moments"])
-            self.disp = float(d["disp"])
-            self.log_dev = float(d["log_dev"])
-            self.n = int(d["n"])
-            self.hour_sum, self.day_sum = (float(x) for x in d["sums"])
             return
-        self.hour_sum = 0.0
-        self.day_sum = 0.0
-
-    def hour_factor(self, hour: int) -> float:
-        m = self.hour_means[hour]
-        visited = sum(1 for x in self.hour_means if x >= 0.0)
-        if m < 0.0 or self.hour_sum <= 0.0:
-            return 1.0
-        return m * visited / self.hour_sum
-
-    def day_factor(self, day: int) -> float:
-        m = self.day_means[day]
-        visited = sum(1 for x in self.day_means if x >= 0.0)
-        if m < 0.0 or self.day_sum <= 0.0:
-            return 1.0
-        return m * visited / self.day_sum
+        self.level = float(d["level"])
+        self.hour_means = [float(x) for x in d["hours"]]
+        self.day_means = [float(x) for x in d["days"]]
+        self.hour_visits = [int(x) for x in d["hour_visits"]]
+        self.day_visits = [int(x) for x in d["day_visits"]]
+        self.hour_sum, self.day_sum = (float(x) for x in d["sums"])
+        self.sq_err, self.mean_mu, self.mean_mu2 = (float(x) for x in d["moments"])
+        self.disp = float(d["disp"])
+        self.log_dev = float(d["log_dev"])
+        self.n = int(d["n"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"level": self.level, "hours": self.hour_means, "days": self.day_means,
-                "moments": [self.sq_err, self.mean_mu, self.mean_mu2], "disp": self.disp, "log_dev": self.log_dev, "n": self.n,
-                "sums": [self.hour_sum, self.day_sum]}
+                "hour_visits": self.hour_visits, "day_visits": self.day_visits, "sums": [self.hour_sum, self.day_sum],
+                "moments": [self.sq_err, self.mean_mu, self.mean_mu2], "disp": self.disp, "log_dev": self.log_dev,
+                "n": self.n}
 
 
 class _Rates:
@@ -125,48 +128,64 @@ class _Rates:
         b = float(p.bucket_seconds)
         self.level = 1.0 - 0.5 ** (b / p.level_halflife_s)
         # each hour-of-day slot is visited 3600/b times a day; each weekday slot 86400/b times a week
-        per_day_hour = max(3600.0 / b, 1.0)
-        self.hour = 1.0 - 0.5 ** (1.0 / (p.season_halflife_days * per_day_hour))
-        per_week_day = max(86400.0 / b, 1.0)
-        self.day = 1.0 - 0.5 ** (1.0 / (4.0 * per_week_day))  # weekday factors: about four weeks of memory
+        self.per_day_hour = max(3600.0 / b, 1.0)
+        self.hour = 1.0 - 0.5 ** (1.0 / (p.season_halflife_days * self.per_day_hour))
+        self.per_week_day = max(86400.0 / b, 1.0)
+        self.day = 1.0 - 0.5 ** (1.0 / (4.0 * self.per_week_day))  # weekday factors: about four weeks of memory
         self.disp = 1.0 - 0.5 ** (b / p.dispersion_halflife_s)
         self.episode = 0.5 ** (b / p.episode_decay_halflife_s)
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.calib = 1.0 - 0.5 ** (b / p.calibration_halflife_s)
         self.fast = 1.0 - 0.5 ** (1.0 / max(1.0, 900.0 / b))  # ~15 min smoothing for growth and forecast
+        self.window = 1.0 - 0.5 ** (1.0 / max(1.0, p.window_halflife_s / b))
+        self.window_n = (2.0 - self.window) / self.window  # buckets whose plain sum has the EWMA's variance
+        self.relearn = max(1, int(p.relearn_after_s / b))
+        # severity ladder: (entry decades, entry ratio, stay decades, stay ratio) for watch, warning, critical
+        f = p.exit_fraction
+        self.ladder = tuple(
+            (d, r, d * f, r ** f)
+            for d, r in ((p.watch_decades, p.watch_ratio), (p.warning_decades, p.warning_ratio),
+                         (p.critical_decades, p.critical_ratio))
+        )
 
 
-def _log10_upper_tail(k: float, mu: float, var: float) -> float:
-    """-log10 P(X >= k) for X with mean mu and variance var >= mu (negative binomial / log-normal)."""
+def _log10_tail(k: float, mu: float, var: float) -> float:
+    """-log10 P(X >= k) for a count X with mean mu and variance var >= mu (Poisson or negative binomial).
+
+    Exact pmf sums where it matters (the pmf at k from lgamma, then the geometric-ish upper terms); a normal
+    approximation within one standard deviation (small surprise, where precision does not matter) and a
+    log-normal with the same moments for large means (cheap, and the count is no longer discrete there)."""
     if k <= mu:
         return 0.0
-    if mu < 30.0 and k < 200.0 and k == int(k):
-        ki = int(k)
-        if var <= mu * 1.000001:  # Poisson
-            term = math.exp(-mu)
-            cdf = term
-            for j in range(1, ki):
-                term *= mu / j
-                cdf += term
-            tail = 1.0 - cdf
-            if tail < 1e-12:  # cancellation: fall back to the leading term of the tail series
-                tail = term * mu / ki if ki > 0 else 1.0
-        else:
-            r = mu * mu / (var - mu)
-            q = mu / (r + mu)
-            term = math.exp(r * math.log1p(-q))
-            cdf = term
-            for j in range(1, ki):
-                term *= (j - 1 + r) / j * q
-                cdf += term
-            tail = 1.0 - cdf
-            if tail < 1e-12:
-                tail = term * (ki - 1 + r) / ki * q if ki > 0 else 1.0
-        return -math.log10(tail) if tail > 0 else 300.0
-    # Large counts: log-normal with the same mean and variance, half a count of continuity correction.
-    s2 = math.log1p(var / (mu * mu))
-    z = (math.log((k - 0.5) / mu) + 0.5 * s2) / math.sqrt(s2) if k > 0.5 else 0.0
-    return _log10_normal_tail(z)
+    sd = math.sqrt(var)
+    if k - mu <= sd:
+        return _log10_normal_tail((k - 0.5 - mu) / sd)
+    if mu > 80.0:
+        s2 = math.log1p(var / (mu * mu))
+        z = (math.log((k - 0.5) / mu) + 0.5 * s2) / math.sqrt(s2)
+        return _log10_normal_tail(z)
+    k = math.ceil(k - 1e-9)
+    if var <= mu * 1.000001:  # Poisson
+        log_pmf = k * math.log(mu) - mu - math.lgamma(k + 1.0)
+        total, term, j = 1.0, 1.0, k
+        for _ in range(400):
+            j += 1
+            term *= mu / j
+            total += term
+            if term < 1e-4 * total:
+                break
+    else:  # negative binomial with r = mu^2 / (var - mu), success probability q = mu / (r + mu)
+        r = mu * mu / (var - mu)
+        q = mu / (r + mu)
+        log_pmf = math.lgamma(k + r) - math.lgamma(r) - math.lgamma(k + 1.0) + r * math.log1p(-q) + k * math.log(q)
+        total, term, j = 1.0, 1.0, k
+        for _ in range(400):
+            term *= (j + r) / (j + 1) * q
+            j += 1
+            total += term
+            if term < 1e-4 * total:
+                break
+    return max(0.0, -(log_pmf + math.log(total)) / _LN10)
 
 
 def _log10_normal_tail(z: float) -> float:
@@ -190,27 +209,36 @@ class SpikeDetector:
             self._episode_peak = 0.0  # surprise (decades) already reported in the current surge
             self._severity = Severity.QUIET
             self._below_exit = 0
-            self._fast = -1.0  # fast EWMA of the count, for growth
+            self._alarm_buckets = 0  # consecutive buckets not quiet
+            self._win = -1.0  # short EWMA of the count (the level view) ...
+            self._win_mu = -1.0  # ... and of the baseline over the same buckets
+            self._fast = -1.0  # slower EWMA of the count, for growth
             self._growth = 0.0  # EWMA of log growth per bucket
             self._accel = 0.0
             # peaks-over-threshold tail of the surprise: how often it exceeds the base, and by how much on average
             self._exceed_rate = 10.0 ** -self.params.calibration_base
             self._mean_excess = 1.0 / _LN10
         else:
-            if state.get("v") != _STATE_VERSION:
-                raise ValueError(f"unsupported detector state version {state.get('v')!r}")
-            self._total = _Baseline(state["total"])
-            self._sources = {k: _Baseline(v) for k, v in state["sources"].items()}
-            self._last_t = state["last_t"]
-            self._cusum = float(state["cusum"])
-            self._episode_peak = float(state["episode_peak"])
-            self._severity = Severity(state["severity"])
-            self._below_exit = int(state["below_exit"])
-            self._fast = float(state["fast"])
-            self._growth = float(state["growth"])
-            self._accel = float(state["accel"])
-            self._exceed_rate = float(state["exceed_rate"])
-            self._mean_excess = float(state["mean_excess"])
+            if not isinstance(state, Mapping) or state.get("v") != _STATE_VERSION:
+                found = state.get("v") if isinstance(state, Mapping) else type(state).__name__
+                raise ValueError(f"unsupported detector state version {found!r} (expected {_STATE_VERSION})")
+            try:
+                self._total = _Baseline(state["total"])
+                self._sources = {k: _Baseline(v) for k, v in state["sources"].items()}
+                self._last_t = state["last_t"]
+                self._cusum = float(state["cusum"])
+                self._episode_peak = float(state["episode_peak"])
+                self._severity = Severity(state["severity"])
+                self._below_exit = int(state["below_exit"])
+                self._alarm_buckets = int(state["alarm_buckets"])
+                self._win, self._win_mu = (float(x) for x in state["window"])
+                self._fast = float(state["fast"])
+                self._growth = float(state["growth"])
+                self._accel = float(state["accel"])
+                self._exceed_rate = float(state["exceed_rate"])
+                self._mean_excess = float(state["mean_excess"])
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"malformed detector state: {exc!r}") from exc
 
     def state(self) -> dict:
         return {
@@ -223,6 +251,8 @@ class SpikeDetector:
             "episode_peak": self._episode_peak,
             "severity": self._severity.value,
             "below_exit": self._below_exit,
+            "alarm_buckets": self._alarm_buckets,
+            "window": [self._win, self._win_mu],
             "fast": self._fast,
             "growth": self._growth,
             "accel": self._accel,
@@ -230,7 +260,7 @@ class SpikeDetector:
             "mean_excess": self._mean_excess,
         }
 
-    # -- the model -------------------------------------------------------------------------------------------
+    # -- the baseline ----------------------------------------------------------------------------------------
 
     def _slots(self, t: float) -> tuple[int, int]:
         if not self.params.seasonality:
@@ -240,10 +270,33 @@ class SpikeDetector:
         day = (int(local // 86400.0) + 3) % 7  # 1970-01-01 was a Thursday: 0 = Monday
         return hour, day
 
-    def _expected(self, b: _Baseline, hour: int, day: int) -> float:
+    def _factors(self, b: _Baseline, hour: int, day: int) -> tuple[float, float]:
+        """Hour-of-day and weekday factors, each faded in only once its slot has enough history."""
         if not self.params.seasonality:
-            return b.level
-        return b.level * b.hour_factor(hour) * b.day_factor(day)
+            return 1.0, 1.0
+        r = self._rates
+        min_days = self.params.season_min_days
+        fh = 1.0
+        m = b.hour_means[hour]
+        w = b.hour_visits[hour] / r.per_day_hour - min_days  # days of history beyond the minimum
+        if w > 0.0 and m >= 0.0 and b.hour_sum > 0.0:
+            visited = sum(1 for x in b.hour_means if x >= 0.0)
+            raw = m * visited / b.hour_sum
+            fh = raw if w >= 1.0 else 1.0 + w * (raw - 1.0)
+        fd = 1.0
+        m = b.day_means[day]
+        w = b.day_visits[day] / r.per_week_day - min_days  # weeks of history beyond the minimum
+        if w > 0.0 and m >= 0.0 and b.day_sum > 0.0:
+            visited = sum(1 for x in b.day_means if x >= 0.0)
+            raw = m * visited / b.day_sum
+            fd = raw if w >= 1.0 else 1.0 + w * (raw - 1.0)
+        return fh, fd
+
+    def _expected(self, b: _Baseline, hour: int, day: int) -> float:
+        if b.level < 0.0:
+            return 0.0
+        fh, fd = self._factors(b, hour, day)
+        return b.level * fh * fd
 
     def _learn(self, b: _Baseline, count: float, hour: int, day: int, mu: float, var: float) -> None:
         """Move the baseline towards the clipped observation (robust Holt-Winters step)."""
@@ -252,6 +305,9 @@ class SpikeDetector:
         if b.level < 0.0:
             b.level = max(count, 0.0)
             b.n = 1
+            if p.seasonality:
+                b.hour_visits[hour] += 1
+                b.day_visits[day] += 1
             return
         sd = math.sqrt(var)
         lo = mu - p.clip_sigmas * sd
@@ -281,12 +337,12 @@ class SpikeDetector:
         if not p.seasonality:
             b.level += a_level * (x - b.level)
             return
-        fh = b.hour_factor(hour)
-        fd = b.day_factor(day)
+        fh, fd = self._factors(b, hour, day)
         b.level += a_level * (x / (fh * fd) - b.level)
-        # per-slot mean counts; a slot's first visit starts from the level, and early on each slot is a running
-        # mean of its visits (about n/24 so far for an hour slot), later an EWMA with the configured memory
-        a_hour = max(r.hour, 1.0 / (1.0 + n / 24.0))
+        # per-slot mean counts; a slot's first visit starts from the level; early on each slot is a running mean
+        # of its visits, later an EWMA with the configured memory
+        visits = b.hour_visits[hour] = b.hour_visits[hour] + 1
+        a_hour = max(r.hour, 1.0 / visits)
         old = b.hour_means[hour]
         if old < 0.0:
             old = b.level
@@ -294,7 +350,8 @@ class SpikeDetector:
         new = old + a_hour * (x / fd - old)
         b.hour_means[hour] = new
         b.hour_sum += new - old
-        a_day = max(r.day, 1.0 / (1.0 + n / 7.0))
+        visits = b.day_visits[day] = b.day_visits[day] + 1
+        a_day = max(r.day, 1.0 / visits)
         old = b.day_means[day]
         if old < 0.0:
             old = b.level
@@ -303,21 +360,17 @@ class SpikeDetector:
         b.day_means[day] = new
         b.day_sum += new - old
 
-    def _surprise(self, b: _Baseline, count: float, hour: int, day: int, tail: str | None = None) -> tuple[float, float, float]:
-        mu = max(self._expected(b, hour, day), 1e-3)
-        var = mu + b.disp * mu * mu
-        s = 0.0
-        if count > self.params.min_count and count > mu:
-            if (tail or self.params.tail) == "laplace":
-                # surprising only if both the count noise (Poisson, exact) and the series' own log-scale
-                # variability (Laplace: heavy enough for news-driven bursts) say so
-                lr = math.log((count + 1.0) / (mu + 1.0))
-                s_log = (lr / b.log_dev + _LN2) / _LN10
-                s_pois = _log10_upper_tail(count, mu, mu)
-                s = s_log if s_log < s_pois else s_pois
-            else:
-                s = _log10_upper_tail(count, mu, var)
-        return s, mu, var
+    def _score_surprise(self, b: _Baseline, count: float, mu: float) -> float:
+        """Point surprise for the score: surprising only if both the count noise (Poisson, exact) and the
+        series' own log-scale variability (Laplace: heavy enough for news-driven bursts) say so."""
+        if count <= self.params.min_count or count <= mu:
+            return 0.0
+        lr = math.log((count + 1.0) / (mu + 1.0))
+        s_log = (lr / b.log_dev + _LN2) / _LN10
+        s_pois = _log10_tail(count, mu, mu)
+        return s_log if s_log < s_pois else s_pois
+
+    # -- one bucket ------------------------------------------------------------------------------------------
 
     def update(self, t: float, count: float, by_source: Mapping[str, float] | None = None) -> Verdict:
         p = self.params
@@ -338,38 +391,53 @@ class SpikeDetector:
         hour, day = self._slots(t)
         b = self._total
         warming = b.n < r.warm_up
-        s_point, mu, var = self._surprise(b, count, hour, day)
+        mu = max(self._expected(b, hour, day), 1e-3)
+        var = mu + b.disp * mu * mu
 
-        # CUSUM onset trigger: log-likelihood ratio of "rate x cusum_ratio" against "rate as expected", in counts
-        # deflated by the overdispersion (a negative binomial bucket carries 1/(1+disp*mu) of a Poisson's evidence).
+        # -- level views for severity: this bucket, and a short window (sum-equivalent of the EWMA) ----------
+        if self._win < 0.0:
+            self._win, self._win_mu = count, mu
+        else:
+            self._win += r.window * (count - self._win)
+            self._win_mu += r.window * (mu - self._win_mu)
+        s_point = _log10_tail(count, mu, var) if count > p.min_count else 0.0
+        n = r.window_n
+        w_sum, w_mu = self._win * n, max(self._win_mu, 1e-3) * n
+        # extra-Poisson variation is correlated between neighbouring buckets: it does not average out in a window
+        s_window = _log10_tail(w_sum, w_mu, w_mu + b.disp * w_mu * w_mu) if w_sum > p.min_count else 0.0
+        point_ratio = count / mu
+        window_ratio = self._win / max(self._win_mu, 1e-3)
+
+        # -- score: point surprise or CUSUM onset, calibrated, novelty only -------------------------------------
+        s = self._score_surprise(b, count, mu)
         R = p.cusum_ratio
-        # (The overdispersion deflation is what keeps this honest for large counts; a Laplace-bounded version
-        # was tried and scored far worse on NAB: its bounded evidence hides the burst itself.)
+        # log-likelihood ratio of "rate x R" against "rate as expected", deflated by the overdispersion
         llr = (count * math.log(R) - (R - 1.0) * mu) / (1.0 + b.disp * mu)
         self._cusum = max(0.0, self._cusum + llr)
-        s_cusum = self._cusum / _LN10 if count > p.min_count else 0.0
-        s = max(s_point, s_cusum)
+        if count > p.min_count and self._cusum / _LN10 > s:
+            s = self._cusum / _LN10
 
-        # sources spiking together
+        # -- sources spiking together -----------------------------------------------------------------------
         spiking = 0
         if by_source:
-            s_best = 0.0
             for name, c in by_source.items():
                 sb = self._sources.get(name)
                 if sb is None:
                     sb = self._sources[name] = _Baseline()
                 c = float(c) if c and c > 0 else 0.0
+                smu = max(self._expected(sb, hour, day), 1e-3)
+                svar = smu + sb.disp * smu * smu
                 # per-source counts are small: the count model alone says whether one source is surprising
-                ss, smu, svar = self._surprise(sb, c, hour, day, tail="nb")
+                ss = _log10_tail(c, smu, svar) if c > p.min_count else 0.0
                 if sb.n >= r.warm_up and ss >= p.source_watch:
                     spiking += 1
-                    s_best = max(s_best, ss)
-                self._learn(sb, c, hour, day, smu, svar)
+                if self._severity is Severity.QUIET or self._alarm_buckets >= r.relearn:
+                    self._learn(sb, c, hour, day, smu, svar)
             if spiking >= 2 and s > 0.0:
                 # independent corroboration: each extra source adds evidence, with diminishing weight
                 s += math.log10(1.0 + spiking) * p.source_watch * 0.5
 
-        # growth and acceleration of the smoothed rate, for the forecast
+        # -- growth and acceleration of the smoothed rate, for the forecast ----------------------------------
         if self._fast < 0.0:
             self._fast = count
         prev_fast = self._fast
@@ -379,22 +447,27 @@ class SpikeDetector:
         self._growth += r.fast * (g - self._growth)
         self._accel += r.fast * ((self._growth - prev_growth) - self._accel)
 
-        self._learn(b, count, hour, day, mu, var)
         if p.calibrate:
             s = self._calibrate(s)
         if warming:
+            self._learn(b, count, hour, day, mu, var)
             self._cusum = 0.0
             return Verdict(at=t, observed=count, expected=mu, score=0.0, severity=Severity.QUIET, warming_up=True,
                            sources_spiking=spiking)
+
+        severity = self._severity_for(((s_point, point_ratio), (s_window, window_ratio)))
+        self._alarm_buckets = self._alarm_buckets + 1 if severity is not Severity.QUIET else 0
+        # The baseline learns only from quiet buckets (clipped), so a surge never becomes "normal" -- unless it
+        # has lasted so long that it is the new normal.
+        if severity is Severity.QUIET or self._alarm_buckets >= r.relearn:
+            self._learn(b, count, hour, day, mu, var)
 
         # Novelty: within a surge only evidence beyond the surge's peak so far scores high.
         self._episode_peak *= r.episode
         novel = s - self._episode_peak if s > self._episode_peak else 0.0
         if s > self._episode_peak:
             self._episode_peak = s
-        raw = s / (s + p.score_scale)
         score = novel / (novel + p.score_scale) if novel > 0 else 0.0
-        severity = self._severity_for(raw)
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None
         return Verdict(at=t, observed=count, expected=mu, score=score, severity=severity, warming_up=False,
                        forecast=forecast, sources_spiking=spiking)
@@ -421,29 +494,30 @@ class SpikeDetector:
             self._mean_excess = excess + 0.05 * (min(s - u, 20.0) - excess)
         return calibrated
 
-    def _severity_for(self, level_score: float) -> Severity:
-        p = self.params
-        if level_score >= p.critical:
-            new = Severity.CRITICAL
-        elif level_score >= p.warning:
-            new = Severity.WARNING
-        elif level_score >= p.watch:
-            new = Severity.WATCH
-        else:
-            new = Severity.QUIET
+    def _severity_for(self, views: tuple[tuple[float, float], ...]) -> Severity:
+        """Highest level whose entry thresholds (surprise and ratio) one view meets; hold a level while a view
+        meets its lower stay thresholds, and step down only after ``cooldown_buckets`` below them."""
+        ladder = self._rates.ladder
+        entered = Severity.QUIET
+        held = Severity.QUIET
+        for level, (d_in, r_in, d_stay, r_stay) in zip(_LEVELS, ladder):
+            for s, ratio in views:
+                if s >= d_in and ratio >= r_in:
+                    entered = level
+                if s >= d_stay and ratio >= r_stay:
+                    held = level
         cur = self._severity
-        if new.rank >= cur.rank:
+        if entered.rank >= cur.rank:
             self._below_exit = 0
-            self._severity = new
-            return new
-        # stepping down: only after the score has stayed under the exit threshold for the cool-down
-        if level_score >= p.exit:
+            self._severity = entered
+            return entered
+        if held.rank >= cur.rank:
             self._below_exit = 0
             return cur
         self._below_exit += 1
-        if self._below_exit >= p.cooldown_buckets:
+        if self._below_exit >= self.params.cooldown_buckets:
             self._below_exit = 0
-            self._severity = new
+            self._severity = held if held.rank > entered.rank else entered
         return self._severity
 
     def _forecast(self, count: float, mu: float) -> Forecast:

@@ -83,13 +83,15 @@ def volume_chart(
     typical: Sequence[float] | None,
     *,
     title: str = "",
+    notes: Sequence[tuple[int, str]] = (),
     width_px: int = WIDTH_PX,
     height_px: int = HEIGHT_PX,
 ) -> bytes:
     """Mentions per day: this week's bars stacked by source, last week and the typical level as lines.
 
     ``this_week`` maps a source to one count per day (same length as ``day_labels``); ``typical`` is
-    the per-day average of the four weeks before; either is None when there is no such history."""
+    the per-day average of the four weeks before; either is None when there is no such history.
+    ``notes`` puts a short label above a day's bar (the digest marks the days with spikes)."""
     fig = _figure(width_px, height_px)
     ax = fig.add_subplot(1, 1, 1)
     x = list(range(len(day_labels)))
@@ -107,16 +109,21 @@ def volume_chart(
     if not this_week and not any(previous_week or ()):
         ax.text(0.5, 0.5, "no mentions collected", transform=ax.transAxes, ha="center", va="center",
                 fontsize=16, color="#888888")
+    for day, text in notes:
+        if 0 <= day < len(x):
+            ax.annotate(text, xy=(day, bottom[day]), xytext=(0, 6), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=9, color="#c44e52", fontweight="bold")
     ax.set_xticks(x, list(day_labels))
     ax.set_ylabel("mentions per day")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([*bottom, *(previous_week or ()), *(typical or ()), 1.0]) * 1.15)  # room for the notes
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if title:
         ax.set_title(title, loc="left", fontsize=14)
-    ax.legend(loc="upper left", fontsize=9, frameon=False, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=9, frameon=False, ncol=2)
     fig.tight_layout()
     return _png(fig)
 

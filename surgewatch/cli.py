@@ -130,13 +130,15 @@ def worker(
     queues: str = typer.Option("collect,detect,notify", "--queues", "-Q", help="Queues to consume."),
     concurrency: int = typer.Option(2, help="Worker processes."),
     loglevel: str = typer.Option("INFO", help="Log level."),
+    hostname: Optional[str] = typer.Option(None, "--hostname", "-n", help="Worker name, e.g. notify1@%h (unique per host)."),
 ) -> None:
     """Run a cluster worker (add more on other machines to scale out)."""
     settings = _use_config(config)
     _warn_missing_credentials(settings)
-    _celery_app().worker_main(
-        ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
-    )
+    argv = ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    if hostname:
+        argv += ["--hostname", hostname]
+    _celery_app().worker_main(argv)
 
 
 @app.command()
@@ -380,6 +382,11 @@ def demo(
     extra = load_or_exit(config) if config else None
     code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=None if temporary else keep)
     raise typer.Exit(code)
+
+
+from surgewatch.ops_http import metrics_command  # noqa: E402
+
+app.command("metrics")(metrics_command)
 
 
 def main() -> None:

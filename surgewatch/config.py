@@ -159,7 +159,13 @@ class SlackChannelConfig(Strict):
 class PagerDutyChannelConfig(Strict):
     events_url: str = "https://events.pagerduty.com/v2/enqueue"
     routing_key: SecretStr | None = Field(default=None, description="Default: env PAGERDUTY_ROUTING_KEY")
-    min_severity: Literal["watch", "warning", "critical"] = "critical"
+    min_severity: Literal["watch", "warning", "critical"] = Field(
+        default="critical", description="Page at once from this severity up"
+    )
+    page_unacked_warning_after_minutes: int | None = Field(
+        default=15, ge=0, description="Page a warning nobody acknowledged within this time (null: never)"
+    )
+    page_when_slack_fails: bool = Field(default=True, description="Page ops if Slack fails permanently")
     timeout: float = Field(default=10.0, gt=0, le=60)
 
 

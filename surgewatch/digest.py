@@ -380,10 +380,21 @@ def build_digest(
             labels, {s: [this[i].get(s, 0) for i in range(7)] for s in sorted({s for d in this for s in d})},
             totals_before[0] if first_bucket is not None and first_bucket < start else None,
             [r.typical or 0.0 for r in day_rows] if typical_weeks else None,
-            title=f"{brand} · mentions per day · {week} ({tz})")
+            title=f"{brand} · mentions per day · {week} ({tz})", notes=_spike_notes(spikes, days))
     return Digest(brand, week, tz, start, end, day_rows, sources, spikes, by_reach, by_engagement,
                   pages_linked[:TOP_PAGES], new, rising, top, scorecard, health, len(week_posts), len(prev_posts),
                   typical_weeks, chart, brand_cfg.site, notes, first_bucket)
+
+
+def _spike_notes(spikes: Sequence[Spike], days: list[tuple[date, float, float]]) -> list[tuple[int, str]]:
+    out = []
+    for i, (_, start, end) in enumerate(days):
+        here = [s for s in spikes if start <= s.opened_at < end]
+        if here:
+            worst = max(here, key=lambda s: ("watch", "warning", "critical").index(s.severity)
+                        if s.severity in ("watch", "warning", "critical") else -1)
+            out.append((i, f"{len(here)} spike{'s' if len(here) > 1 else ''}: {worst.severity}"))
+    return out
 
 
 def _health_rows(store: Store, brand: str) -> list[SourceRow]:

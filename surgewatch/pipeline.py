@@ -192,19 +192,53 @@ def _min_severity(settings: Settings, channel: str) -> Severity | None:
 
 def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:
     """Which channels hear about a transition.  Pager and traffic controls act from their minimum
-    severity up, and hear the resolve only if they acted on the incident."""
+    severity up, and hear the resolve only if they acted on the incident.  A "paged" transition
+    (the escalation policy's) goes to the pager alone."""
+    if transition["event"] == "paged":
+        return ["pagerduty"] if settings.channels.pagerduty is not None else []
     out = []
     for name in configured_channels(settings):
-        threshold = _min_severity(settings, name)
-        if threshold is not None:
-            if transition["event"] == "resolved":
-                peak = max(Severity(t["to"]).rank for t in incident["transitions"] if t["to"] != "resolved")
-                if peak < threshold.rank:
-                    continue
-            elif Severity(transition["to"]).rank < threshold.rank:
+        if transition["event"] == "resolved":
+            if _min_severity(settings, name) is not None and not _acted(settings, incident, name):
                 continue
+        elif not _acts_on(settings, name, transition):
+            continue
         out.append(name)
     return out
+
+
+def _acts_on(settings: Settings, channel: str, transition: dict[str, Any]) -> bool:
+    if transition["event"] == "paged":
+        return channel == "pagerduty"
+    threshold = _min_severity(settings, channel)
+    return threshold is None or Severity(transition["to"]).rank >= threshold.rank
+
+
+def _acted(settings: Settings, incident: dict[str, Any], channel: str) -> bool:
+    return any(t["event"] != "resolved" and _acts_on(settings, channel, t) for t in incident["transitions"])
+
+
+def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: float) -> dict[str, Any] | None:
+    """The escalation policy: page a warning nobody acknowledged in time, or page because Slack
+    failed permanently.  Returns the "paged" transition it appended, if any."""
+    pd = settings.channels.pagerduty
+    if pd is None or incident["status"] != "open" or _acted(settings, incident, "pagerduty"):
+        return None
+    reason = None
+    warnings = [t for t in incident["transitions"] if t["to"] in ("warning", "critical")]
+    wait = pd.page_unacked_warning_after_minutes
+    if wait is not None and warnings and not incident.get("acked_at") and now - (warnings[0]["at"] + settings.detector.bucket_seconds) >= wait * 60:
+        reason = f"warning not acknowledged within {wait} min"
+    failed = store.get_state(f"channel_failed:{incident['id']}:slack")
+    if pd.page_when_slack_fails and failed:
+        reason = f"Slack failed: {failed.get('error', 'permanent error')}"
+    if reason is None:
+        return None
+    last = incident["transitions"][-1]
+    tr = {"no": len(incident["transitions"]), "at": now, "event": "paged", "from": incident["severity"],
+          "to": incident["severity"], "verdict": last["verdict"], "dispatched": False, "reason": reason}
+    incident["transitions"].append(tr)
+    return tr
 
 
 def evaluate(rt: Runtime, brand: str, now: float | None = None) -> EvaluateOutcome:
@@ -278,7 +312,11 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
     candidates = dict(touched)
     open_now = store.open_incident(brand)
     if open_now is not None:
-        candidates.setdefault(open_now["id"], open_now)
+        open_now = candidates.setdefault(open_now["id"], open_now)
+        paged = escalate(rt.settings, store, open_now, now)
+        if paged is not None:
+            outcome.transitions.append(paged)
+            store.save_incident(open_now)
     silenced = store.get_state(f"silence:{brand}")
     if silenced and silenced.get("until", 0) <= now:
         silenced = None
@@ -397,6 +435,7 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
         if exc.permanent:
             # Retrying cannot help; remember the failure (for escalation and status), never resend.
             store.mark_sent(key, {"error": exc.message, "permanent": True})
+            store.set_state(f"channel_failed:{incident_id}:{channel}", {"error": exc.message, "key": key})
             log.error("channel %s failed permanently for %s: %s", channel, key, exc.message)
             return NotifyOutcome(key, "failed", exc.message)
         partial = getattr(exc, "partial_receipt", None)

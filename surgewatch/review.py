@@ -276,6 +276,7 @@ class Review:
     replay: ReplayResult | None
     suggestions: list[str]
     chart_png: bytes
+    replay_error: str | None = None
 
     @property
     def incident_id(self) -> str:
@@ -360,7 +361,14 @@ def build_review(
              if opening is not None else None)
 
     tp = traffic_peak(traffic_list, opened - BEFORE_WINDOW, opened + TRAFFIC_SEARCH)
-    result = suggest_threshold(store, settings, incident) if replay else None
+    result, replay_error = None, None
+    if replay:
+        try:
+            result = suggest_threshold(store, settings, incident)
+        except ArithmeticError as exc:
+            # The detector failed on this history (a bug to report, not a reason to lose the
+            # review): show everything else and say the suggestion is missing and why.
+            replay_error = f"the replay through the detector failed: {exc.__class__.__name__}: {exc}"
 
     markers = [Marker(float(t["at"]) + bucket, f"{t['to'].upper()} ({t['event']})",
                       "resolved" if t["event"] == "resolved" else t["event"]) for t in incident["transitions"]]
@@ -376,7 +384,7 @@ def build_review(
     review = Review(incident, settings.timezone, bucket, start, end, counts, deliveries, first_alert,
                     float(onset) if onset is not None else None, float(peak_at) if peak_at is not None else None,
                     peak_observed, forecasts, traffic_list, tp[0] if tp else None, tp[1] if tp else None,
-                    result, [], chart)
+                    result, [], chart, replay_error)
     review.suggestions = suggestions(review)
     return review
 
@@ -413,6 +421,8 @@ def suggestions(r: Review) -> list[str]:
         if ratio < 0.5:
             out.append(f"The first forecast ({f.peak_rate:.0f}/bucket) was under half the real peak "
                        f"({r.peak_observed:.0f}); treat early forecasts as a floor.")
+    if r.replay_error:
+        out.append(f"No threshold suggestion: {r.replay_error}.")
     failed = [d for d in r.deliveries if d.status == "failed"]
     if failed:
         out.append(f"{len(failed)} notification(s) failed: " + "; ".join(f"{d.channel}: {d.error}" for d in failed[:3]))

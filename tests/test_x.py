@@ -219,13 +219,13 @@ def test_a_since_id_older_than_the_search_window_is_dropped(x):
     assert [m.text for m in batch.mentions] == ["acme now"]
 
 
-def test_reading_stops_at_max_pages_and_notes_the_gap(x):
+def test_reading_stops_at_max_pages_newest_first(x):
     for i in range(30):
         x.add_tweet(f"acme {i}")
     batch = XCollector(TOKEN, api_url=x.url, max_results=10, max_pages=2).fetch(BRAND, None)
     assert len(batch.mentions) == 20
     assert [m.text for m in batch.mentions][:1] == ["acme 29"]  # newest first
-    assert any("max_pages" in note for note in batch.notes)
+    assert batch.notes == []  # a sample by design: the counts are the census, health stays ok
 
 
 def test_the_token_never_appears_in_the_repr():
