@@ -40,6 +40,7 @@ _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
 _STATE_VERSION = 3  # bump when the layout changes: an old state is refused with ValueError
+_SETTLE = 20  # buckets before the baseline's own level is trusted enough to learn the noise around it
 _LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
 
 
@@ -59,9 +60,9 @@ class DetectorParams:
     clip_sigmas: float = 3.0
     relearn_after_s: float = 6 * 3600.0  # an alarm that lasts this long is a new normal: learn it
     # -- severity: a level needs both the surprise (decades) and the ratio to the baseline
-    watch_decades: float = 4.0
-    warning_decades: float = 6.0
-    critical_decades: float = 9.0
+    watch_decades: float = 5.0
+    warning_decades: float = 7.0
+    critical_decades: float = 10.0
     watch_ratio: float = 1.5
     warning_ratio: float = 3.0
     critical_ratio: float = 8.0
@@ -136,7 +137,7 @@ class _Rates:
         self.episode = 0.5 ** (b / p.episode_decay_halflife_s)
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.calib = 1.0 - 0.5 ** (b / p.calibration_halflife_s)
-        self.fast = 1.0 - 0.5 ** (1.0 / max(1.0, 900.0 / b))  # ~15 min smoothing for growth and forecast
+        self.shape_discount = 0.5 ** (1.0 / max(3.0, 1800.0 / b))  # the forecast's fit: half-life of half an hour
         self.window = 1.0 - 0.5 ** (1.0 / max(1.0, p.window_halflife_s / b))
         self.window_n = (2.0 - self.window) / self.window  # buckets whose plain sum has the EWMA's variance
         self.relearn = max(1, int(p.relearn_after_s / b))
@@ -212,9 +213,9 @@ class SpikeDetector:
             self._alarm_buckets = 0  # consecutive buckets not quiet
             self._win = -1.0  # short EWMA of the count (the level view) ...
             self._win_mu = -1.0  # ... and of the baseline over the same buckets
-            self._fast = -1.0  # slower EWMA of the count, for growth
-            self._growth = 0.0  # EWMA of log growth per bucket
-            self._accel = 0.0
+            # the forecast's discounted straight-line fit of log excess = c + g*t (t in buckets, 0 = now):
+            # sums of w, w*t, w*t^2, w*y, w*t*y, and the episode's age in buckets
+            self._fit = [0.0] * 6
             # peaks-over-threshold tail of the surprise: how often it exceeds the base, and by how much on average
             self._exceed_rate = 10.0 ** -self.params.calibration_base
             self._mean_excess = 1.0 / _LN10
@@ -232,9 +233,9 @@ class SpikeDetector:
                 self._below_exit = int(state["below_exit"])
                 self._alarm_buckets = int(state["alarm_buckets"])
                 self._win, self._win_mu = (float(x) for x in state["window"])
-                self._fast = float(state["fast"])
-                self._growth = float(state["growth"])
-                self._accel = float(state["accel"])
+                self._fit = [float(x) for x in state["fit"]]
+                if len(self._fit) != 6:
+                    raise ValueError("malformed detector state: fit")
                 self._exceed_rate = float(state["exceed_rate"])
                 self._mean_excess = float(state["mean_excess"])
             except (KeyError, TypeError) as exc:
@@ -253,9 +254,7 @@ class SpikeDetector:
             "below_exit": self._below_exit,
             "alarm_buckets": self._alarm_buckets,
             "window": [self._win, self._win_mu],
-            "fast": self._fast,
-            "growth": self._growth,
-            "accel": self._accel,
+            "fit": self._fit,
             "exceed_rate": self._exceed_rate,
             "mean_excess": self._mean_excess,
         }
@@ -317,19 +316,21 @@ class SpikeDetector:
             x = 0.0
         n = b.n
         b.n = n + 1
-        # dispersion from E[(x - mu)^2] = E[mu] + disp * E[mu^2], as a ratio of averages (stable near zero)
-        a_disp = max(r.disp, 1.0 / (n + 1))
+        # dispersion from E[(x - mu)^2] = E[mu] + disp * E[mu^2], as a ratio of averages (stable near zero).
+        # The first buckets are skipped: there the level itself is still settling, and its error would be
+        # mistaken for noise for days (the averages have a memory of days).
+        a_disp = max(r.disp, 1.0 / (n - _SETTLE + 1)) if n >= _SETTLE else 0.0
         b.sq_err += a_disp * ((x - mu) ** 2 - b.sq_err)
         b.mean_mu += a_disp * (mu - b.mean_mu)
         b.mean_mu2 += a_disp * (mu * mu - b.mean_mu2)
-        if n > 30 and b.mean_mu2 > 0.0:
+        if n > 2 * _SETTLE and b.mean_mu2 > 0.0:
             d = (b.sq_err - b.mean_mu) / b.mean_mu2
             b.disp = p.min_dispersion if d < p.min_dispersion else (4.0 if d > 4.0 else d)
         # mean absolute log-ratio: the series' own multiplicative variability (Laplace scale)
         lr = math.log((count + 1.0) / (mu + 1.0))
         cap = p.clip_sigmas * 1.5 * b.log_dev
         lr = cap if lr > cap else (-cap if lr < -cap else lr)
-        b.log_dev += a_disp * (abs(lr) - b.log_dev)
+        b.log_dev += max(r.disp, 1.0 / (n + 1)) * (abs(lr) - b.log_dev)
         if b.log_dev < 0.01:
             b.log_dev = 0.01
         # warm start: running means first, then the configured memory
@@ -437,15 +438,6 @@ class SpikeDetector:
                 # independent corroboration: each extra source adds evidence, with diminishing weight
                 s += math.log10(1.0 + spiking) * p.source_watch * 0.5
 
-        # -- growth and acceleration of the smoothed rate, for the forecast ----------------------------------
-        if self._fast < 0.0:
-            self._fast = count
-        prev_fast = self._fast
-        self._fast += r.fast * (count - self._fast)
-        g = math.log((self._fast + 1.0) / (prev_fast + 1.0))
-        prev_growth = self._growth
-        self._growth += r.fast * (g - self._growth)
-        self._accel += r.fast * ((self._growth - prev_growth) - self._accel)
 
         if p.calibrate:
             s = self._calibrate(s)
@@ -456,10 +448,18 @@ class SpikeDetector:
                            sources_spiking=spiking)
 
         severity = self._severity_for(((s_point, point_ratio), (s_window, window_ratio)))
+        # The forecast fits the shape of the current episode only: buckets that are clearly part of a surge, from
+        # its first one.  Older buckets would bend the curve (their leverage grows as t^4), and noise selected
+        # for being above the baseline would fake an acceleration.
+        if s_point >= 1.3 or s_window >= 2.0:
+            self._learn_shape(count, mu)
+        elif severity is Severity.QUIET:
+            self._fit = [0.0] * 6
         self._alarm_buckets = self._alarm_buckets + 1 if severity is not Severity.QUIET else 0
-        # The baseline learns only from quiet buckets (clipped), so a surge never becomes "normal" -- unless it
-        # has lasted so long that it is the new normal.
-        if severity is Severity.QUIET or self._alarm_buckets >= r.relearn:
+        # The baseline learns only from unremarkable buckets (clipped), so a surge -- even its early ramp, before
+        # it alarms -- never becomes "normal", unless it has lasted so long that it is the new normal.
+        suspect = s_window >= r.ladder[0][2] and window_ratio >= r.ladder[0][3]
+        if (severity is Severity.QUIET and not suspect) or self._alarm_buckets >= r.relearn:
             self._learn(b, count, hour, day, mu, var)
 
         # Novelty: within a surge only evidence beyond the surge's peak so far scores high.
@@ -520,21 +520,41 @@ class SpikeDetector:
             self._severity = held if held.rank > entered.rank else entered
         return self._severity
 
+    def _learn_shape(self, count: float, mu: float) -> None:
+        """Add this bucket to the discounted straight-line fit of the log excess over the baseline.
+
+        The sums are kept relative to "now", so each step shifts every past t by -1 and discounts it: O(1) per
+        bucket, no buffer.  Weights are the inverse variance of the log excess of a Poisson count
+        (excess^2 / count), so noisy buckets near the baseline barely tilt the line."""
+        S0, S1, S2, T0, T1, age = self._fit
+        lam = self._rates.shape_discount
+        S2 = lam * (S2 - 2.0 * S1 + S0)
+        S1 = lam * (S1 - S0)
+        T1 = lam * (T1 - T0)
+        excess = count - mu
+        w = excess * excess / count if excess > 1.0 else 0.0
+        y = math.log(excess) if w > 0.0 else 0.0
+        self._fit = [lam * S0 + w, S1, S2, lam * T0 + w * y, T1, age + 1.0]
+
     def _forecast(self, count: float, mu: float) -> Forecast:
-        """Peak rate and time to peak, extrapolating the growth so far with its (negative) acceleration."""
+        """Peak rate and time to peak from the growth of the surge so far.
+
+        A surge that spreads by word of mouth grows like a power of its age, ``excess ~ age**k``; the slope of
+        the log excess (fitted over the episode, discounted) gives ``k = slope * age``.  Nothing in a ramp says
+        when it will stop, so the forecast takes the Copernican prior (Gott): the median remaining growth time
+        equals the growth time so far.  The peak is then ``2**k`` times the current excess, ``age`` from now."""
         b = float(self.params.bucket_seconds)
-        current = max(self._fast, count)
-        g, a = self._growth, self._accel
-        if g <= 0.0:
-            peak, steps = current, 0.0
-        else:
-            horizon = 6 * 3600.0 / b
-            if a < 0.0:  # decelerating: the peak is where the growth reaches zero
-                steps = min(-g / a, horizon)
-                log_gain = min(g * steps + 0.5 * a * steps * steps, math.log(100.0))
-            else:  # no deceleration seen yet: extrapolate an hour at most, at most tenfold
-                steps = min(3600.0 / b, horizon)
-                log_gain = min(g * steps, math.log(10.0))
-            peak = current * math.exp(log_gain)
-        base = max(mu, 1e-9)
-        return Forecast(peak_rate=peak, seconds_to_peak=steps * b, peak_ratio=peak / base)
+        S0, S1, S2, T0, T1, age = self._fit
+        current = max(count, mu)
+        det = S0 * S2 - S1 * S1
+        if S0 <= 0.0 or det <= 1e-12 * S0 * S0:
+            return Forecast(peak_rate=current, seconds_to_peak=0.0, peak_ratio=current / max(mu, 1e-9))
+        c = (T0 * S2 - T1 * S1) / det  # fitted log excess now
+        g = (S0 * T1 - S1 * T0) / det  # its slope per bucket
+        if g <= 0.0:  # flat or past the peak: the peak is now
+            peak = max(mu + math.exp(c), current)
+            return Forecast(peak_rate=peak, seconds_to_peak=0.0, peak_ratio=peak / max(mu, 1e-9))
+        k = min(g * age, math.log2(100.0))  # at most a hundredfold from here
+        steps = min(age, 6 * 3600.0 / b)
+        peak = mu + math.exp(c) * 2.0 ** k
+        return Forecast(peak_rate=peak, seconds_to_peak=steps * b, peak_ratio=peak / max(mu, 1e-9))

@@ -97,7 +97,7 @@ class GoogleNewsSource(SourceBase):
 class XSource(SourceBase):
     api_url: str = "https://api.twitter.com"
     bearer_token: SecretStr | None = Field(default=None, description="Default: env X_BEARER_TOKEN")
-    max_requests_per_day: int = Field(default=500, ge=1)
+    max_requests_per_day: int = Field(default=500, ge=1, description="Budget for this source, shared by all brands")
     max_results: int = Field(default=100, ge=10, le=100)
     max_pages: int = Field(default=3, ge=1, le=50)
 
@@ -107,7 +107,7 @@ class RedditSource(SourceBase):
     auth_url: str = "https://www.reddit.com"
     subreddits: list[str] = Field(default_factory=list)
     comment_subreddits: list[str] = Field(default_factory=list)
-    limit: int = Field(default=100, ge=1, le=100)
+    limit: int = Field(default=100, ge=1, le=1000)
 
 
 class HackerNewsSource(SourceBase):
@@ -117,6 +117,7 @@ class HackerNewsSource(SourceBase):
 
 class BlueskySource(SourceBase):
     api_url: str = "https://public.api.bsky.app"
+    auth_url: str = "https://bsky.social"  # where BLUESKY_HANDLE / BLUESKY_APP_PASSWORD log in
 
 
 class MastodonSource(SourceBase):

@@ -203,7 +203,9 @@ def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) 
             "marketing_channel": os.environ.get("SURGEWATCH_DEMO_MARKETING_CHANNEL", "#marketing"),
             "ops_channel": os.environ.get("SURGEWATCH_DEMO_OPS_CHANNEL", "#ops"),
         }
+    controls = [t.model_dump() for t in channels_from.traffic_controls] if channels_from is not None else []
     return {
+        "traffic_controls": controls,
         "brands": [
             {
                 "name": BRAND,

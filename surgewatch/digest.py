@@ -493,6 +493,12 @@ def _dur(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _lead(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return f"{_dur(abs(seconds))} {'before' if seconds >= 0 else 'after'}"
+
+
 def headline(d: Digest) -> str:
     if d.empty:
         return (f"No mentions of {d.brand} were collected in {d.week}. Sources: "
@@ -565,12 +571,12 @@ def render_markdown(d: Digest) -> str:
     lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
     lines += ["", "## Spikes", ""]
     if d.spikes:
-        lines += ["| opened | severity | first alert | channels | peak/min | lead before traffic peak | acked |",
+        lines += ["| opened | severity | first alert | channels | peak/min | alert vs traffic peak | acked |",
                   "|---|---|---|---|---|---|---|"]
         for s in d.spikes:
             lines.append(f"| {_when(s.opened_at, d.timezone)} | {s.severity}{' (false alarm)' if s.false_alarm else ''} "
                          f"| {_when(s.first_alert_at, d.timezone)} | {', '.join(s.channels) or '—'} "
-                         f"| {s.peak_per_minute:.0f} | {_dur(s.lead_seconds) if s.lead_seconds is not None else 'unknown'} "
+                         f"| {s.peak_per_minute:.0f} | {_lead(s.lead_seconds)} "
                          f"| {_md(s.acked_by) if s.acked_by else 'no'} |")
     else:
         lines.append("No spikes this week.")
@@ -653,10 +659,10 @@ def render_html(d: Digest) -> str:
     p.append(_table(header, rows))
     p.append("<h2>Spikes</h2>")
     if d.spikes:
-        p.append(_table(("opened", "severity", "first alert", "channels", "peak/min", "lead before traffic peak", "acked"),
+        p.append(_table(("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
                         [(_when(s.opened_at, d.timezone), s.severity + (" (false alarm)" if s.false_alarm else ""),
                           _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", f"{s.peak_per_minute:.0f}",
-                          _dur(s.lead_seconds) if s.lead_seconds is not None else "unknown", s.acked_by or "no")
+                          _lead(s.lead_seconds), s.acked_by or "no")
                          for s in d.spikes]))
     else:
         p.append("<p class=\"muted\">No spikes this week.</p>")
@@ -703,7 +709,7 @@ def slack_blocks(d: Digest) -> list[dict[str, Any]]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"By source: {per_source}"[:3000]}]})
     if d.spikes:
         lines = [f"• {_when(s.opened_at, d.timezone)}: *{s.severity}*, alert {_when(s.first_alert_at, d.timezone, '%H:%M')}"
-                 + (f", {_dur(s.lead_seconds)} before the traffic peak" if s.lead_seconds is not None else "")
+                 + (f", {_lead(s.lead_seconds)} the traffic peak" if s.lead_seconds is not None else "")
                  + (" (false alarm)" if s.false_alarm else "") for s in d.spikes[:10]]
         blocks.append(section("*Spikes*\n" + "\n".join(lines)))
     posts = d.top_by_engagement or d.top_by_reach

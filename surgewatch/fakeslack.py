@@ -12,15 +12,24 @@ HTTP 429 + ``Retry-After`` when rate limited (https://api.slack.com/docs/rate-li
         client.chat_postMessage(channel="#ops", text="hi")
         assert slack.messages("#ops")[0]["text"] == "hi"
 
+Socket Mode (https://api.slack.com/apis/socket-mode) too: ``apps.connections.open`` with an app-level
+token (``xapp-…``) answers a ``ws://127.0.0.1:<port>/link/?ticket=…`` URL; the same server upgrades
+that request to a WebSocket (RFC 6455), says ``{"type": "hello"}``, and lets a test play a user who
+clicks a button (:meth:`FakeSlack.push_interaction`) and see the app's acks (:attr:`socket_acks`).
+
 Run ``python -m surgewatch.fakeslack`` to keep one open on a terminal.
 """
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
 import hashlib
 import itertools
 import json
+import secrets
+import socket
+import struct
 import sys
 import threading
 import time
@@ -102,7 +111,8 @@ class FakeSlack:
     were never created still get ``channel_not_found``, like the real API).
     """
 
-    def __init__(self, token: str | None = None, *, channels: list[str] | None = None, host: str = "127.0.0.1"):
+    def __init__(self, token: str | None = None, *, channels: list[str] | None = None, host: str = "127.0.0.1",
+                 app_token: str | None = None):
         self.token = token
         self._auto_create = channels is None
         self._host = host
@@ -114,6 +124,7 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self.calls: list[SlackCall] = []
+        self._init_socket_mode(app_token)
         for name in channels or ():
             self._create_channel(name)
         self._server: ThreadingHTTPServer | None = None
@@ -134,6 +145,7 @@ class FakeSlack:
         return self
 
     def stop(self) -> None:
+        self._close_sockets()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -286,6 +298,10 @@ class FakeSlack:
     def handle(self, method: str, payload: dict[str, Any], token: str | None) -> dict[str, Any]:
         if not token:
             return {"ok": False, "error": "not_authed"}
+        if method == "apps.connections.open":
+            # The one method that takes the app-level token, not the bot token.
+            with self._lock:
+                return self._m_apps_connections_open(token)
         if self.token is not None and token != self.token:
             return {"ok": False, "error": "invalid_auth"}
         fn = getattr(self, "_m_" + method.replace(".", "_"), None)
@@ -462,6 +478,161 @@ class FakeSlack:
             ch.messages.append(msg)
         return {"ok": True, "files": out}
 
+    # ---- Socket Mode (https://api.slack.com/apis/socket-mode) ---------------------------------------
+
+    def _init_socket_mode(self, app_token: str | None) -> None:
+        self.app_token = app_token  # None: any ``xapp-`` token is accepted
+        self._tickets: set[str] = set()
+        self._sessions: list[_SocketSession] = []
+        self._pushed_at: dict[str, float] = {}
+        self._acked_at: dict[str, float] = {}
+        self._envelope_ids = itertools.count(1)
+        self.socket_acks: list[dict[str, Any]] = []  # what the app sent back that names an envelope
+        self.socket_received: list[Any] = []  # every text frame the app sent, parsed
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: seen by one user, kept out of history
+
+    def _m_apps_connections_open(self, token: str) -> dict[str, Any]:
+        # A bot token here is Slack's "not_allowed_token_type"
+        # (https://api.slack.com/methods/apps.connections.open#errors).
+        if not token.startswith("xapp-"):
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if self.app_token is not None and token != self.app_token:
+            return {"ok": False, "error": "invalid_auth"}
+        ticket = secrets.token_hex(8)
+        self._tickets.add(ticket)
+        return {"ok": True, "url": f"ws://{self._host}:{self.port}/link/?ticket={ticket}&app_id={APP_ID}"}
+
+    def _m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        ch, err = self._writable(p.get("channel"))
+        if err:
+            return err
+        assert ch is not None
+        if not p.get("user"):
+            return {"ok": False, "error": "user_not_in_channel"}
+        msg, err = self._message(p, self._next_ts())
+        if err:
+            return err
+        assert msg is not None
+        entry = dict(msg, channel=ch.id, user=p["user"])
+        if p.get("thread_ts"):
+            entry["thread_ts"] = p["thread_ts"]
+        self.ephemerals.append(entry)
+        return {"ok": True, "message_ts": msg["ts"]}
+
+    def socket_sessions(self) -> int:
+        """Open app connections."""
+        with self._lock:
+            return sum(1 for s in self._sessions if s.open)
+
+    def wait_for_socket(self, timeout: float = 5.0, count: int = 1) -> bool:
+        return self.wait_for(lambda f: f.socket_sessions() >= count, timeout)
+
+    def interaction_payload(
+        self,
+        action_id: str,
+        value: str,
+        *,
+        channel: str,
+        message_ts: str,
+        user_id: str = "U0HUMAN001",
+        user_name: str = "sam",
+        block_id: str = "surgewatch_incident_actions",
+        message: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload as Slack documents it
+        (https://api.slack.com/reference/interaction-payloads/block-actions), for a button on the
+        message ``message_ts`` in ``channel``.  The message is the fake's current copy unless given."""
+        with self._lock:
+            ch = self._resolve(channel, create=False)
+            channel_id = ch.id if ch else channel
+            if message is None and ch is not None:
+                found = next((m for m in ch.messages if m["ts"] == message_ts), None)
+                message = json.loads(json.dumps(found)) if found else None
+        message = message or {"type": "message", "ts": message_ts, "text": "", "blocks": []}
+        label = action_id
+        for block in message.get("blocks") or []:
+            for el in block.get("elements") or [] if block.get("type") == "actions" else []:
+                if el.get("action_id") == action_id:
+                    label = (el.get("text") or {}).get("text", action_id)
+        return {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_name, "name": user_name, "team_id": TEAM_ID},
+            "api_app_id": APP_ID,
+            "token": "fake-verification-token",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": False},
+            "trigger_id": f"{next(self._ids)}.{TEAM_ID}.fake",
+            "team": {"id": TEAM_ID, "domain": "fake-workspace"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel_id, "name": ch.name if ch else channel.lstrip("#")},
+            "message": message,
+            "state": {"values": {}},
+            "response_url": f"http://{self._host}:{self.port}/actions/{TEAM_ID}/fake",
+            "actions": [{
+                "action_id": action_id, "block_id": block_id, "value": value, "type": "button",
+                "text": {"type": "plain_text", "text": label, "emoji": True}, "action_ts": f"{time.time():.6f}",
+            }],
+        }
+
+    def push_interaction(self, action_id: str, value: str, *, timeout: float = 5.0, **kw: Any) -> str:
+        """A user clicks a button: send an ``interactive`` envelope to a connected app.  Returns the
+        envelope id, to look up the app's ack (``wait_for_ack``).  ``kw``: see :meth:`interaction_payload`."""
+        return self.push_envelope({"type": "interactive", "accepts_response_payload": False,
+                                   "payload": self.interaction_payload(action_id, value, **kw)}, timeout=timeout)
+
+    def push_envelope(self, envelope: dict[str, Any], *, timeout: float = 5.0) -> str:
+        """Send any envelope (an ``envelope_id`` is added when missing) to the newest open session."""
+        if not self.wait_for_socket(timeout):
+            raise TimeoutError("no app is connected over Socket Mode")
+        envelope = dict(envelope)
+        envelope.setdefault("envelope_id", f"{next(self._envelope_ids):08d}-fake-{secrets.token_hex(4)}")
+        with self._lock:
+            session = [s for s in self._sessions if s.open][-1]
+            self._pushed_at[envelope["envelope_id"]] = time.monotonic()
+        session.send_text(json.dumps(envelope))
+        return str(envelope["envelope_id"])
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any] | None:
+        self.wait_for(lambda f: f._ack(envelope_id) is not None, timeout)
+        return self._ack(envelope_id)
+
+    def _ack(self, envelope_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return next((a for a in self.socket_acks if a.get("envelope_id") == envelope_id), None)
+
+    def ack_latency(self, envelope_id: str) -> float | None:
+        """Seconds from the push to the app's ack (Slack wants it within 3 s)."""
+        with self._lock:
+            if envelope_id not in self._acked_at:
+                return None
+            return self._acked_at[envelope_id] - self._pushed_at[envelope_id]
+
+    def refresh_sockets(self) -> None:
+        """Slack asks apps to reconnect now and then: ``{"type": "disconnect"}``, then it closes."""
+        with self._lock:
+            sessions = [s for s in self._sessions if s.open]
+        for s in sessions:
+            s.send_text(json.dumps({"type": "disconnect", "reason": "refresh_requested",
+                                    "debug_info": {"host": "applink-fake"}}))
+            s.close(1000)
+
+    def _close_sockets(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions)
+        for s in sessions:
+            s.close(1001)
+
+    def _socket_text(self, text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {"_unparsable": text}
+        with self._lock:
+            self.socket_received.append(data)
+            if isinstance(data, dict) and "envelope_id" in data:
+                self.socket_acks.append(data)
+                self._acked_at.setdefault(str(data["envelope_id"]), time.monotonic())
+
 
 def validate_blocks(blocks: Any) -> list[str]:
     """The subset of Block Kit validation the real API does that our messages could trip."""
@@ -504,6 +675,88 @@ def validate_blocks(blocks: Any) -> list[str]:
     return problems
 
 
+# -- a minimal RFC 6455 server side, for Socket Mode -------------------------------------------------
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG, _WS_CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
+_WS_MAX_MESSAGE = 1 << 20  # Slack's own envelopes are far smaller; a bigger one is a client bug
+
+
+class _WebSocketClosed(Exception):
+    def __init__(self, code: int = 1000):
+        super().__init__(code)
+        self.code = code
+
+
+def _ws_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+
+
+def _ws_frame(opcode: int, data: bytes) -> bytes:
+    """A server frame: FIN set, never masked (RFC 6455 section 5.1: a server must not mask)."""
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + data
+
+
+def _ws_read_exact(rfile: Any, n: int) -> bytes:
+    data = rfile.read(n) if n else b""
+    if len(data) < n:
+        raise _WebSocketClosed(1006)  # the peer went away without a close frame
+    return bytes(data)
+
+
+def _ws_read_frame(rfile: Any) -> tuple[bool, int, bytes]:
+    b1, b2 = _ws_read_exact(rfile, 2)
+    fin, opcode, masked, n = bool(b1 & 0x80), b1 & 0x0F, bool(b2 & 0x80), b2 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", _ws_read_exact(rfile, 2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", _ws_read_exact(rfile, 8))
+    if not masked:
+        raise _WebSocketClosed(1002)  # section 5.1: the server must close on an unmasked client frame
+    if n > _WS_MAX_MESSAGE:
+        raise _WebSocketClosed(1009)
+    key = _ws_read_exact(rfile, 4)
+    payload = bytes(b ^ key[i % 4] for i, b in enumerate(_ws_read_exact(rfile, n)))
+    return fin, opcode, payload
+
+
+class _SocketSession:
+    """One app connection.  Frames go out from the handler thread (pong, close) and from the
+    test's thread (envelopes), so writes share a lock."""
+
+    def __init__(self, sock: socket.socket, ticket: str):
+        self.sock = sock
+        self.ticket = ticket
+        self.open = True
+        self._send_lock = threading.Lock()
+
+    def send(self, opcode: int, data: bytes) -> None:
+        with self._send_lock:
+            if not self.open:
+                raise ConnectionError("the Socket Mode session is closed")
+            self.sock.sendall(_ws_frame(opcode, data))
+
+    def send_text(self, text: str) -> None:
+        self.send(_WS_TEXT, text.encode("utf-8"))
+
+    def close(self, code: int = 1000) -> None:
+        with self._send_lock:
+            if not self.open:
+                return
+            self.open = False
+            try:
+                self.sock.sendall(_ws_frame(_WS_CLOSE, struct.pack("!H", code)))
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the handler thread blocked in read
+            except OSError:
+                pass
+
+
 class _SlackHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for each.
     disable_nagle_algorithm = True
@@ -515,10 +768,64 @@ class _SlackHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/link/" and (self.headers.get("Upgrade") or "").lower() == "websocket":
+            self._websocket()
+            return
         self._dispatch()
 
     def do_POST(self) -> None:
         self._dispatch()
+
+    def _websocket(self) -> None:
+        """The Socket Mode endpoint: upgrade, say hello, then read the app's frames until it leaves."""
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        key = self.headers.get("Sec-WebSocket-Key") or ""
+        with self.slack._lock:
+            known = query.get("ticket") in self.slack._tickets
+        if not known or not key or self.headers.get("Sec-WebSocket-Version") != "13":
+            self.close_connection = True
+            self._send(401 if not known else 400, b"invalid ticket or handshake", "text/plain")
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", _ws_accept(key))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True  # after the session, this socket carries no more HTTP
+        session = _SocketSession(self.connection, query["ticket"])
+        with self.slack._lock:
+            self.slack._sessions.append(session)
+            count = sum(1 for s in self.slack._sessions if s.open)
+        session.send_text(json.dumps({
+            "type": "hello", "num_connections": count,
+            "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+            "connection_info": {"app_id": APP_ID},
+        }))
+        message: list[bytes] = []
+        try:
+            while session.open:
+                fin, opcode, data = _ws_read_frame(self.rfile)
+                if opcode == _WS_PING:
+                    session.send(_WS_PONG, data)
+                elif opcode == _WS_PONG:
+                    continue
+                elif opcode == _WS_CLOSE:
+                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1000
+                    raise _WebSocketClosed(code)
+                elif opcode in (_WS_TEXT, _WS_BINARY, _WS_CONTINUATION):
+                    message.append(data)
+                    if sum(len(m) for m in message) > _WS_MAX_MESSAGE:
+                        raise _WebSocketClosed(1009)
+                    if fin:
+                        self.slack._socket_text(b"".join(message).decode("utf-8", "replace"))
+                        message = []
+                else:
+                    raise _WebSocketClosed(1002)
+        except _WebSocketClosed as closed:
+            session.close(closed.code if closed.code != 1006 else 1000)
+        except (ConnectionError, OSError):
+            session.open = False
 
     def _read_payload(self) -> dict[str, Any]:
         url = urlsplit(self.path)

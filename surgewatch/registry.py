@@ -41,7 +41,8 @@ def build_collector(settings: Settings, name: str) -> Collector:
         return XCollector(
             token,
             api_url=cfg.api_url,
-            max_requests_per_day=cfg.max_requests_per_day,
+            # The budget is per source; each brand's collector counts its own requests.
+            max_requests_per_day=max(1, cfg.max_requests_per_day // len(settings.brands)),
             max_results=cfg.max_results,
             max_pages=cfg.max_pages,
             now=now,
@@ -67,7 +68,13 @@ def build_collector(settings: Settings, name: str) -> Collector:
     if name == "bluesky":
         from collectors.bluesky import BlueskyCollector
 
-        return BlueskyCollector(api_url=cfg.api_url, now=now)
+        return BlueskyCollector(
+            api_url=cfg.api_url,
+            auth_url=cfg.auth_url,
+            handle=os.environ.get("BLUESKY_HANDLE") or None,
+            app_password=os.environ.get("BLUESKY_APP_PASSWORD") or None,
+            now=now,
+        )
     if name == "mastodon":
         from collectors.mastodon import MastodonCollector
 

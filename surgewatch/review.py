@@ -45,7 +45,10 @@ KNOWN_CHANNELS = ("console", "slack", "pagerduty", "webhook")
 # simulated clock) the bucket close is the best honest estimate.
 PLAUSIBLE_SEND_DELAY = 3600.0
 REPLAY_DAYS = 30
-THRESHOLD_STEP = 0.1
+# The detector parameter that decides when an incident opens, per severity, and how far to lower it
+# for the suggestion: the surprise in decades of improbability (one decade: a 10x less rare bucket
+# counts), or, for a detector with score thresholds in [0, 1], the score.
+THRESHOLD_KNOBS = (("{severity}_decades", 1.0), ("{severity}", 0.1))
 BEFORE_WINDOW = 2 * 3600.0  # the chart starts this long before the incident opened
 AFTER_WINDOW = 30 * 60.0  # ... and ends this long after it resolved
 TRAFFIC_SEARCH = 6 * 3600.0  # a traffic peak is looked for up to this long after the incident opened
@@ -180,9 +183,18 @@ def replay_incidents(
     return out
 
 
+def threshold_knob(params: DetectorParams, severity: str) -> tuple[str, float]:
+    """(parameter name, step) of the threshold for ``severity`` in this detector's params."""
+    for pattern, step in THRESHOLD_KNOBS:
+        name = pattern.format(severity=severity)
+        if isinstance(getattr(params, name, None), (int, float)):
+            return name, step
+    raise ReviewError(f"the detector has no threshold parameter for {severity!r}")
+
+
 @dataclass
 class ReplayResult:
-    threshold: str  # which severity's threshold was lowered (the one that opens incidents)
+    threshold: str  # the detector parameter lowered (the opening severity's threshold)
     current: float
     lowered: float
     history_start: float
@@ -204,11 +216,11 @@ def _overlaps(a: ReplayedIncident, start: float, end: float) -> bool:
 
 
 def suggest_threshold(
-    store: Store, settings: Settings, incident: dict[str, Any], *, step: float = THRESHOLD_STEP,
+    store: Store, settings: Settings, incident: dict[str, Any], *, step: float | None = None,
     days: float = REPLAY_DAYS,
 ) -> ReplayResult | None:
     """Replay up to ``days`` of stored history before the incident (and the incident itself) with the
-    current opening threshold and with it lowered by ``step``."""
+    current opening threshold and with it lowered by ``step`` (default: the knob's own step)."""
     rt = Runtime(settings, store)
     params = rt.detector_params()
     policy = IncidentPolicy(open_severity=Severity(settings.detector.open_severity),
@@ -222,12 +234,10 @@ def suggest_threshold(
     if not stamps:
         return None
     start = min(stamps)  # the brand's history starts with its first counted bucket
-    name = policy.open_severity.value
-    current = getattr(params, name)
-    lowered_value = round(current - step, 4)
-    lowered = replace(params, **{name: lowered_value})
-    if lowered.exit >= lowered_value:  # keep the hysteresis: exit must stay below the lowest threshold
-        lowered = replace(lowered, exit=max(0.0, lowered_value - 0.1))
+    knob, default_step = threshold_knob(params, policy.open_severity.value)
+    current = float(getattr(params, knob))
+    lowered_value = round(current - (default_step if step is None else step), 4)
+    lowered = replace(params, **{knob: lowered_value})
     now_runs = replay_incidents(counts, start, end, params, policy)
     low_runs = replay_incidents(counts, start, end, lowered, policy)
     # This incident in each replay: the earliest replayed incident that overlaps its span.
@@ -242,7 +252,7 @@ def suggest_threshold(
         earlier = max(0.0, (ref_open - low_open) / 60)
     extra = [r.opened_at for r in low_runs
              if not _overlaps(r, span_start, span_end) and not any(_overlaps(r, c.opened_at, c.ended_at) for c in now_runs)]
-    return ReplayResult(name, current, lowered_value, start, end, ref_open, low_open, earlier,
+    return ReplayResult(knob, current, lowered_value, start, end, ref_open, low_open, earlier,
                         len(now_runs), len(low_runs), extra)
 
 
@@ -409,11 +419,11 @@ def suggestions(r: Review) -> list[str]:
         extra = len(rp.extra_alerts)
         if rp.minutes_earlier and rp.minutes_earlier > 0:
             out.append(
-                f"A {rp.threshold} threshold of {rp.lowered:g} (now {rp.current:g}) for this brand would have alerted "
+                f"Lowering the detector's {rp.threshold} to {rp.lowered:g} (now {rp.current:g}) for this brand would have alerted "
                 f"{rp.minutes_earlier:.0f} min earlier, at the cost of {extra} extra alert{'s' if extra != 1 else ''} "
                 f"in the {rp.history_days:.1f} days of stored history where the current threshold stayed quiet.")
         elif rp.lowered_opened_at is not None:
-            out.append(f"A {rp.threshold} threshold of {rp.lowered:g} would not have alerted earlier "
+            out.append(f"Lowering {rp.threshold} to {rp.lowered:g} would not have alerted earlier "
                        f"({extra} extra alert{'s' if extra != 1 else ''} in {rp.history_days:.1f} days); keep {rp.current:g}.")
     if r.forecasts and r.peak_observed:
         f = r.forecasts[0]
@@ -502,7 +512,7 @@ def render_markdown(r: Review) -> str:
     if r.replay is not None:
         rp = r.replay
         lines += ["", f"Replay: {rp.history_days:.1f} days of stored history ({_fmt(rp.history_start, r.timezone)} to "
-                  f"{_fmt(rp.history_end, r.timezone)}); {rp.threshold} threshold {rp.current:g} opens {rp.current_alerts} "
+                  f"{_fmt(rp.history_end, r.timezone)}); {rp.threshold} {rp.current:g} opens {rp.current_alerts} "
                   f"incident(s), {rp.lowered:g} opens {rp.lowered_alerts}."]
     return "\n".join(lines) + "\n"
 

@@ -81,7 +81,7 @@ def redis_url() -> Iterator[str]:
 
 # -- stores -----------------------------------------------------------------------------------
 
-STORE_KINDS = ["sqlite", "redis"]
+STORE_KINDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
 @pytest.fixture(params=STORE_KINDS)

@@ -350,3 +350,31 @@ def test_threads_sharing_one_store_count_each_mention_once(store):
         t.join(timeout=30)
     assert sum(news) == 600
     assert total(store.counts("Acme", T0, T0 + 3600)) == 600
+
+
+def _ingest_forever(store, batches, barrier, results):
+    barrier.wait(timeout=20)
+    while True:
+        for batch in batches:
+            store.ingest(batch)
+
+
+def test_a_process_killed_mid_ingest_leaves_no_half_applied_batch(store):
+    everything = [mention(i, at=T0 + i % 900) for i in range(20_000)]
+    batches = [everything[i:i + 200] for i in range(0, len(everything), 200)]
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    child = ctx.Process(target=_ingest_forever, args=(store, batches, barrier, None))
+    child.start()
+    barrier.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while total(store.counts("Acme", T0, T0 + 3600)) < 2_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.kill()  # SIGKILL, most likely in the middle of a batch
+    child.join(timeout=10)
+    before = total(store.counts("Acme", T0, T0 + 3600))
+    assert before > 0
+    # every mention the dead process marked as seen was also counted, and nothing else was
+    redone = sum(store.ingest(batch).new for batch in batches)
+    assert before + redone == 20_000
+    assert total(store.counts("Acme", T0, T0 + 3600)) == 20_000

@@ -17,6 +17,8 @@ from surgewatch.store.redis import RedisStore
 from .conftest import _free_port, _redis_answers
 from .test_store_contract import T0, mention, total
 
+pytestmark = pytest.mark.redis
+
 
 @pytest.fixture
 def prefix() -> str:

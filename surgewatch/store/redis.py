@@ -39,11 +39,12 @@ from .resp import FragmentPacker, PackedArgs, bulk
 DAY = 86400
 
 # Dedup uses one set of ids per source per time partition instead of one key per mention with
-# its own expiry: SET NX PX cost ~2.7 us a mention inside the script (the largest single cost),
-# SMISMEMBER + SADD over the whole batch well under 1 us, and a set member takes about half the
-# memory of a key with a TTL.  With DEDUP_PARTITIONS partitions of dedup_ttl / (partitions - 1)
-# each, an id is remembered for at least dedup_ttl and at most 1.5 x dedup_ttl.  Partitions
-# follow the Redis server's clock (TIME), so workers with skewed clocks still agree.
+# its own expiry (SET NX PX): measured here, a SET NX PX per mention cost ~2.7 us inside the
+# script, the largest single cost, while a few SMISMEMBER + one SADD over the whole batch cost
+# about half that; and a set member takes about half the memory of a key with a TTL.  With K = 3
+# partitions of dedup_ttl / 2 each, an id is remembered for at least dedup_ttl and at most
+# 1.5 x dedup_ttl.  Partitions follow the Redis server's clock (TIME), so workers with skewed
+# clocks still agree, and each partition expires (PEXPIREAT) the moment no ingest reads it.
 #
 # ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups, n_sections,
 #       n_groups x (brand, source),
@@ -51,7 +52,7 @@ DAY = 86400
 # created_us is integer epoch microseconds (exact in a Lua number up to year 2255).
 # Counts are summed in Lua tables first: a batch of 500 mentions in one minute is one HINCRBY.
 _INGEST_LUA = r"""
-local K = 3
+local K, A, fmod = 3, ARGV, math.fmod
 local ttl, cap, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local bs, p, ng, ns = tonumber(ARGV[4]) * 1000000, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local part = math.max(1, math.ceil(ttl / (K - 1)))
@@ -63,7 +64,7 @@ for _ = 1, ns do
   local source, n = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
   local ids = {}
-  for j = 1, n do ids[j] = ARGV[i + 4 * (j - 1)] end
+  for j = 1, n do ids[j] = A[i + 4 * (j - 1)] end
   -- which ids a live partition already holds (unpack in chunks: Lua's C stack is limited)
   local seen = {}
   for k = q - K + 1, q do
@@ -75,33 +76,36 @@ for _ = 1, ns do
       end
     end
   end
-  local fresh = {}
+  local fresh, nf = {}, 0
   for a = i, i + 4 * (n - 1), 4 do
-    local id = ARGV[a]
+    local id = A[a]
     if not seen[id] then
       seen[id] = true  -- a repeat later in the same batch is a duplicate too
-      fresh[#fresh + 1] = id
-      local g, us = ARGV[a + 1], tonumber(ARGV[a + 2])
+      nf = nf + 1
+      fresh[nf] = id
+      local g, u = A[a + 1], A[a + 2]
       -- floor to the bucket, exactly: integers below 2^53, and fmod is exact
-      local r = math.fmod(us, bs)
+      local us = tonumber(u)
+      local r = fmod(us, bs)
       if r < 0 then r = r + bs end
       local b = (us - r) / 1000000
       local c = counts[g]
       if not c then c = {}; counts[g] = c; recent[g] = {} end
       c[b] = (c[b] or 0) + 1
       local rg = recent[g]
-      rg[#rg + 1] = ARGV[a + 2]
-      rg[#rg + 1] = ARGV[a + 3]
+      local m = #rg
+      rg[m + 1] = u
+      rg[m + 2] = A[a + 3]
     end
   end
-  if #fresh > 0 then
+  if nf > 0 then
     local key = p .. 'd:' .. source .. ':' .. string.format('%d', q)
-    for c = 1, #fresh, 1000 do
-      redis.call('SADD', key, unpack(fresh, c, math.min(c + 999, #fresh)))
+    for c = 1, nf, 1000 do
+      redis.call('SADD', key, unpack(fresh, c, math.min(c + 999, nf)))
     end
     -- gone exactly when no ingest would look at it any more
     redis.call('PEXPIREAT', key, string.format('%d', (q + K) * part))
-    new = new + #fresh
+    new = new + nf
   end
   i = i + 4 * n
 end
