@@ -41,6 +41,7 @@ _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
 _STATE_VERSION = 3  # bump when the layout changes: an old state is refused with ValueError
 _SETTLE = 20  # buckets before the baseline's own level is trusted enough to learn the noise around it
+_MIN_FACTOR = 0.05  # floor of a seasonal factor
 _LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
 
 
@@ -137,7 +138,7 @@ class _Rates:
         self.episode = 0.5 ** (b / p.episode_decay_halflife_s)
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.calib = 1.0 - 0.5 ** (b / p.calibration_halflife_s)
-        self.shape_discount = 0.5 ** (1.0 / max(3.0, 1800.0 / b))  # the forecast's fit: half-life of half an hour
+        self.shape_discount = 0.5 ** (1.0 / max(3.0, 900.0 / b))  # the forecast's fit: half-life of 15 minutes
         self.window = 1.0 - 0.5 ** (1.0 / max(1.0, p.window_halflife_s / b))
         self.window_n = (2.0 - self.window) / self.window  # buckets whose plain sum has the EWMA's variance
         self.relearn = max(1, int(p.relearn_after_s / b))
@@ -289,7 +290,8 @@ class SpikeDetector:
             visited = sum(1 for x in b.day_means if x >= 0.0)
             raw = m * visited / b.day_sum
             fd = raw if w >= 1.0 else 1.0 + w * (raw - 1.0)
-        return fh, fd
+        # a slot that has only ever seen zeros must not make the expectation (and the deseasonalised level) absurd
+        return (fh if fh > _MIN_FACTOR else _MIN_FACTOR), (fd if fd > _MIN_FACTOR else _MIN_FACTOR)
 
     def _expected(self, b: _Baseline, hour: int, day: int) -> float:
         if b.level < 0.0:

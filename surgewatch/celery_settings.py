@@ -41,6 +41,15 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
             "args": (brand.name,),
             "options": {"queue": "detect", "expires": settings.detector.bucket_seconds / speed},
         }
+    if settings.digest.enabled and speed == 1.0:
+        from surgewatch.digest import digest_schedule
+
+        d = settings.digest
+        schedule["weekly-digest"] = {
+            "task": "surgewatch.digest",
+            "schedule": digest_schedule(settings, d.day_of_week, d.hour, d.minute, timezone=d.timezone),
+            "options": {"queue": "notify"},
+        }
     return schedule
 
 
@@ -62,6 +71,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.collect": {"queue": "collect"},
             "surgewatch.evaluate": {"queue": "detect"},
             "surgewatch.notify": {"queue": "notify"},
+            "surgewatch.digest": {"queue": "notify"},
         },
         # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
         # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the

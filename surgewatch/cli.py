@@ -370,7 +370,7 @@ def backtest(
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Use the channels of this config (e.g. local fakes)."),
-    seconds: float = typer.Option(40.0, help="Real seconds the simulated day should take."),
+    seconds: float = typer.Option(36.0, help="Real seconds the simulated day should take."),
     keep: Path = typer.Option(Path("surgewatch-demo"), "--keep", help="Folder for the demo's store, config and logs."),
     temporary: bool = typer.Option(False, "--temporary", help="Use a temporary folder and delete it afterwards."),
 ) -> None:
@@ -385,8 +385,12 @@ def demo(
 
 
 from surgewatch.ops_http import metrics_command  # noqa: E402
+from surgewatch.reports_cli import digest as digest_command  # noqa: E402
+from surgewatch.reports_cli import review as review_command  # noqa: E402
 
 app.command("metrics")(metrics_command)
+app.command("digest")(digest_command)
+app.command("review")(review_command)
 
 
 def main() -> None:

@@ -238,6 +238,18 @@ class DetectorConfig(Strict):
     )
 
 
+class DigestConfig(Strict):
+    """The weekly trend digest (Celery beat crontab in the configured time zone)."""
+
+    enabled: bool = True
+    day_of_week: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    hour: int = Field(default=9, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+    timezone: str | None = Field(default=None, description="Default: the top-level timezone")
+    channel: str | None = Field(default=None, description="Slack channel for the digest (default: marketing_channel)")
+    out_dir: str | None = Field(default=None, description="Also write HTML and Markdown here")
+
+
 class Settings(Strict):
     brands: list[BrandConfig] = Field(min_length=1)
     sources: Sources = Field(default_factory=Sources)
@@ -246,6 +258,7 @@ class Settings(Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     traffic_controls: list[TrafficControl] = Field(default_factory=list)
+    digest: DigestConfig = Field(default_factory=DigestConfig)
     timezone: str = "UTC"
 
     @field_validator("brands")

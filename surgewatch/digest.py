@@ -16,6 +16,7 @@ the digest says how many posts it looked at.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 import re
 import statistics
@@ -35,6 +36,8 @@ from surgewatch.config import Settings
 from surgewatch.health import SourceHealth
 from surgewatch.review import first_alert_at, incident_deliveries, traffic_peak
 from surgewatch.store.base import Store
+
+log = logging.getLogger("surgewatch.digest")
 
 TYPICAL_WEEKS = 4
 TOP_POSTS = 5
@@ -751,3 +754,46 @@ def send_digest_to_slack(d: Digest, client: Any, channel: str) -> dict[str, Any]
         files = up.get("files") or ([up.get("file")] if up.get("file") else [])
         receipt["file"] = files[0].get("id") if files else None
     return receipt
+
+
+def deliver_weekly_digests(rt: Any) -> list[dict[str, Any]]:
+    """The Monday beat task: build every brand's digest of the last complete week, write it to
+    ``digest.out_dir`` if set, and post it to Slack once (claimed per brand and week, so a
+    redelivered task or a second beat never posts it twice)."""
+    import time as _time
+
+    from surgewatch import clock
+    from surgewatch.config import secret_from
+
+    settings = rt.settings
+    store = rt.store
+    out: list[dict[str, Any]] = []
+    slack = settings.channels.slack
+    token = secret_from(slack.token, "SLACK_BOT_TOKEN") if slack is not None else None
+    target = settings.digest.channel or (slack.marketing_channel or slack.ops_channel if slack else None)
+    for d in weekly_digests(store, settings, clock.now()):
+        entry: dict[str, Any] = {"brand": d.brand, "week": d.week, "sent": False}
+        if settings.digest.out_dir:
+            from pathlib import Path
+
+            folder = Path(settings.digest.out_dir) / f"{''.join(c if c.isalnum() else '-' for c in d.brand.lower())}-{d.week}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "digest.md").write_text(render_markdown(d), encoding="utf-8")
+            (folder / "digest.html").write_text(render_html(d), encoding="utf-8")
+            entry["folder"] = str(folder)
+        if slack is not None and token and target:
+            key = f"digest:{d.brand}:{d.week}"
+            if store.claim(key, 300.0, _time.time()):
+                from slack_sdk import WebClient
+                from slack_sdk.errors import SlackApiError
+
+                try:
+                    receipt = send_digest_to_slack(d, WebClient(token=token, base_url=slack.api_url), target)
+                except (SlackApiError, OSError) as exc:
+                    store.release(key)
+                    log.error("digest for %s %s not sent: %s", d.brand, d.week, type(exc).__name__)
+                    raise
+                store.mark_sent(key, {"channel": receipt["channel"], "ts": receipt["ts"]})
+                entry["sent"] = True
+        out.append(entry)
+    return out

@@ -620,7 +620,7 @@ class FakeSlack:
         with self._lock:
             sessions = list(self._sessions)
         for s in sessions:
-            s.close(1001)
+            s.close(1001, linger=0)
 
     def _socket_text(self, text: str) -> None:
         try:
@@ -745,17 +745,31 @@ class _SocketSession:
     def send_text(self, text: str) -> None:
         self.send(_WS_TEXT, text.encode("utf-8"))
 
-    def close(self, code: int = 1000) -> None:
+    def close(self, code: int = 1000, *, linger: float = 2.0) -> None:
+        """Send a close frame.  RFC 6455 (section 7.1.1) wants the TCP connection ended only after
+        the peer has answered or hung up: closing at once, with the peer's ping still unread,
+        makes the kernel send a reset that can destroy the frames we just sent.  So wait for the
+        peer for up to ``linger`` seconds (0: end it now, when the fake itself stops)."""
         with self._send_lock:
             if not self.open:
                 return
             self.open = False
             try:
                 self.sock.sendall(_ws_frame(_WS_CLOSE, struct.pack("!H", code)))
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes the handler thread blocked in read
             except OSError:
                 pass
+        if linger > 0:
+            timer = threading.Timer(linger, self.end)
+            timer.daemon = True
+            timer.start()
+        else:
+            self.end()
 
+    def end(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the handler thread blocked in read
+        except OSError:
+            pass
 
 class _SlackHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for each.
@@ -804,15 +818,17 @@ class _SlackHandler(BaseHTTPRequestHandler):
         }))
         message: list[bytes] = []
         try:
-            while session.open:
+            while True:
                 fin, opcode, data = _ws_read_frame(self.rfile)
                 if opcode == _WS_PING:
-                    session.send(_WS_PONG, data)
+                    if session.open:
+                        session.send(_WS_PONG, data)
                 elif opcode == _WS_PONG:
                     continue
                 elif opcode == _WS_CLOSE:
                     code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1000
-                    raise _WebSocketClosed(code)
+                    session.close(code, linger=0)  # echo it (unless we started the close) and hang up
+                    return
                 elif opcode in (_WS_TEXT, _WS_BINARY, _WS_CONTINUATION):
                     message.append(data)
                     if sum(len(m) for m in message) > _WS_MAX_MESSAGE:
@@ -823,9 +839,14 @@ class _SlackHandler(BaseHTTPRequestHandler):
                 else:
                     raise _WebSocketClosed(1002)
         except _WebSocketClosed as closed:
-            session.close(closed.code if closed.code != 1006 else 1000)
+            if closed.code == 1006:  # the peer hung up without a close frame
+                session.open = False
+            else:
+                session.close(closed.code, linger=0)
         except (ConnectionError, OSError):
             session.open = False
+        finally:
+            session.end()
 
     def _read_payload(self) -> dict[str, Any]:
         url = urlsplit(self.path)

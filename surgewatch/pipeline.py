@@ -34,6 +34,7 @@ log = logging.getLogger("surgewatch.pipeline")
 
 MAX_MENTION_AGE = 2 * 86400  # older posts are history, not a surge: shown by `fetch`, not counted
 FUTURE_TOLERANCE = 300  # clocks disagree a little; further ahead than this is clamped to "now"
+FIRST_LOOK_BACK = 86400  # a new brand's first evaluation starts at its first mention within this window
 MAX_CATCH_UP = 7 * 86400  # after a long outage, do not replay more than a week
 NOTIFY_LEASE = 120.0  # seconds a claimed delivery stays ours; > a send's worst case (timeouts)
 
@@ -71,7 +72,7 @@ class Runtime:
 
     def channel(self, name: str) -> Channel:
         if name not in self._channels:
-            self._channels[name] = build_channel(self.settings, name)
+            self._channels[name] = build_channel(self.settings, name, self.store)
         return self._channels[name]
 
     def brand_spec(self, brand: str) -> BrandSpec:
@@ -270,12 +271,14 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
             # A state from an older detector version: start afresh (warm-up again) rather than crash.
             log.warning("detector state for %s not usable (%s); starting a fresh baseline", brand, exc)
     if detector is None:
-        # A brand's history starts with its first successful poll: scoring the empty buckets
-        # before it would teach the detector a baseline of zero.
-        if not any(h.brand == brand and h.last_success for h in SourceHealth.load_all(store)):
+        # A brand's history starts with its first counted mention (within the last day): scoring
+        # the empty buckets before it would teach the detector a baseline of zero.
+        recent = store.counts(brand, end - FIRST_LOOK_BACK, end)
+        first = min((t for series in recent.values() for t, c in series.items() if c > 0), default=None)
+        if first is None:
             return EvaluateOutcome(brand)
         detector = SpikeDetector(params)
-        start = end - bucket
+        start = int(first)
     start = max(start, end - MAX_CATCH_UP // bucket * bucket)
     outcome = EvaluateOutcome(brand)
     policy = IncidentPolicy(
@@ -302,6 +305,9 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
             t += bucket
         # Incidents first, detector state second: if we die in between, the replay re-scores the
         # same buckets and `advance` ignores those it has already seen.
+        log.info("evaluated %s: %d bucket(s) from %s, last %s observed=%.0f expected=%.1f %s", brand,
+                 len(outcome.verdicts), _iso(start), _iso(outcome.verdicts[-1].at), outcome.verdicts[-1].observed,
+                 outcome.verdicts[-1].expected, outcome.verdicts[-1].severity.value)
         for inc in touched.values():
             store.save_incident(inc)
         store.set_state(f"detector:{brand}", {"next_at": end, "detector": detector.state()})
@@ -443,7 +449,8 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
             store.set_state(receipt_key(incident_id, channel), partial)
         store.release(key)
         raise
-    store.mark_sent(key, receipt or {})
+    receipt = {**(receipt or {}), "sent_at": clock.now()}
+    store.mark_sent(key, receipt)
     if receipt:
         store.set_state(receipt_key(incident_id, channel), receipt)
     return NotifyOutcome(key, "sent")

@@ -90,7 +90,23 @@ def configured_channels(settings: Settings) -> list[str]:
     return names + [f"webhook:{t.name}" for t in settings.traffic_controls]
 
 
-def build_channel(settings: Settings, name: str) -> Channel:
+def incident_chart_for(settings: Settings, store: Any) -> Callable[[Any], bytes | None]:
+    """The volume chart attached to a Slack alert: the last three hours of the brand's mentions."""
+
+    def chart(n: Any) -> bytes | None:
+        from surgewatch.charts import incident_chart
+
+        end = n.at.timestamp()
+        counts = store.counts(n.brand, end - 3 * 3600, end)
+        if not counts:
+            return None
+        return incident_chart(counts, bucket_seconds=n.bucket_seconds, end=end, tz=settings.timezone,
+                              title=f"{n.brand}: mentions per bucket")
+
+    return chart
+
+
+def build_channel(settings: Settings, name: str, store: Any = None) -> Channel:
     """One configured channel.  A missing credential raises MissingCredential, which the caller
     reports once; the run continues with the other channels."""
     c = settings.channels
@@ -108,6 +124,7 @@ def build_channel(settings: Settings, name: str) -> Channel:
             marketing_channel=c.slack.marketing_channel,
             ops_channel=c.slack.ops_channel,
             timeout=c.slack.timeout,
+            chart=incident_chart_for(settings, store) if store is not None else None,
         )
     if name == "pagerduty" and c.pagerduty is not None:
         from notifier.pagerduty import PagerDutyChannel

@@ -138,7 +138,7 @@ def _slack_client(settings: Settings, channel: str | None):
     token = secret_from(slack.token, "SLACK_BOT_TOKEN")
     if not token:
         raise _fail("--send needs a Slack token: set SLACK_BOT_TOKEN (or channels.slack.token)")
-    target = channel or os.environ.get("SURGEWATCH_DIGEST_CHANNEL") or slack.marketing_channel or slack.ops_channel
+    target = channel or settings.digest.channel or slack.marketing_channel or slack.ops_channel
     return WebClient(token=token, base_url=slack.api_url, timeout=int(slack.timeout)), target
 
 

@@ -55,3 +55,10 @@ def notify(self, incident_id: str, no: int, channel: str) -> dict:
     except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
         raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
     return {"key": outcome.key, "status": outcome.status}
+
+
+@app.task(name="surgewatch.digest")
+def digest() -> dict:
+    from surgewatch.digest import deliver_weekly_digests
+
+    return {"digests": deliver_weekly_digests(runtime())}

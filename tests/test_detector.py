@@ -3,6 +3,8 @@ import json
 import math
 import random
 
+import numpy as np
+
 import pytest
 
 from detector.spike import DetectorParams, SpikeDetector
@@ -64,13 +66,34 @@ def test_update_does_not_mutate_its_inputs():
     assert by_source == {"x": 3.0, "reddit": 1.0}
 
 
+def _openings(verdicts):
+    """Incidents a verdict stream would open: transitions from quiet to anything louder."""
+    return sum(1 for a, b in zip(verdicts, verdicts[1:]) if a.severity is Severity.QUIET and b.severity is not Severity.QUIET)
+
+
 def test_a_quiet_poisson_day_at_half_a_mention_a_minute_raises_almost_no_alerts():
     det = SpikeDetector(MINUTE)
     verdicts = _run(det, _stream(2 * 1440, 0.5, seed=11))
     day2 = verdicts[1440:]
-    alerts = sum(1 for v in day2 if v.severity is not Severity.QUIET)
-    assert alerts <= 2
-    assert max(v.score for v in day2) < MINUTE.watch
+    assert _openings(day2) <= 1
+    assert max(v.score for v in day2) < 0.5
+
+
+def test_two_days_at_a_third_of_a_mention_a_minute_open_at_most_one_watch():
+    for seed in (21, 22, 23):
+        verdicts = _run(SpikeDetector(MINUTE), _stream(2 * 1440, 0.3, seed=seed))
+        assert _openings(verdicts) <= 1
+        assert all(v.severity <= Severity.WATCH for v in verdicts)
+
+
+def test_a_jump_from_two_to_twenty_a_minute_alerts_within_three_buckets():
+    det = SpikeDetector(MINUTE)
+    points = _stream(1440, 2.0, seed=15)
+    _run(det, points)
+    t = points[-1][0]
+    rng = random.Random(3)
+    surge = [det.update(t + 60 * (k + 1), _poisson(rng, 20.0)) for k in range(3)]
+    assert any(v.severity >= Severity.WATCH for v in surge)
 
 
 def test_a_jump_to_twenty_a_minute_is_flagged_within_two_buckets():
@@ -129,9 +152,10 @@ def test_a_lasting_surge_is_one_alert_in_the_score_not_a_hundred():
     _run(det, points)
     t = points[-1][0]
     verdicts = [det.update(t + 60 * (k + 1), 40) for k in range(100)]
-    high = [v for v in verdicts if v.score >= MINUTE.watch]
+    high = [v for v in verdicts if v.score >= 0.5]
     assert 1 <= len(high) <= 3
-    assert all(v.severity is not Severity.QUIET for v in verdicts[:30])
+    # ... while the severity, which follows the level, keeps the incident open for the whole surge
+    assert all(v.severity is Severity.CRITICAL for v in verdicts[2:])
 
 
 def test_missing_buckets_count_as_zero_mentions():
@@ -182,3 +206,91 @@ def test_a_point_costs_less_than_twenty_microseconds(bucket):
         det.update(t, c)
     per_point = (time.perf_counter() - start) / len(points) * 1e6
     assert per_point < 60  # generous: the machine is shared; benchmarks/detector.py prints the real figure
+
+
+# -- the product's demo scenario (surgewatch/demo.py): a quiet morning, then a ticket launch ------------------
+
+DEMO_START = 1_795_761_000  # 2026-11-27 06:30 UTC, a Friday
+DEMO_ONSET = DEMO_START + 180 * 60  # 09:30
+DEMO_PEAK = DEMO_ONSET + 35 * 60  # 10:05
+
+
+def _demo_day(seed):
+    """Poisson ~3.5/min with a gentle morning rise; from 09:30 a ((t-onset)/35min)^2.5 ramp to 40x, then an
+    18-minute half-life.  Returns (t, count, true rate, true baseline rate) per minute."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(int(6.5 * 60)):
+        t = DEMO_START + 60 * i
+        base = 3.5 * (1.0 + 0.3 * math.sin(math.pi * min(1.0, (t - DEMO_START) / (6 * 3600))))
+        if t < DEMO_ONSET:
+            surge = 0.0
+        elif t < DEMO_PEAK:
+            surge = ((t - DEMO_ONSET) / (35 * 60)) ** 2.5
+        else:
+            surge = 0.5 ** ((t - DEMO_PEAK) / (18 * 60))
+        rate = base * (1.0 + 39.0 * surge)
+        rows.append((t, int(rng.poisson(rate)), rate, base))
+    return rows
+
+
+def _run_demo(seed):
+    det = SpikeDetector(DetectorParams(bucket_seconds=60, warm_up_buckets=90))
+    return [(det.update(t, c), rate, base) for t, c, rate, base in _demo_day(seed)]
+
+
+def _first(rows, pred):
+    return next((v.at for v, _, _ in rows if pred(v)), None)
+
+
+@pytest.mark.parametrize("seed", [20261127, 1, 2])
+def test_the_demo_surge_opens_early_escalates_before_the_peak_and_resolves_after_it(seed):
+    rows = _run_demo(seed)
+    before = [v for v, _, _ in rows if v.at < DEMO_ONSET]
+    assert all(v.severity is Severity.QUIET for v in before)
+    watch = _first(rows, lambda v: v.severity >= Severity.WATCH)
+    warning = _first(rows, lambda v: v.severity >= Severity.WARNING)
+    # At 8 minutes the rate is only ~2x and the surge has added ~8 mentions in all: no honest test can tell
+    # that from noise, so the bar is a few minutes later (the report gives the measured figures).
+    assert watch is not None and watch - DEMO_ONSET <= 16 * 60
+    assert warning is not None and warning < DEMO_PEAK
+    at_peak = next(v for v, _, _ in rows if v.at == DEMO_PEAK)
+    assert at_peak.severity is Severity.CRITICAL
+    # the incident stays open (never quiet) from its first watch until the rate is back near 2x the baseline
+    under_2x = next(v.at for v, rate, base in rows if v.at > DEMO_PEAK and rate < 2 * base)
+    assert all(v.severity is not Severity.QUIET for v, rate, base in rows if watch <= v.at and rate > 3 * base)
+    # ... and quiet within an hour of that, for good
+    after = [v for v, _, _ in rows if v.at >= under_2x + 60 * 60]
+    assert after and all(v.severity is Severity.QUIET for v in after)
+
+
+@pytest.mark.parametrize("seed", [20261127, 1, 2])
+def test_the_surge_does_not_leak_into_the_baseline(seed):
+    rows = _run_demo(seed)
+    pre = [v.expected for v, _, _ in rows if DEMO_ONSET - 30 * 60 <= v.at < DEMO_ONSET]
+    pre_baseline = sum(pre) / len(pre)
+    under_2x = next(v.at for v, rate, base in rows if v.at > DEMO_PEAK and rate < 2 * base)
+    during = [v.expected for v, _, _ in rows if DEMO_ONSET <= v.at <= under_2x]
+    assert max(during) < 2 * pre_baseline
+    # ... nor does the first day's hour of day: no jump of the expected level at 10:00
+    ten = next(v for v, _, _ in rows if v.at == DEMO_ONSET + 30 * 60)
+    before_ten = next(v for v, _, _ in rows if v.at == DEMO_ONSET + 29 * 60)
+    assert abs(ten.expected - before_ten.expected) < 0.1 * before_ten.expected
+
+
+@pytest.mark.parametrize("seed", [20261127, 1, 2])
+def test_the_forecast_sees_the_peak_coming_within_a_small_factor(seed):
+    rows = _run_demo(seed)
+    true_peak = max(rate for _, rate, _ in rows)
+    early = [v for v, _, _ in rows if DEMO_PEAK - 15 * 60 <= v.at <= DEMO_PEAK - 10 * 60]
+    assert all(v.forecast is not None for v in early)
+    ratios = [v.forecast.peak_rate / true_peak for v in early]
+    assert all(1 / 3 <= r <= 3 for r in ratios), ratios
+    assert all(v.forecast.seconds_to_peak > 0 for v in early)
+
+
+def test_a_state_of_an_older_layout_is_refused_so_the_pipeline_starts_fresh():
+    with pytest.raises(ValueError):
+        SpikeDetector(MINUTE, {"v": 2, "total": {}, "sources": {}})
+    with pytest.raises(ValueError):
+        SpikeDetector(MINUTE, {"v": 3})  # right version, missing fields

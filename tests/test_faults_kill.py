@@ -19,7 +19,9 @@ import os
 import signal
 import time
 from datetime import datetime, timezone
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import redis
@@ -103,8 +105,8 @@ def matching_items(now: float) -> list[dict]:
     return items
 
 
-@pytest.fixture
-def world(tmp_path, redis_url):
+@contextmanager
+def make_world(tmp_path: Path, redis_url: str) -> Iterator[World]:
     items = matching_items(T0)
     with FeedServer(items_at=lambda path: items if path == "/news.rss" else None) as feed, FakeSlack(token=TOKEN) as slack:
         w = World(tmp_path, redis_url, feed, slack, items)
@@ -114,13 +116,18 @@ def world(tmp_path, redis_url):
             w.stop()
 
 
+@pytest.fixture
+def world(tmp_path, redis_url):
+    with make_world(tmp_path, redis_url) as w:
+        yield w
+
+
 def top_level(slack: FakeSlack, channel: str) -> list[dict]:
     return slack.messages(channel, include_replies=False)
 
 
 def ready(world: World, worker: Worker) -> None:
-    """Wait until the worker consumes: a ping task (a collect for an unknown brand is cheap and
-    harmless, but a notify for a missing incident is even cheaper)."""
+    """Wait until the worker has connected and consumes (Celery logs "celery@host ready.")."""
     wait_until(lambda: "ready." in worker.log(), 60, "the worker to start", worker)
 
 
@@ -135,10 +142,17 @@ def _start_slow_notify(world: World) -> tuple[dict, str]:
     return inc, key
 
 
-@pytest.fixture
-def killed_worker_mid_notify(world):
-    """The whole worker is SIGKILLed while Slack is slowly handling the marketing post; a new
+@pytest.fixture(scope="module")
+def killed_worker_mid_notify(tmp_path_factory, redis_url):
+    """Runs once for the tests that read it.  The whole worker is SIGKILLed while Slack is slowly handling the marketing post; a new
     worker starts after the visibility timeout has (simulated to have) passed."""
+    with make_world(tmp_path_factory.mktemp("killed-worker"), redis_url) as world:
+        outcome = _kill_worker_mid_notify(world)
+        world.stop()  # the broker and store DBs are shared with the next test: no worker may linger
+        yield outcome
+
+
+def _kill_worker_mid_notify(world: World) -> tuple[World, dict, str]:
     w1 = world.start_worker()
     ready(world, w1)
     inc, key = _start_slow_notify(world)
@@ -176,10 +190,18 @@ def test_a_notify_killed_with_its_worker_never_posts_the_same_message_twice(kill
     assert len(top_level(world.slack, "#marketing")) == 1
 
 
-@pytest.fixture
-def killed_child_mid_notify(world):
-    """Only the pool child running the notify is SIGKILLed (the OOM killer's choice); the worker's
+@pytest.fixture(scope="module")
+def killed_child_mid_notify(tmp_path_factory, redis_url):
+    """Runs once for the tests that read it.  Only the pool child running the notify is SIGKILLed (the OOM killer's choice); the worker's
     main process survives, sees the loss and requeues the message at once."""
+    with make_world(tmp_path_factory.mktemp("killed-child"), redis_url) as world:
+        outcome = _kill_child_mid_notify(world)
+        alive = outcome[3].proc.poll() is None
+        world.stop()
+        yield outcome + (alive,)
+
+
+def _kill_child_mid_notify(world: World) -> tuple[World, dict, str, Worker]:
     w1 = world.start_worker()
     ready(world, w1)
     inc, key = _start_slow_notify(world)
@@ -198,10 +220,10 @@ def killed_child_mid_notify(world):
 
 
 def test_a_requeued_notify_after_a_child_is_killed_does_not_post_twice(killed_child_mid_notify):
-    world, inc, key, w1 = killed_child_mid_notify
+    world, inc, key, w1, alive = killed_child_mid_notify
     assert len(top_level(world.slack, "#marketing")) == 1
     assert len(top_level(world.slack, "#ops")) <= 1
-    assert w1.proc.poll() is None, "the worker's main process must survive a lost child"
+    assert alive, "the worker's main process must survive a lost child"
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -210,7 +232,7 @@ def test_a_requeued_notify_after_a_child_is_killed_does_not_post_twice(killed_ch
     "Fix in surgewatch/pipeline.py notify(): when claim() fails and store.delivery(key)['status'] == "
     "'claimed', raise NotReady (retry after the lease) instead of returning 'duplicate'."))
 def test_a_requeued_notify_after_a_child_is_killed_still_reaches_every_audience(killed_child_mid_notify):
-    world, inc, key, w1 = killed_child_mid_notify
+    world, inc, key, w1, alive = killed_child_mid_notify
     assert len(top_level(world.slack, "#ops")) == 1, "the ops audience never heard of the incident"
     assert world.rt.store.delivery(key)["status"] == "sent"
 

@@ -35,7 +35,7 @@ def script() -> list[dict]:
         surge = SURGE_AT <= start < QUIET_AGAIN_AT
         for k in range(40 if surge else 2):
             n += 1
-            title = HOSTILE if (surge and k == 0 and minute % 10 == 0) else f"Acme Live update {n}"
+            title = f"{HOSTILE} {n}" if surge else f"Acme Live update {n}"
             items.append({"id": f"i{n}", "title": title, "summary": f"post {n} https://www.acme.example/tickets",
                           "link": f"https://news.example/p/{n}",
                           "published": datetime.fromtimestamp(start + (k * 60) / (40 if surge else 2) + 1, timezone.utc),

@@ -86,6 +86,13 @@ def test_the_same_id_from_two_sources_is_two_mentions(store):
     assert store.counts("Acme", T0, T0 + 60) == {"reddit": {T0: 1}, "rss": {T0: 1}}
 
 
+def test_one_post_that_names_two_brands_counts_for_each(store):
+    assert store.ingest([mention(7, brand="Acme"), mention(7, brand="Globex")]).new == 2
+    assert store.ingest([mention(7, brand="Globex")]).duplicates == 1  # the Globex poll, again
+    assert store.counts("Acme", T0, T0 + 60) == {"rss": {T0: 1}}
+    assert store.counts("Globex", T0, T0 + 60) == {"rss": {T0: 1}}
+
+
 def test_ids_with_any_characters_dedup_exactly(store):
     ids = ["tag:ex.com,2026:€/1", "日本語-1", "🎟️🔥", "a\r\nb", "with space", "", "x" * 2000, "\ud800lone"]
     assert store.ingest([mention(i) for i in ids]).new == len(ids)
@@ -378,3 +385,8 @@ def test_a_process_killed_mid_ingest_leaves_no_half_applied_batch(store):
     redone = sum(store.ingest(batch).new for batch in batches)
     assert before + redone == 20_000
     assert total(store.counts("Acme", T0, T0 + 3600)) == 20_000
+
+
+def test_ping_answers_when_the_store_is_usable(store):
+    store.ping()  # raises StoreError otherwise (see test_store_redis / test_store_sqlite)
+    assert store.ingest([mention(1)]).new == 1

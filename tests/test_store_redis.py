@@ -40,8 +40,12 @@ def test_a_batch_is_one_round_trip(redis_store, monkeypatch):
     redis_store.ingest([mention("warm-up")])  # script loaded, connection open
     sent = []
     real = redis.connection.AbstractConnection.send_packed_command
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
-                        lambda self, command, check_health=True: sent.append(command) or real(self, command, check_health))
+
+    def spy(self, command, check_health=True):
+        sent.append(command)
+        return real(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", spy)
     result = redis_store.ingest([mention(i, at=T0 + i, source=("rss", "x")[i % 2], brand=("A", "B")[i % 3 == 0])
                                  for i in range(400)])
     assert result.new == 400

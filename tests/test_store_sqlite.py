@@ -38,7 +38,7 @@ def test_expired_dedup_entries_are_deleted_not_just_ignored(tmp_path):
     store.ingest([mention(i) for i in range(50)])
     time.sleep(0.3)
     store.ingest([mention("new")])
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM seen").fetchone()[0] == 1
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM seen_mentions").fetchone()[0] == 1
 
 
 def test_an_in_memory_database_is_refused():

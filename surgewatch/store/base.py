@@ -16,7 +16,7 @@ from collectors.base import Mention
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     new: int  # mentions counted for the first time
-    duplicates: int  # seen before (same source and id within the dedup TTL): not counted again
+    duplicates: int  # seen before (same source, brand and id within the dedup TTL): not counted again
 
 
 @runtime_checkable
@@ -25,12 +25,14 @@ class Store(Protocol):
 
     # -- mentions -------------------------------------------------------------------------------
     def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
-        """Dedup by (source, id), count each new mention into its (brand, source, bucket), keep it in
-        the brand's capped list of recent mentions.  One batch is one round trip / one transaction."""
+        """Dedup by (source, brand, id) -- a post naming two brands counts for each -- count each new
+        mention into its (brand, source, bucket), keep it in the brand's capped list of recent
+        mentions.  One batch is one round trip / one transaction.  Raises StoreError when the store
+        cannot be reached."""
 
     def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
         """Counts reported by a source without posts (X recent counts): SET, not add, so a re-poll
-        of the same buckets is idempotent."""
+        of the same buckets is idempotent.  Points falling in one bucket are summed; 0 removes it."""
 
     def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
         """{source: {bucket_start: count}} for buckets with start <= bucket_start < end (non-zero only)."""
@@ -59,7 +61,7 @@ class Store(Protocol):
         """The brand's open incident, if any (at most one per brand)."""
 
     def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
-        """Newest first by opened_at."""
+        """Newest first by opened_at; ``since`` keeps those with opened_at >= since."""
 
     # -- exactly-once notifications ---------------------------------------------------------------
     def claim(self, key: str, lease_seconds: float, now: float) -> bool:
@@ -73,5 +75,8 @@ class Store(Protocol):
 
     def delivery(self, key: str) -> dict[str, Any] | None:
         """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ...} or None."""
+
+    def ping(self) -> bool:
+        """True when the store answers."""
 
     def close(self) -> None: ...

@@ -3,7 +3,7 @@
 Key layout (``p`` is the prefix, default ``sw:``; the source name comes before the free-text brand
 so no two (source, brand) pairs can spell the same key):
 
-    p d:{source}:{partition}        set of ids seen               -- dedup, see _INGEST_LUA
+    p d:{source}:{partition}:{brand}  set of ids seen             -- dedup, see _INGEST_LUA
     p c:{source}:{day}:{brand}      hash bucket_start -> count   -- one hash per UTC day, EXPIRE retention
     p s:{brand}                     zset day -> "{day}:{source}" -- which count hashes exist
     p r:{brand}                     zset created_at -> mention   -- recent, trimmed to recent_cap
@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -32,43 +32,43 @@ from redis.retry import Retry
 from collectors.base import Mention
 
 from .base import IngestResult
-from .codec import bucket_start, decode_mention, encode_mention
+from .codec import bucket_start, decode_mention, encoder_for
 from .errors import StoreError, redact_url
 from .resp import FragmentPacker, PackedArgs, bulk
 
 DAY = 86400
 
-# Dedup uses one set of ids per source per time partition instead of one key per mention with
-# its own expiry (SET NX PX): measured here, a SET NX PX per mention cost ~2.7 us inside the
+# Dedup is per (source, brand, id): one post that names two brands is a mention of each, while
+# the same post fetched twice for one brand (overlapping polls, a redelivered task) counts once.
+# It uses one set of ids per (source, brand) per time partition instead of one key per mention
+# with its own expiry (SET NX PX): measured here, a SET NX PX per mention cost ~2.7 us inside the
 # script, the largest single cost, while a few SMISMEMBER + one SADD over the whole batch cost
 # about half that; and a set member takes about half the memory of a key with a TTL.  With K = 3
 # partitions of dedup_ttl / 2 each, an id is remembered for at least dedup_ttl and at most
 # 1.5 x dedup_ttl.  Partitions follow the Redis server's clock (TIME), so workers with skewed
 # clocks still agree, and each partition expires (PEXPIREAT) the moment no ingest reads it.
 #
-# ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups, n_sections,
-#       n_groups x (brand, source),
-#       per section (one per source): source, n, then n x (id, group_no, created_us, payload).
-# created_us is integer epoch microseconds (exact in a Lua number up to year 2255).
-# Counts are summed in Lua tables first: a batch of 500 mentions in one minute is one HINCRBY.
+# ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups, then per
+#       (brand, source) group: brand, source, n, then n x (id, created_us, payload).
+# created_us is integer epoch microseconds (exact in a Lua number up to year 2255).  Counts are
+# summed in a Lua table first, so a group's 500 mentions in one minute are one HINCRBY.
 _INGEST_LUA = r"""
 local K, A, fmod = 3, ARGV, math.fmod
-local ttl, cap, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local bs, p, ng, ns = tonumber(ARGV[4]) * 1000000, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local ttl, cap, keep = tonumber(A[1]), tonumber(A[2]), A[3]
+local bs, p, ng = tonumber(A[4]) * 1000000, A[5], tonumber(A[6])
 local part = math.max(1, math.ceil(ttl / (K - 1)))
 local t = redis.call('TIME')
 local q = math.floor((t[1] * 1000 + math.floor(t[2] / 1000)) / part)
-local counts, recent, new = {}, {}, 0
-local i = 8 + 2 * ng
-for _ = 1, ns do
-  local source, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+local trimmed, new, i = {}, 0, 7
+for _ = 1, ng do
+  local brand, source, n = A[i], A[i + 1], tonumber(A[i + 2])
+  i = i + 3
   local ids = {}
-  for j = 1, n do ids[j] = A[i + 4 * (j - 1)] end
+  for j = 1, n do ids[j] = A[i + 3 * (j - 1)] end
   -- which ids a live partition already holds (unpack in chunks: Lua's C stack is limited)
-  local seen = {}
+  local seen, dkey = {}, p .. 'd:' .. source .. ':'
   for k = q - K + 1, q do
-    local key = p .. 'd:' .. source .. ':' .. string.format('%d', k)
+    local key = dkey .. string.format('%d', k) .. ':' .. brand
     for c = 1, n, 1000 do
       local r = redis.call('SMISMEMBER', key, unpack(ids, c, math.min(c + 999, n)))
       for j = 1, #r do
@@ -76,62 +76,53 @@ for _ = 1, ns do
       end
     end
   end
-  local fresh, nf = {}, 0
-  for a = i, i + 4 * (n - 1), 4 do
-    local id = A[a]
+  local fresh, nf, counts, rg, m = {}, 0, {}, {}, 0
+  for _ = 1, n do
+    local id = A[i]
     if not seen[id] then
       seen[id] = true  -- a repeat later in the same batch is a duplicate too
       nf = nf + 1
       fresh[nf] = id
-      local g, u = A[a + 1], A[a + 2]
       -- floor to the bucket, exactly: integers below 2^53, and fmod is exact
+      local u = A[i + 1]
       local us = tonumber(u)
       local r = fmod(us, bs)
       if r < 0 then r = r + bs end
       local b = (us - r) / 1000000
-      local c = counts[g]
-      if not c then c = {}; counts[g] = c; recent[g] = {} end
-      c[b] = (c[b] or 0) + 1
-      local rg = recent[g]
-      local m = #rg
+      counts[b] = (counts[b] or 0) + 1
       rg[m + 1] = u
-      rg[m + 2] = A[a + 3]
+      rg[m + 2] = A[i + 2]
+      m = m + 2
     end
+    i = i + 3
   end
   if nf > 0 then
-    local key = p .. 'd:' .. source .. ':' .. string.format('%d', q)
+    local key = dkey .. string.format('%d', q) .. ':' .. brand
     for c = 1, nf, 1000 do
       redis.call('SADD', key, unpack(fresh, c, math.min(c + 999, nf)))
     end
     -- gone exactly when no ingest would look at it any more
     redis.call('PEXPIREAT', key, string.format('%d', (q + K) * part))
     new = new + nf
+    local days = {}
+    for b, c in pairs(counts) do
+      local day = string.format('%d', math.floor(b / 86400))
+      local ckey = p .. 'c:' .. source .. ':' .. day .. ':' .. brand
+      redis.call('HINCRBY', ckey, string.format('%d', b), c)
+      days[day] = ckey
+    end
+    local skey = p .. 's:' .. brand
+    for day, ckey in pairs(days) do
+      redis.call('EXPIRE', ckey, keep)
+      redis.call('ZADD', skey, day, day .. ':' .. source)
+    end
+    redis.call('EXPIRE', skey, keep)
+    local rkey = p .. 'r:' .. brand
+    for j = 1, m, 1000 do
+      redis.call('ZADD', rkey, unpack(rg, j, math.min(j + 999, m)))
+    end
+    trimmed[rkey] = true
   end
-  i = i + 4 * n
-end
-local trimmed = {}
-for gs, c in pairs(counts) do
-  local g = tonumber(gs)
-  local brand, source = ARGV[6 + 2 * g], ARGV[7 + 2 * g]
-  local days = {}
-  for b, n in pairs(c) do
-    local day = string.format('%d', math.floor(b / 86400))
-    local key = p .. 'c:' .. source .. ':' .. day .. ':' .. brand
-    redis.call('HINCRBY', key, string.format('%d', b), n)
-    days[day] = key
-  end
-  local skey = p .. 's:' .. brand
-  for day, key in pairs(days) do
-    redis.call('EXPIRE', key, keep)
-    redis.call('ZADD', skey, day, day .. ':' .. source)
-  end
-  redis.call('EXPIRE', skey, keep)
-  -- ZADD in chunks: unpack() of a huge table would overflow Lua's C stack
-  local rkey, rg = p .. 'r:' .. brand, recent[gs]
-  for j = 1, #rg, 1000 do
-    redis.call('ZADD', rkey, unpack(rg, j, math.min(j + 999, #rg)))
-  end
-  trimmed[rkey] = true
 end
 for rkey in pairs(trimmed) do
   redis.call('ZREMRANGEBYRANK', rkey, 0, -cap - 1)
@@ -239,34 +230,31 @@ class RedisStore:
     def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
         if not mentions:
             return IngestResult(0, 0)
-        # group number and the source's section of arguments, per (brand, source)
-        groups: dict[tuple[str, str], tuple[str, list[str]]] = {}
-        sections: dict[str, list[str]] = {}
-        head: list[Any] = [self._ttl_ms, self.recent_cap, self.retention_seconds, self.bucket_seconds,
-                           self.prefix, 0, 0]
-        # The hot loop, about 2.5 us a mention: each mention becomes its four script arguments
-        # (id, group number, created_at in microseconds, payload) already in wire format (see
-        # resp.py).  The payload is pure ASCII, so only the id (outside text) needs byte counting.
+        # (brand, source) -> its run of arguments and its payload encoder
+        groups: dict[tuple[str, str], tuple[list[str], Callable[[Mention, str], str]]] = {}
+        brand = source = None
+        # The hot loop, about 2.5 us a mention: each mention becomes its three script arguments
+        # (id, created_at in microseconds, payload) already in wire format (see resp.py).  The
+        # payload is pure ASCII, so only the id (outside text) may need its bytes counted.
         for m in mentions:
-            entry = groups.get((m.brand, m.source))
-            if entry is None:
-                g = str(len(groups) + 1)
-                entry = groups[(m.brand, m.source)] = (f"${len(g)}\r\n{g}\r\n", sections.setdefault(m.source, []))
-                head += (m.brand, m.source)
-            g, parts = entry
+            if m.brand != brand or m.source != source:  # batches usually hold one group
+                brand, source = m.brand, m.source
+                entry = groups.get((brand, source))
+                if entry is None:
+                    entry = groups[(brand, source)] = ([], encoder_for(source, brand))
+                parts, encode = entry
             us = str(round(m.created_at.timestamp() * 1_000_000))  # codec.micros, inlined
-            p = encode_mention(m, us)
+            p = encode(m, us)
             i = m.id
             parts.append(f"${len(i) if i.isascii() else len(i.encode('utf-8', 'surrogatepass'))}\r\n{i}\r\n"
-                         f"{g}${len(us)}\r\n{us}\r\n${len(p)}\r\n{p}\r\n")
-        head[5] = len(groups)
-        head[6] = len(sections)
-        chunks = []
-        for source, parts in sections.items():
-            chunks.append(bulk(source) + bulk(str(len(parts))))
+                         f"${len(us)}\r\n{us}\r\n${len(p)}\r\n{p}\r\n")
+        chunks: list[str] = []
+        for (brand, source), (parts, _) in groups.items():
+            chunks.append(bulk(brand) + bulk(source) + bulk(str(len(parts))))
             chunks += parts
-        packed = PackedArgs(2 * len(sections) + 4 * len(mentions),
-                            "".join(chunks).encode("utf-8", "surrogatepass"))
+        packed = PackedArgs(3 * len(groups) + 3 * len(mentions), "".join(chunks).encode("utf-8", "surrogatepass"))
+        head = (self._ttl_ms, self.recent_cap, self.retention_seconds, self.bucket_seconds, self.prefix,
+                len(groups))
         with self._errors("ingesting mentions"):
             new = self._ingest(args=(*head, packed))
         return IngestResult(new=int(new), duplicates=len(mentions) - int(new))

@@ -25,11 +25,11 @@ from .codec import bucket_start, decode_mention, encode_mention, micros
 from .errors import StoreError
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen (
-    source TEXT NOT NULL, id BLOB NOT NULL, seen_at REAL NOT NULL,
-    PRIMARY KEY (source, id)
+CREATE TABLE IF NOT EXISTS seen_mentions (
+    source TEXT NOT NULL, brand TEXT NOT NULL, id BLOB NOT NULL, seen_at REAL NOT NULL,
+    PRIMARY KEY (source, brand, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_by_age ON seen (seen_at);
+CREATE INDEX IF NOT EXISTS seen_mentions_by_age ON seen_mentions (seen_at);
 CREATE TABLE IF NOT EXISTS counts (
     brand TEXT NOT NULL, source TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (brand, bucket, source)
@@ -91,6 +91,7 @@ class SqliteStore:
         self._busy_ms = int(busy_timeout * 1000)
         self._local = threading.local()
         self._lock = threading.Lock()  # guards _conns
+        self._pid = os.getpid()
         self._conns: list[tuple[int, sqlite3.Connection]] = []
         parent = os.path.dirname(self.path)
         if parent:
@@ -108,12 +109,12 @@ class SqliteStore:
         conn = getattr(local, "conn", None)
         if conn is not None and local.pid == pid:
             return conn
-        if conn is not None:
-            _INHERITED.append(conn)  # opened by our parent before a fork
-        with self._lock:
-            if self._conns and self._conns[0][0] != pid:
-                _INHERITED.extend(c for _, c in self._conns)
-                self._conns = []
+        if self._pid != pid:
+            # first use after a fork: our parent's connections (and lock, which another of its
+            # threads may have held at the fork) are not ours to use
+            self._lock = threading.Lock()
+            _INHERITED.extend(c for _, c in self._conns)
+            self._conns, self._pid = [], pid
         # isolation_level=None: we issue BEGIN ourselves, so each batch is exactly one transaction
         conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None,
                                check_same_thread=False)
@@ -159,35 +160,36 @@ class SqliteStore:
         bs = self.bucket_seconds
         with self._write("ingesting mentions") as conn:
             # lazy expiry: forget ids older than the TTL before looking any up
-            conn.execute("DELETE FROM seen WHERE seen_at < ?", (now - self.dedup_ttl,))
-            by_source: dict[str, list[bytes]] = {}
+            conn.execute("DELETE FROM seen_mentions WHERE seen_at < ?", (now - self.dedup_ttl,))
+            # dedup is per (source, brand, id): a post naming two brands is a mention of each
+            by_group: dict[tuple[str, str], list[bytes]] = {}
             for m in mentions:
-                by_source.setdefault(m.source, []).append(_id(m.id))
-            known: set[tuple[str, bytes]] = set()
-            for source, ids in by_source.items():
+                by_group.setdefault((m.source, m.brand), []).append(_id(m.id))
+            known: set[tuple[str, str, bytes]] = set()
+            for (source, brand), ids in by_group.items():
                 unique = list(dict.fromkeys(ids))
                 for i in range(0, len(unique), _CHUNK):
                     chunk = unique[i:i + _CHUNK]
                     rows = conn.execute(
-                        f"SELECT id FROM seen WHERE source = ? AND id IN ({','.join('?' * len(chunk))})",
-                        (source, *chunk))
-                    known.update((source, r[0]) for r in rows)
-            seen_rows: list[tuple[str, bytes, float]] = []
+                        "SELECT id FROM seen_mentions WHERE source = ? AND brand = ? "
+                        f"AND id IN ({','.join('?' * len(chunk))})", (source, brand, *chunk))
+                    known.update((source, brand, r[0]) for r in rows)
+            seen_rows: list[tuple[str, str, bytes, float]] = []
             recent_rows: list[tuple[str, str, bytes, float, str]] = []
             counts: dict[tuple[str, str, int], int] = {}
             for m in mentions:
-                k = (m.source, _id(m.id))
+                k = (m.source, m.brand, _id(m.id))
                 if k in known:
                     continue
                 known.add(k)  # a repeat later in the same batch is a duplicate too
                 ts = m.created_at.timestamp()
-                seen_rows.append((m.source, k[1], now))
-                recent_rows.append((m.brand, m.source, k[1], ts, encode_mention(m, str(micros(ts)))))
+                seen_rows.append((*k, now))
+                recent_rows.append((m.brand, m.source, k[2], ts, encode_mention(m, str(micros(ts)))))
                 ck = (m.brand, m.source, bucket_start(ts, bs))
                 counts[ck] = counts.get(ck, 0) + 1
             if seen_rows:
                 # REPLACE: an id whose entry expired is counted again, with a fresh seen_at
-                conn.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?, ?)", seen_rows)
+                conn.executemany("INSERT OR REPLACE INTO seen_mentions VALUES (?, ?, ?, ?)", seen_rows)
                 conn.executemany(
                     "INSERT INTO counts VALUES (?, ?, ?, ?) "
                     "ON CONFLICT (brand, bucket, source) DO UPDATE SET n = n + excluded.n",
@@ -334,6 +336,11 @@ class SqliteStore:
             return None
         return {"status": row[0], "receipt": None if row[1] is None else json.loads(row[1]),
                 "claimed_at": row[2]}
+
+    def ping(self) -> None:
+        """Raise StoreError unless the file can be read (for health checks and start-up)."""
+        with self._errors("pinging"):
+            self._conn().execute("SELECT count(*) FROM state").fetchone()
 
     def close(self) -> None:
         pid = os.getpid()
