@@ -7,7 +7,7 @@ batches of 200 and batches mixing every brand and source are printed next to it,
 ingest throughput for reference.  Each figure is the median of --runs timed runs, each checked:
 every mention must have been counted exactly once.
 
-    python benchmarks/ingest.py [--url redis://127.0.0.1:6379/15] [--mentions 100000] [--batch 500]
+    python benchmarks/ingest.py [--url redis://127.0.0.1:6379/7] [--mentions 100000] [--batch 500]
 
 If nothing answers at --url, a throwaway redis-server is started on a free port (and stopped).
 The last line of stdout is one JSON object.
@@ -143,7 +143,7 @@ def redis_incr_p16(url: str, requests: int) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--url", default="redis://127.0.0.1:6379/7")
     ap.add_argument("--mentions", type=int, default=100_000, help="mentions per timed Redis run")
     ap.add_argument("--batch", type=int, default=500, help="mentions per ingest call (200-500 typical)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per scenario; the median is reported")

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 # Query parameters whose values are secrets in some feed URLs (private feeds, API gateways).
 _SECRET_PARAM = re.compile(r"(key|token|secret|pass|pwd|sig|auth|session|credential)", re.IGNORECASE)
@@ -135,14 +136,16 @@ def get_capped(
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=65536):
+            # read1 returns what one socket read brings (not a full 64 KB), so a server dripping a
+            # byte at a time cannot hold us inside one call: the deadline is checked after each read.
+            while chunk := response.raw.read1(65536, decode_content=True):
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchFailure(f"{shown}: body exceeds the {max_bytes}-byte limit", permanent=False)
                 if time.monotonic() > deadline:
                     raise FetchFailure(f"{shown}: download took longer than {3 * timeout:g}s", permanent=False)
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             # The text is only read to classify (urllib3 wraps a read timeout mid-body in a
             # ConnectionError); it is never shown, since it embeds the URL.
             timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()

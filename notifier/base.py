@@ -34,6 +34,9 @@ class Notification:
     site_pages: tuple[tuple[str, int], ...] = ()  # (url on the brand's site, posts linking to it)
     runbook_url: str | None = None
     actions: tuple[str, ...] = ()  # suggested actions for ops, from the brand's config
+    planned_event: str | None = None  # "planned: <name>, expected" when the surge is a calendar event
+    approval_controls: tuple[str, ...] = ()  # traffic controls a human may run from a button
+    acknowledged_by: str | None = None
     previous_receipt: dict[str, Any] | None = None  # this channel's receipt for the incident's first message
 
     @property

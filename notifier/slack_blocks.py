@@ -31,6 +31,7 @@ SEVERITY_EMOJI = {"watch": ":eyes:", "warning": ":warning:", "critical": ":rotat
 ACTION_ACK = "surgewatch_ack"
 ACTION_SILENCE_1H = "surgewatch_silence_1h"
 ACTION_FALSE_ALARM = "surgewatch_false_alarm"
+ACTION_RUN = "surgewatch_run_action"  # value "<incident_id>|<traffic control name>"
 
 
 def _mrkdwn(text: str) -> dict[str, str]:
@@ -96,6 +97,8 @@ def _sources_line(n: Notification) -> str | None:
 
 def marketing_blocks(n: Notification) -> list[Block]:
     blocks: list[Block] = [_header(_title(n, "marketing"))]
+    if n.planned_event:
+        blocks.append(_section(f":calendar: *{slack_text(n.planned_event, 300)}*"))
     blocks.append(_section(f"*{slack_text(render.rate_phrase(n))}*"))
     sources = _sources_line(n)
     if sources:
@@ -115,6 +118,8 @@ def _page_label(url: str) -> str:
 
 def ops_blocks(n: Notification, *, buttons: bool = True, actions: tuple[str, ...] = ()) -> list[Block]:
     blocks: list[Block] = [_header(_title(n, "ops"))]
+    if n.planned_event:
+        blocks.append(_section(f":calendar: *{slack_text(n.planned_event, 300)}*"))
     fields = [
         ("Observed", slack_text(f"{render.number(render.per_minute(n.observed, n.bucket_seconds))} mentions/min ({render.ratio(n)})")),
         ("Baseline", slack_text(f"{render.number(render.per_minute(n.expected, n.bucket_seconds))} mentions/min")),
@@ -134,18 +139,17 @@ def ops_blocks(n: Notification, *, buttons: bool = True, actions: tuple[str, ...
         blocks.append(_section("*Suggested actions*\n" + "\n".join(f"• {slack_text(a, 300)}" for a in actions[:10])))
     if n.runbook_url:
         blocks.append(_section(f":book: Runbook: {slack_link(n.runbook_url, n.runbook_url)}"))
+    if n.acknowledged_by:
+        blocks.append(_context(f":white_check_mark: Acknowledged by {slack_text(n.acknowledged_by, 100)}"))
     if buttons and n.event != "resolved":
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": "surgewatch_incident_actions",
-                "elements": [
-                    _button("Acknowledge", ACTION_ACK, n.incident_id, style="primary"),
-                    _button("Silence 1 h", ACTION_SILENCE_1H, n.incident_id),
-                    _button("False alarm", ACTION_FALSE_ALARM, n.incident_id, style="danger"),
-                ],
-            }
-        )
+        elements = [] if n.acknowledged_by else [_button("Acknowledge", ACTION_ACK, n.incident_id, style="primary")]
+        elements += [
+            _button("Silence 1 h", ACTION_SILENCE_1H, n.incident_id),
+            _button("False alarm", ACTION_FALSE_ALARM, n.incident_id, style="danger"),
+        ]
+        # Traffic controls that need a human's approval: one button each (at most Slack's 25 elements).
+        elements += [_button(f"Run {name}"[:75], ACTION_RUN, f"{n.incident_id}|{name}") for name in n.approval_controls[:20]]
+        blocks.append({"type": "actions", "block_id": "surgewatch_incident_actions", "elements": elements})
     blocks.append(_context(f"SurgeWatch · incident `{slack_text(n.incident_id, 100, mrkdwn=False)}` · {render.iso(n.at)}"))
     return blocks
 

@@ -41,6 +41,12 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
             "args": (brand.name,),
             "options": {"queue": "detect", "expires": settings.detector.bucket_seconds / speed},
         }
+    if settings.calendar.events:
+        schedule["planned-event-reminders"] = {
+            "task": "surgewatch.reminders",
+            "schedule": timedelta(seconds=60 / speed),
+            "options": {"queue": "notify", "expires": 60 / speed},
+        }
     if settings.digest.enabled and speed == 1.0:
         from surgewatch.digest import digest_schedule
 
@@ -72,6 +78,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.evaluate": {"queue": "detect"},
             "surgewatch.notify": {"queue": "notify"},
             "surgewatch.digest": {"queue": "notify"},
+            "surgewatch.reminders": {"queue": "notify"},
         },
         # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
         # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the

@@ -391,6 +391,9 @@ from surgewatch.reports_cli import review as review_command  # noqa: E402
 app.command("metrics")(metrics_command)
 app.command("digest")(digest_command)
 app.command("review")(review_command)
+from surgewatch.slack_actions import slack_listener_command  # noqa: E402
+
+app.command("slack-listener")(slack_listener_command)
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -22,6 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from surgewatch.calendar import PlannedEvent
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -179,6 +183,7 @@ class TrafficControl(Strict):
     body: dict[str, Any] = Field(description="JSON body; {placeholders} take the incident's numbers")
     undo: dict[str, Any] | None = Field(default=None, description="JSON body sent when the incident resolves")
     dry_run: bool = True
+    approval: bool = Field(default=False, description="Run only when a human clicks its button in Slack (not automatically)")
     secret_env: str = Field(default="SURGEWATCH_WEBHOOK_SECRET", description="Environment variable with the HMAC key")
     timeout: float = Field(default=10.0, gt=0, le=60)
 
@@ -194,6 +199,26 @@ class Channels(Strict):
     console: ConsoleChannelConfig | None = None
     slack: SlackChannelConfig | None = None
     pagerduty: PagerDutyChannelConfig | None = None
+
+
+# -- planned events -------------------------------------------------------------------------------
+class PlannedEventConfig(Strict):
+    """A ticket launch, a TV ad slot: the surge is expected.  ``start``/``end``: ISO 8601 with an
+    offset, or local time in ``timezone`` (a local time the clocks skip or repeat is refused)."""
+
+    brand: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
+    start: datetime | str
+    end: datetime | str | None = None
+    duration_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    expected_peak_per_min: float | None = Field(default=None, gt=0, description="Planned peak; pages only beyond bigger_factor x this")
+    remind_before_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+
+
+class CalendarConfig(Strict):
+    events: list[PlannedEventConfig] = Field(default_factory=list)
+    lead_minutes: int = Field(default=30, ge=0, le=24 * 60, description="An event is active from this long before its start")
+    bigger_factor: float = Field(default=2.0, gt=1, description="Page when observed > this x expected_peak_per_min")
 
 
 # -- infrastructure ---------------------------------------------------------------------------------
@@ -259,6 +284,7 @@ class Settings(Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     traffic_controls: list[TrafficControl] = Field(default_factory=list)
     digest: DigestConfig = Field(default_factory=DigestConfig)
+    calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     timezone: str = "UTC"
 
     @field_validator("brands")
@@ -289,6 +315,25 @@ class Settings(Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
         return v
+
+    @model_validator(mode="after")
+    def _calendar_loads(self) -> "Settings":
+        from surgewatch.calendar import CalendarError, load_calendar
+
+        names = {b.name.casefold() for b in self.brands}
+        unknown = sorted({e.brand for e in self.calendar.events if e.brand.casefold() not in names})
+        if unknown:
+            raise ValueError(f"calendar.events: unknown brand(s) {', '.join(map(repr, unknown))}")
+        try:
+            load_calendar([e.model_dump(exclude_none=True) for e in self.calendar.events], self.timezone)
+        except CalendarError as exc:
+            raise ValueError("; ".join(e.replace("calendar[", "calendar.events[", 1) for e in exc.errors)) from None
+        return self
+
+    def planned_events(self) -> "list[PlannedEvent]":
+        from surgewatch.calendar import load_calendar
+
+        return load_calendar([e.model_dump(exclude_none=True) for e in self.calendar.events], self.timezone)
 
     def brand(self, name: str) -> BrandConfig:
         for b in self.brands:

@@ -23,6 +23,7 @@ from detector.spike import DetectorParams, SpikeDetector
 from detector.verdict import Severity, Verdict
 from notifier.base import Channel, ChannelError, Notification
 from surgewatch import clock
+from surgewatch.calendar import planned_note
 from surgewatch.config import Settings
 from surgewatch.health import SourceHealth
 from surgewatch.incidents import IncidentPolicy, advance
@@ -198,7 +199,13 @@ def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, A
     if transition["event"] == "paged":
         return ["pagerduty"] if settings.channels.pagerduty is not None else []
     out = []
+    approval_only = {f"webhook:{t.name}" for t in settings.traffic_controls if t.approval}
     for name in configured_channels(settings):
+        if name in approval_only:
+            # Runs only when a human clicks its Slack button; its undo follows only if it ran.
+            if transition["event"] == "resolved" and name.removeprefix("webhook:") in incident.get("approved_controls", []):
+                out.append(name)
+            continue
         if transition["event"] == "resolved":
             if _min_severity(settings, name) is not None and not _acted(settings, incident, name):
                 continue
@@ -216,7 +223,22 @@ def _acts_on(settings: Settings, channel: str, transition: dict[str, Any]) -> bo
 
 
 def _acted(settings: Settings, incident: dict[str, Any], channel: str) -> bool:
-    return any(t["event"] != "resolved" and _acts_on(settings, channel, t) for t in incident["transitions"])
+    return any(t["event"] != "resolved" and _acts_on(settings, channel, t) and not _held_back(t, channel)
+               for t in incident["transitions"])
+
+
+def _held_back(transition: dict[str, Any], channel: str) -> bool:
+    """The pager stayed quiet for this transition: the surge was the planned one."""
+    return channel == "pagerduty" and (transition.get("planned") or {}).get("page") is False
+
+
+def _planned(settings: Settings, brand: str, at: float, observed: float) -> dict[str, Any] | None:
+    if not settings.calendar.events:
+        return None
+    events = settings.planned_events()
+    per_min = observed * 60 / settings.detector.bucket_seconds
+    return planned_note(events, brand, at, per_min, lead_minutes=settings.calendar.lead_minutes,
+                        k=settings.calendar.bigger_factor)
 
 
 def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: float) -> dict[str, Any] | None:
@@ -226,6 +248,12 @@ def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: fl
     if pd is None or incident["status"] != "open" or _acted(settings, incident, "pagerduty"):
         return None
     reason = None
+    planned = None
+    if settings.calendar.events:
+        latest = store.get_state(f"verdict:{incident['brand']}") or incident["transitions"][-1]["verdict"]
+        planned = _planned(settings, incident["brand"], now, latest.get("observed", 0.0))
+    if planned is not None and not planned["page"]:
+        return None  # the planned surge, as big as planned: no page, Slack already says why
     warnings = [t for t in incident["transitions"] if t["to"] in ("warning", "critical")]
     wait = pd.page_unacked_warning_after_minutes
     if wait is not None and warnings and not incident.get("acked_at") and now - (warnings[0]["at"] + settings.detector.bucket_seconds) >= wait * 60:
@@ -233,11 +261,17 @@ def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: fl
     failed = store.get_state(f"channel_failed:{incident['id']}:slack")
     if pd.page_when_slack_fails and failed:
         reason = f"Slack failed: {failed.get('error', 'permanent error')}"
+    if planned is not None:  # here only when bigger than planned
+        bigger = (f"{planned['observed_per_min']:g}/min is more than {settings.calendar.bigger_factor:g}x the planned "
+                  f"{planned['expected_peak_per_min']:g}/min ({planned['name']})")
+        reason = bigger if reason is None else f"{reason}; {bigger}"
     if reason is None:
         return None
     last = incident["transitions"][-1]
     tr = {"no": len(incident["transitions"]), "at": now, "event": "paged", "from": incident["severity"],
           "to": incident["severity"], "verdict": last["verdict"], "dispatched": False, "reason": reason}
+    if planned is not None:
+        tr["planned"] = planned
     incident["transitions"].append(tr)
     return tr
 
@@ -332,6 +366,14 @@ def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
             if tr.get("dispatched"):
                 continue
             channels = routes(rt.settings, inc, tr)
+            if tr["event"] in ("opened", "escalated") and "planned" not in tr:
+                note = _planned(rt.settings, brand, tr["at"], tr["verdict"].get("observed", 0.0))
+                if note is not None:
+                    tr["planned"] = note
+                    changed = True
+            if _held_back(tr, "pagerduty"):
+                # The planned surge, as big as planned: Slack and the console say so; no page.
+                channels = [c for c in channels if c != "pagerduty"]
             if silenced is not None:
                 # A silence mutes every channel but the console log; the transition is still recorded.
                 channels = [c for c in channels if c == "console"]
@@ -410,8 +452,19 @@ def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[s
         site_pages=tuple(pages.most_common(5)),
         runbook_url=brand_cfg.runbook_url,
         actions=tuple(brand_cfg.actions),
+        planned_event=_describe_planned(transition.get("planned")),
+        approval_controls=tuple(t.name for t in rt.settings.traffic_controls if t.approval),
+        acknowledged_by=incident.get("acked_by"),
         previous_receipt=previous,
     )
+
+
+def _describe_planned(note: dict[str, Any] | None) -> str | None:
+    if not note:
+        return None
+    if note.get("page"):
+        return f"planned: {note.get('name')}, but bigger than planned"
+    return f"planned: {note.get('name')}, expected"
 
 
 @dataclass
@@ -454,3 +507,32 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
     if receipt:
         store.set_state(receipt_key(incident_id, channel), receipt)
     return NotifyOutcome(key, "sent")
+
+
+# -- planned-event reminders ------------------------------------------------------------------------
+def send_reminders(rt: Runtime, now: float | None = None) -> list[str]:
+    """Remind ops before each planned event (once each): to Slack's ops channel when configured,
+    else the console."""
+    from notifier.escape import log_text, slack_text
+    from surgewatch.calendar import send_due_reminders
+    from surgewatch.config import secret_from
+
+    now = clock.now() if now is None else now
+    events = rt.settings.planned_events()
+    if not events:
+        return []
+    slack = rt.settings.channels.slack
+    token = secret_from(slack.token, "SLACK_BOT_TOKEN") if slack is not None else None
+    if slack is not None and token and slack.ops_channel:
+        from slack_sdk import WebClient
+
+        client = WebClient(token=token, base_url=slack.api_url, timeout=int(slack.timeout))
+
+        def post(text: str) -> None:
+            client.chat_postMessage(channel=slack.ops_channel, text=slack_text(text, 3000))
+    else:
+
+        def post(text: str) -> None:
+            print(f"{_iso(now)} REMINDER {log_text(text, 500)}", flush=True)
+
+    return send_due_reminders(rt.store, events, now, post, rt.settings.timezone)

@@ -135,7 +135,7 @@ def run_traffic_control(rt: Runtime, incident_id: str, control_name: str, who: s
     cfg = next((t for t in rt.settings.traffic_controls if t.name == control_name), None)
     if cfg is None:
         raise OperatorError(f"no traffic control named {control_name!r} in the config")
-    if getattr(cfg, "approval", True) is False:
+    if not cfg.approval:
         # It already runs by itself at its severity; a second, manual run would double it.
         raise OperatorError(f"traffic control {control_name!r} runs automatically (approval: false)")
     if inc["status"] != "open":

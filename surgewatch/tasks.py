@@ -62,3 +62,8 @@ def digest() -> dict:
     from surgewatch.digest import deliver_weekly_digests
 
     return {"digests": deliver_weekly_digests(runtime())}
+
+
+@app.task(name="surgewatch.reminders")
+def reminders() -> dict:
+    return {"sent": pipeline.send_reminders(runtime())}

@@ -4,6 +4,7 @@
   again on the *same* port (a Redis restart, nothing persisted).
 - :class:`Beat`: ``surgewatch beat`` in a subprocess, killable like :class:`tests.support.Worker`.
 - :class:`HungServer`: a TCP socket that accepts connections and never answers (a hung peer).
+- :class:`RawServer`: answers each connection with a script of raw bytes (truncations, drips, endless bodies).
 - :func:`age_unacked`: make the broker's unacknowledged messages look ``seconds`` older, the way
   they would after the visibility timeout has passed (kombu's Redis transport redelivers a message
   whose worker died only after ``visibility_timeout``; tests cannot wait 600 s).
@@ -153,6 +154,47 @@ class HungServer:
         self._thread.join(timeout=2)
         for c in self._held:
             c.close()
+        self.sock.close()
+
+
+class RawServer:
+    """Answers every connection with ``script(conn)``: for responses no HTTP library would send."""
+
+    def __init__(self, script):
+        self.script = script
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+
+    def url(self, path: str = "/feed.rss") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            self.script(conn, self._stop)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def __enter__(self) -> "RawServer":
+        threading.Thread(target=self._serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
         self.sock.close()
 
 

@@ -102,7 +102,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             "brands": [{"name": "Acme", "query": "acme"}],
             "channels": {"slack": {"api_url": slack.base_url, "ops_channel": "#ops"},
                          "pagerduty": {"events_url": pd.events_url}},
-            "traffic_controls": [{"name": "waiting_room", "url": hooks.url, "min_severity": "warning", "dry_run": False,
+            "traffic_controls": [{"name": "waiting_room", "url": hooks.url, "min_severity": "warning", "dry_run": False, "approval": True,
                                   "body": {"action": "waiting_room.enable", "rate": "{observed_per_min}"}}],
             "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
         rt = Runtime(settings)
