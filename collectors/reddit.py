@@ -293,6 +293,10 @@ class _RedditErrors:
             raise transport_error("reddit", original if isinstance(original, BaseException) else exc) from None
         if isinstance(exc, ResponseTooLarge):
             raise transport_error("reddit", exc) from None
+        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+            # praw builds its objects from whatever JSON came back; an answer of the wrong shape
+            # surfaces as one of these.  Transient: the next poll may get a proper listing.
+            raise SourceError(f"reddit: unexpected answer from r/{self.subs} ({type(exc).__name__})") from None
         return False
 
 

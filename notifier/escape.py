@@ -36,12 +36,19 @@ _MRKDWN_MARKERS = frozenset("*_~`")
 ZERO_WIDTH_SPACE = "\u200b"
 
 
+# Bidirectional embedding/override/isolate controls (U+202A-U+202E, U+2066-U+2069): a post could
+# reverse the text that follows it in our message.
+_INVISIBLE_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
+
+
 def _slack_units(s: str, *, mrkdwn: bool) -> list[str]:
     """The escaped form of ``s`` as a list of indivisible pieces (one per input character), so
     truncation can never cut an entity such as ``&amp;`` in half."""
     s = _BROADCAST_WORDS.sub(lambda m: "@" + ZERO_WIDTH_JOINER + m.group(1), s)
     units: list[str] = []
     for ch in s:
+        if ch in _INVISIBLE_CONTROLS or (unicodedata.category(ch) == "Cc" and ch not in "\n\t"):
+            continue  # bidi overrides and control characters could disguise the text around them
         if ch in _SLACK_ENTITIES:
             units.append(_SLACK_ENTITIES[ch])
         elif mrkdwn and ch in _MRKDWN_MARKERS:

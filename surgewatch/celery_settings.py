@@ -98,7 +98,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["broker_transport_options"] = {"visibility_timeout": 600}
         # Two beats must never both schedule: RedBeat keeps the schedule in Redis behind a lock, so a
         # second beat (a mistaken deploy, a failover) waits for the lock instead of doubling every task.
-        conf["beat_scheduler"] = "redbeat.RedBeatScheduler"
+        conf["beat_scheduler"] = "surgewatch.beat:ResilientRedBeatScheduler"
         conf["redbeat_redis_url"] = broker_url
         conf["redbeat_key_prefix"] = "surgewatch:redbeat:"
         conf["redbeat_lock_timeout"] = 60

@@ -308,6 +308,11 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     store = rt.store
     incidents = sorted(store.list_incidents(brand=BRAND), key=lambda i: i["opened_at"])
     bucket = rt.settings.detector.bucket_seconds
+    # The simulated site traffic, for `surgewatch review --traffic` (lead time against the traffic peak).
+    with open(folder / "traffic.csv", "w", encoding="utf-8") as f:
+        f.write("timestamp,requests_per_minute\n")
+        for t in range(int(scenario.start), int(scenario.end), 60):
+            f.write(f"{_iso(t)},{scenario.traffic_rpm(t):.0f}\n")
     alerts: list[dict[str, Any]] = []
     for inc in incidents:
         for tr in inc["transitions"]:
@@ -361,7 +366,11 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         if early:
             print(f"FAILED: {len(early)} alert(s) fired before the surge began", file=sys.stderr)
         if not temporary:
-            print(f"The history is kept: surgewatch incidents --config {config_path}")
+            first_id = incidents[0]["id"] if incidents else "INCIDENT_ID"
+            print(f"The history is kept in {folder}. Look at it with:")
+            print(f"  surgewatch incidents --config {config_path}")
+            print(f"  surgewatch review {first_id} --config {config_path} --traffic {folder / 'traffic.csv'}")
+            print(f"  surgewatch digest --week {scenario.day:%G-W%V} --config {config_path}")
     result = {
         "alerts": alerts,
         "surge_onset": _iso(scenario.onset),

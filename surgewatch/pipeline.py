@@ -41,8 +41,13 @@ NOTIFY_LEASE = 120.0  # seconds a claimed delivery stays ours; > a send's worst 
 
 
 class NotReady(Exception):
-    """A later notification waits for the incident's first message on the same channel (it must
-    update and thread under it).  The task retries shortly."""
+    """Not yet: a later notification waits for the incident's first message on the same channel
+    (it must update and thread under it), or another attempt holds the claim.  The task retries
+    in ``retry_in`` seconds."""
+
+    def __init__(self, message: str, retry_in: float = 1.0):
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 class Runtime:
@@ -483,6 +488,13 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
     notification = build_notification(rt, incident, incident["transitions"][no], channel)  # may raise NotReady
     # Claim before sending, mark after: a second worker (or a redelivery) finds the claim and stays quiet.
     if not store.claim(key, NOTIFY_LEASE, time.time()):
+        held = store.delivery(key) or {}
+        if held.get("status") == "claimed":
+            # Another attempt holds the claim: a live worker sending right now, or one that died
+            # (a pool child killed mid-send). Come back when its lease has run out: if it finished,
+            # the delivery reads "sent"; if it died, this attempt takes the claim over and sends.
+            left = float(held.get("lease_until") or 0) - time.time()
+            raise NotReady(f"{key} is claimed by another attempt", retry_in=max(1.0, left + 1.0))
         return NotifyOutcome(key, "duplicate")
     try:
         receipt = rt.channel(channel).send(notification)

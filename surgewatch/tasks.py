@@ -51,7 +51,7 @@ def notify(self, incident_id: str, no: int, channel: str) -> dict:
     try:
         outcome = pipeline.notify(runtime(), incident_id, no, channel)
     except pipeline.NotReady as exc:
-        raise self.retry(exc=exc, countdown=backoff(0, 1.0), max_retries=30)
+        raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in), max_retries=30)
     except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
         raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
     return {"key": outcome.key, "status": outcome.status}

@@ -221,16 +221,7 @@ def test_x_json_that_is_malformed_or_hostile_gives_a_typed_error_or_a_sane_batch
         _check_batch_or_clear_error(lambda: XCollector("x-token-123456", api_url=x.url).fetch(BRAND, None))
 
 
-REDDIT_SHAPE_BUG = (
-    "collectors/reddit.py fetch(): praw raises ValueError ('dictionary PRAW didn't recognize', 'invalid value "
-    "for id') or KeyError while parsing an answer of the wrong shape, and RedditCollector._errors() only "
-    "sorts praw/prawcore exceptions, so the raw exception escapes the collector (a task traceback, no health "
-    "record).  Fix: in RedditCollector._errors() also catch (ValueError, KeyError, TypeError, AttributeError) "
-    "and raise SourceError(f'reddit: unexpected answer from r/{subs} ({type(exc).__name__})', permanent=False) "
-    "from None.")
-REDDIT_CASES = [pytest.param(c, id=c, marks=pytest.mark.xfail(strict=True, reason=REDDIT_SHAPE_BUG))
-                if c in ("not a listing", "children is a dict", "thing without fields") else pytest.param(c, id=c)
-                for c in REDDIT_PAYLOADS]
+REDDIT_CASES = [pytest.param(c, id=c) for c in REDDIT_PAYLOADS]
 
 
 @pytest.mark.parametrize("case", REDDIT_CASES)
@@ -328,12 +319,6 @@ def test_posts_that_try_to_inject_mentions_links_or_html_are_inert_in_slack_and_
     assert len(line.strip().splitlines()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "notifier/escape.py _slack_units() escapes & < > and mrkdwn markers but passes bidi controls (U+202E "
-    "right-to-left override, U+2066-2069 isolates) and C0 control characters (ESC) straight into Slack, so a "
-    "post can visually reverse text ('\u202eexe.txt') in the alert.  Fix: in _slack_units(), drop characters "
-    "in U+202A-U+202E and U+2066-U+2069 and unicodedata category 'Cc' other than newline and tab (the "
-    "escaper's own ZWJ/ZWSP are added after that check)."))
 def test_posts_cannot_put_bidi_overrides_or_control_characters_into_slack(hostile_notified):
     sent, _ = hostile_notified
     assert "\u202e" not in sent and "\x1b" not in sent

@@ -102,13 +102,6 @@ def test_the_worker_reconnects_after_redis_restarts_and_tasks_run_again(redis_re
     assert r["beat_starts"] <= 2, "beat restarted more than once: a crash loop"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "beat exits when Redis goes away: RedBeatScheduler.tick() raises redis.ConnectionError, Celery logs "
-    "'beat raised exception ... ConnectionError' (CRITICAL) and the process ends; only a supervisor "
-    "(systemd Restart=always, a Kubernetes restartPolicy) brings it back.  Fix: a RedBeatScheduler subclass "
-    "whose tick() catches redis.ConnectionError/TimeoutError, logs one warning and returns a short retry "
-    "interval, and re-runs setup_schedule() + lock acquisition once Redis answers (a restarted Redis "
-    "without AOF has lost the schedule and the lock)."))
 def test_beat_survives_a_redis_restart_without_a_supervisor(redis_restarted):
     assert redis_restarted["beat_survived"], redis_restarted["beat_log"][-1500:]
 

@@ -226,11 +226,6 @@ def test_a_requeued_notify_after_a_child_is_killed_does_not_post_twice(killed_ch
     assert alive, "the worker's main process must survive a lost child"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lost notification: the requeued task finds the dead child's live claim (NOTIFY_LEASE=120 s), "
-    "pipeline.notify returns 'duplicate' and the task is acked, so the ops message is never sent. "
-    "Fix in surgewatch/pipeline.py notify(): when claim() fails and store.delivery(key)['status'] == "
-    "'claimed', raise NotReady (retry after the lease) instead of returning 'duplicate'."))
 def test_a_requeued_notify_after_a_child_is_killed_still_reaches_every_audience(killed_child_mid_notify):
     world, inc, key, w1, alive = killed_child_mid_notify
     assert len(top_level(world.slack, "#ops")) == 1, "the ops audience never heard of the incident"

@@ -74,7 +74,7 @@ class Store(Protocol):
         """Give a claim back after a failure that was certainly not a delivery (so a retry may send)."""
 
     def delivery(self, key: str) -> dict[str, Any] | None:
-        """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ...} or None."""
+        """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ..., "lease_until": ...} or None."""
 
     def ping(self) -> bool:
         """True when the store answers."""

@@ -331,11 +331,11 @@ class SqliteStore:
     def delivery(self, key: str) -> dict[str, Any] | None:
         with self._errors("reading a delivery"):
             row = self._conn().execute(
-                "SELECT status, receipt, claimed_at FROM deliveries WHERE key = ?", (key,)).fetchone()
+                "SELECT status, receipt, claimed_at, lease_until FROM deliveries WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         return {"status": row[0], "receipt": None if row[1] is None else json.loads(row[1]),
-                "claimed_at": row[2]}
+                "claimed_at": row[2], "lease_until": row[3]}
 
     def ping(self) -> None:
         """Raise StoreError unless the file can be read (for health checks and start-up)."""
