@@ -37,6 +37,7 @@ class Notification:
     planned_event: str | None = None  # "planned: <name>, expected" when the surge is a calendar event
     approval_controls: tuple[str, ...] = ()  # traffic controls a human may run from a button
     acknowledged_by: str | None = None
+    takeover: bool = False  # an earlier attempt claimed this and died: check before sending again
     previous_receipt: dict[str, Any] | None = None  # this channel's receipt for the incident's first message
 
     @property

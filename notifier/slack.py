@@ -56,6 +56,9 @@ _REPOST_ON_UPDATE_ERRORS = frozenset({"message_not_found", "cant_update_message"
 AUDIENCES = ("marketing", "ops")
 
 
+METADATA_EVENT = "surgewatch_notification"
+
+
 class SlackChannelError(ChannelError):
     """A :class:`ChannelError` that also carries what was already posted before the failure
     (``partial_receipt``), so a retry can update those messages instead of posting them twice."""
@@ -245,7 +248,15 @@ class SlackChannel:
             if not target:
                 continue
             try:
-                receipt[audience] = self._send_one(n, audience, target, previous.get(audience))
+                old = previous.get(audience)
+                if old is None and n.takeover:
+                    # An earlier attempt died after claiming this notification: if its post did
+                    # reach Slack, adopt it instead of posting the same alert twice.
+                    old = self._find_posted(n, audience, target)
+                    if old is not None and n.event == "opened":
+                        receipt[audience] = old
+                        continue
+                receipt[audience] = self._send_one(n, audience, target, old)
             except SlackChannelError as e:
                 # Keep what was already delivered (earlier audiences, and the untouched receipts
                 # of a retry) so the caller can store it and a retry updates instead of re-posting.
@@ -279,11 +290,53 @@ class SlackChannel:
         return self._post_new(n, audience, target, text, blocks)
 
     def _post_new(self, n: Notification, audience: str, target: str, text: str, blocks: list[dict[str, Any]]) -> dict[str, Any]:
-        r = self._call("chat.postMessage", f"{audience} {target}", channel=target, text=text, blocks=blocks)
+        # The metadata names the notification, so a retry after a crash can find this post
+        # (https://api.slack.com/metadata/using) instead of posting it again.
+        r = self._call("chat.postMessage", f"{audience} {target}", channel=target, text=text, blocks=blocks,
+                       metadata={"event_type": METADATA_EVENT, "event_payload": {"key": n.key, "audience": audience}})
         entry: dict[str, Any] = {"channel": r["channel"], "ts": r["ts"]}
         if audience == "marketing" and self._chart is not None:
             self._upload_chart(n, entry)
         return entry
+
+    def _channel_id(self, target: str) -> str | None:
+        if not target.startswith("#"):
+            return target
+        if target not in self._channel_ids:
+            name = target[1:]
+            cursor = None
+            for _ in range(20):  # pages of 200 channels
+                page = self._call("conversations.list", f"lookup {target}", limit=200, cursor=cursor,
+                                  types="public_channel,private_channel", exclude_archived=True)
+                for ch in page.get("channels") or []:
+                    if ch.get("name") == name:
+                        self._channel_ids[target] = ch["id"]
+                        return ch["id"]
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+            return None
+        return self._channel_ids[target]
+
+    def _find_posted(self, n: Notification, audience: str, target: str) -> dict[str, Any] | None:
+        """The message an earlier, crashed attempt posted for this notification, found by its
+        metadata among the channel's recent messages; None if there is none (or we cannot look)."""
+        try:
+            channel = self._channel_id(target)
+            if channel is None:
+                return None
+            page = self._call("conversations.history", f"{audience} {target} history", channel=channel, limit=100,
+                              include_all_metadata=True)
+        except SlackChannelError as e:
+            # Without channels:history / channels:read we cannot check: post (at least once).
+            log.warning("slack: cannot check %s for an earlier post of %s (%s); posting", target, n.key, e.error or e)
+            return None
+        for m in page.get("messages") or []:
+            payload = (m.get("metadata") or {}).get("event_payload") or {}
+            if (m.get("metadata") or {}).get("event_type") == METADATA_EVENT and payload.get("key") == n.key \
+                    and payload.get("audience") == audience:
+                return {"channel": channel, "ts": m["ts"], "recovered": True}
+        return None
 
     def _upload_chart(self, n: Notification, entry: dict[str, Any]) -> None:
         png = self._chart(n) if self._chart else None

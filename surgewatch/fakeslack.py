@@ -350,6 +350,17 @@ class FakeSlack:
         }
         if blocks is not None:
             msg["blocks"] = blocks
+        metadata = p.get("metadata")
+        if isinstance(metadata, str):  # form-encoded clients send it as a JSON string
+            try:
+                metadata = json.loads(metadata)
+            except ValueError:
+                return None, {"ok": False, "error": "invalid_metadata_format"}
+        if metadata is not None:
+            # https://api.slack.com/metadata/using: {"event_type": ..., "event_payload": {...}}
+            if not isinstance(metadata, dict) or "event_type" not in metadata or "event_payload" not in metadata:
+                return None, {"ok": False, "error": "invalid_metadata_schema"}
+            msg["metadata"] = metadata
         if p.get("attachments"):
             msg["attachments"] = p["attachments"]
         return msg, None
@@ -429,6 +440,9 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         # History holds top-level messages only, newest first; replies live in conversations.replies.
         top = [dict(m) for m in ch.messages if m.get("thread_ts") in (None, m["ts"])]
+        if str(p.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            for m in top:
+                m.pop("metadata", None)  # Slack returns metadata only when asked
         top.sort(key=lambda m: float(m["ts"]), reverse=True)
         limit = int(p.get("limit") or 100)
         return {"ok": True, "messages": top[:limit], "has_more": len(top) > limit, "pin_count": 0,

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,7 +37,7 @@ MAX_MENTION_AGE = 2 * 86400  # older posts are history, not a surge: shown by `f
 FUTURE_TOLERANCE = 300  # clocks disagree a little; further ahead than this is clamped to "now"
 FIRST_LOOK_BACK = 86400  # a new brand's first evaluation starts at its first mention within this window
 MAX_CATCH_UP = 7 * 86400  # after a long outage, do not replay more than a week
-NOTIFY_LEASE = 120.0  # seconds a claimed delivery stays ours; > a send's worst case (timeouts)
+NOTIFY_LEASE = 120.0  # a claim's lease when a channel states no timeout (and for approved traffic controls)
 
 
 class NotReady(Exception):
@@ -80,6 +80,22 @@ class Runtime:
         if name not in self._channels:
             self._channels[name] = build_channel(self.settings, name, self.store)
         return self._channels[name]
+
+    def notify_lease(self, channel: str) -> float:
+        """How long a claimed delivery stays ours: longer than one send can take (its request
+        timeouts, twice for Slack's two audiences, plus pacing), so a live sender is never taken
+        over, and short enough that a send that died is redone soon."""
+        c = self.settings.channels
+        timeout: float | None = None
+        if channel == "slack" and c.slack is not None:
+            timeout = c.slack.timeout
+        elif channel == "pagerduty" and c.pagerduty is not None:
+            timeout = c.pagerduty.timeout
+        elif channel.startswith("webhook:"):
+            timeout = next((t.timeout for t in self.settings.traffic_controls if f"webhook:{t.name}" == channel), None)
+        elif channel == "console":
+            timeout = 1.0
+        return NOTIFY_LEASE if timeout is None else 3 * timeout + 10
 
     def brand_spec(self, brand: str) -> BrandSpec:
         b = self.settings.brand(brand)
@@ -129,8 +145,6 @@ def admit(mentions: list[Mention], now: float) -> tuple[list[Mention], list[tupl
 
 
 def _with_time(m: Mention, ts: float) -> Mention:
-    from dataclasses import replace
-
     return replace(m, created_at=datetime.fromtimestamp(ts, timezone.utc))
 
 
@@ -486,8 +500,9 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
     if incident is None or no >= len(incident["transitions"]):
         return NotifyOutcome(key, "failed", f"no transition {no} in incident {incident_id}")
     notification = build_notification(rt, incident, incident["transitions"][no], channel)  # may raise NotReady
+    before = store.delivery(key)
     # Claim before sending, mark after: a second worker (or a redelivery) finds the claim and stays quiet.
-    if not store.claim(key, NOTIFY_LEASE, time.time()):
+    if not store.claim(key, rt.notify_lease(channel), time.time()):
         held = store.delivery(key) or {}
         if held.get("status") == "claimed":
             # Another attempt holds the claim: a live worker sending right now, or one that died
@@ -496,6 +511,8 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
             left = float(held.get("lease_until") or 0) - time.time()
             raise NotReady(f"{key} is claimed by another attempt", retry_in=max(1.0, left + 1.0))
         return NotifyOutcome(key, "duplicate")
+    if before is not None and before.get("status") == "claimed":
+        notification = replace(notification, takeover=True)  # we took over a dead attempt's claim
     try:
         receipt = rt.channel(channel).send(notification)
     except MissingCredential as exc:
