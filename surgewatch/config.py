@@ -75,6 +75,9 @@ class SourceBase(Strict):
     enabled: bool = True
     interval: int = Field(default=60, ge=1, le=86400, description="Seconds between polls")
     timeout: float = Field(default=10.0, gt=0, le=120)
+    alert_after_minutes: int = Field(
+        default=15, ge=1, description="Tell ops once when this source has failed this long (and once when it recovers)"
+    )
 
 
 class RssSource(SourceBase):

@@ -29,6 +29,7 @@ class SourceHealth:
     polls: int = 0
     requests: int = 0
     notes: list[str] = field(default_factory=list)
+    alerted_since: float | None = None  # the failing_since of the outage ops were told about
 
     @staticmethod
     def key(source: str, brand: str) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 from collectors.base import BrandSpec, Collector, Mention, SourceError
 from detector.spike import DetectorParams, SpikeDetector
 from detector.verdict import Severity, Verdict
+from slack_sdk.errors import SlackClientError
+
 from notifier.base import Channel, ChannelError, Notification
 from surgewatch import clock
 from surgewatch.calendar import planned_note
@@ -161,11 +163,13 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
         batch = rt.collector(source).fetch(rt.brand_spec(brand), cursor)
     except MissingCredential as exc:
         health.record_failure(now, str(exc), permanent=True)
+        source_outage_alert(rt, health, now)
         health.save(store)
         log.error("source %s for %s disabled: %s", source, brand, exc)
         return CollectOutcome(source, brand, "disabled", message=str(exc))
     except SourceError as exc:
         health.record_failure(now, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
+        source_outage_alert(rt, health, now)
         health.save(store)
         log.warning("source %s for %s failed (%s): %s", source, brand, "permanent" if exc.permanent else "transient", exc)
         return CollectOutcome(
@@ -180,6 +184,7 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
     if batch.cursor is not None:
         store.set_cursor(source, brand, batch.cursor)
     health.record_success(now, requests=batch.requests_made, notes=batch.notes, retry_after=batch.retry_after)
+    source_outage_alert(rt, health, now)
     health.save(store)
     return CollectOutcome(
         source, brand, "ok", fetched=len(batch.mentions), new=result.new, duplicates=result.duplicates, skipped=skipped
@@ -538,18 +543,12 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str) -> NotifyOutcom
     return NotifyOutcome(key, "sent")
 
 
-# -- planned-event reminders ------------------------------------------------------------------------
-def send_reminders(rt: Runtime, now: float | None = None) -> list[str]:
-    """Remind ops before each planned event (once each): to Slack's ops channel when configured,
-    else the console."""
+# -- messages to ops that are not incidents (reminders, source outages) ----------------------------
+def ops_poster(rt: Runtime, now: float) -> Any:
+    """``post(text)``: Slack's ops channel when it is configured (text escaped), else the console."""
     from notifier.escape import log_text, slack_text
-    from surgewatch.calendar import send_due_reminders
     from surgewatch.config import secret_from
 
-    now = clock.now() if now is None else now
-    events = rt.settings.planned_events()
-    if not events:
-        return []
     slack = rt.settings.channels.slack
     token = secret_from(slack.token, "SLACK_BOT_TOKEN") if slack is not None else None
     if slack is not None and token and slack.ops_channel:
@@ -559,9 +558,54 @@ def send_reminders(rt: Runtime, now: float | None = None) -> list[str]:
 
         def post(text: str) -> None:
             client.chat_postMessage(channel=slack.ops_channel, text=slack_text(text, 3000))
-    else:
 
-        def post(text: str) -> None:
-            print(f"{_iso(now)} REMINDER {log_text(text, 500)}", flush=True)
+        return post
 
-    return send_due_reminders(rt.store, events, now, post, rt.settings.timezone)
+    def post_console(text: str) -> None:
+        print(f"{_iso(now)} OPS {log_text(text, 500)}", flush=True)
+
+    return post_console
+
+
+def send_reminders(rt: Runtime, now: float | None = None) -> list[str]:
+    """Remind ops before each planned event (once each)."""
+    from surgewatch.calendar import send_due_reminders
+
+    now = clock.now() if now is None else now
+    events = rt.settings.planned_events()
+    if not events:
+        return []
+    return send_due_reminders(rt.store, events, now, ops_poster(rt, now), rt.settings.timezone)
+
+
+def source_outage_alert(rt: Runtime, health: SourceHealth, now: float) -> str | None:
+    """Tell ops once when a source has been failing longer than its ``alert_after_minutes`` (or
+    was disabled), and once when it recovers.  A silent collector is the worst failure this tool
+    can have: a quiet channel must mean a quiet world.  Returns what was said, if anything."""
+    cfg = getattr(rt.settings.sources, health.source, None)
+    if cfg is None:
+        return None
+    text = None
+    if health.failing_since is not None and health.alerted_since != health.failing_since:
+        if health.status == "disabled" or now - health.failing_since >= cfg.alert_after_minutes * 60:
+            what = "is disabled" if health.status == "disabled" else f"has been failing since {_iso(health.failing_since)}"
+            text = (f"Source {health.source} for {health.brand} {what}: {health.last_error}. "
+                    f"Mentions from it are not being counted, so a surge there would go unnoticed.")
+            key = f"source-alert:{health.source}:{health.brand}:{health.failing_since}:down"
+            health.alerted_since = health.failing_since
+    elif health.failing_since is None and health.alerted_since is not None and health.status in ("ok", "degraded"):
+        text = f"Source {health.source} for {health.brand} has recovered (last success {_iso(now)})."
+        key = f"source-alert:{health.source}:{health.brand}:{health.alerted_since}:up"
+        health.alerted_since = None
+    if text is None:
+        return None
+    # Claimed like any notification, so a redelivered collect never says it twice.
+    if rt.store.claim(key, 60.0, time.time()):
+        try:
+            ops_poster(rt, now)(text)
+        except (SlackClientError, OSError) as exc:  # the poll's own outcome must not be lost to this
+            rt.store.release(key)
+            log.error("could not tell ops about %s/%s: %s", health.source, health.brand, type(exc).__name__)
+            return None
+        rt.store.mark_sent(key, {"text": text})
+    return text

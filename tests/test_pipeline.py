@@ -123,3 +123,27 @@ def test_old_and_future_mentions_are_skipped_or_clamped():
     kept, skipped = pipeline.admit([old, future, fine], now)
     assert [m.id for m in kept] == ["b", "c"] and kept[0].timestamp == now
     assert skipped[0][0].id == "a" and "too old" in skipped[0][1]
+
+
+def test_a_source_failing_past_its_alert_time_tells_ops_once_and_once_when_it_recovers(tmp_path, capsys):
+    with FeedServer() as feed:
+        route = feed.route("/f.rss", status=503)
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme"}],
+            "sources": {"rss": {"feeds": [feed.url("/f.rss")], "alert_after_minutes": 10}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+        })
+        rt = Runtime(settings)
+        said = []
+        for minute in range(0, 30, 2):
+            h = SourceHealth.load(rt.store, "rss", "Acme")
+            h.backoff_until = None  # poll every time; the backoff has its own test
+            h.save(rt.store)
+            pipeline.collect(rt, "rss", "Acme", now=T0 + minute * 60)
+            said += [line for line in capsys.readouterr().out.splitlines() if " OPS " in line]
+        assert len(said) == 1 and "rss for Acme has been failing since" in said[0] and "503" in said[0]
+        route.status = 200
+        for minute in range(30, 36, 2):
+            pipeline.collect(rt, "rss", "Acme", now=T0 + minute * 60 + 3600)
+            said += [line for line in capsys.readouterr().out.splitlines() if " OPS " in line]
+        assert len(said) == 2 and "has recovered" in said[1]
