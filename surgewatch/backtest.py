@@ -98,11 +98,14 @@ def run_backtest(data_dir: Path, labels: Path, *, nab_results: Path | None = Non
             print(f"  {rel}: {len(values)} rows, {us:.1f} us/point", file=sys.stderr)
 
     scores_out: dict[str, dict[str, float]] = {}
+    loo_out: dict[str, dict[str, float]] = {}
     thresholds: dict[str, dict[str, float]] = {}
     for category, group in sorted(by_category.items()):
         results = nab.score_all_profiles(group)
         scores_out[category] = {name: round(r.normalised, 2) for name, r in results.items()}
         thresholds[category] = {name: r.threshold for name, r in results.items()}
+        if len(group) >= 2:
+            loo_out[category] = {name: round(nab.score_leave_one_out(group, name), 2) for name in nab.PROFILES}
 
     per_series = []
     for info in series_info:
@@ -131,6 +134,7 @@ def run_backtest(data_dir: Path, labels: Path, *, nab_results: Path | None = Non
     return {
         "detector": DETECTOR_NAME,
         "scores": scores_out,
+        "leave_one_out": loo_out,
         "thresholds": thresholds,
         "us_per_point": round(total_us / max(1, total_rows), 2),
         "series": per_series,
@@ -162,6 +166,11 @@ def render_report(result: dict) -> str:
              f"{'category':<18}{'standard':>10}{'low_FP':>10}{'low_FN':>10}"]
     for category, sc in result["scores"].items():
         lines.append(f"{category:<18}{sc['standard']:>10.1f}{sc['reward_low_FP']:>10.1f}{sc['reward_low_FN']:>10.1f}")
+    loo = result.get("leave_one_out") or {}
+    if loo:
+        lines.append("leave one series out (threshold optimised on the other series of the category):")
+        for category, sc in loo.items():
+            lines.append(f"{category:<18}{sc['standard']:>10.1f}{sc['reward_low_FP']:>10.1f}{sc['reward_low_FN']:>10.1f}")
     lines.append("published on realTweets (all 10 series):")
     for name, (a, b, c) in PUBLISHED.items():
         lines.append(f"  {name:<16}{a:>10.1f}{b:>10.1f}{c:>10.1f}")

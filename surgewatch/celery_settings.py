@@ -33,13 +33,14 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
                 "task": "surgewatch.collect",
                 "schedule": timedelta(seconds=source.interval / speed),
                 "args": (source_name, brand.name),
-                "options": {"queue": "collect", "expires": source.interval / speed},
+                # A tick not started before the next one is redundant (the next poll covers it).
+                "options": {"queue": "collect", "expires": max(source.interval / speed, 2.0)},
             }
         schedule[f"evaluate-{_slug(brand.name)}"] = {
             "task": "surgewatch.evaluate",
             "schedule": timedelta(seconds=settings.detector.bucket_seconds / speed),
             "args": (brand.name,),
-            "options": {"queue": "detect", "expires": settings.detector.bucket_seconds / speed},
+            "options": {"queue": "detect", "expires": max(settings.detector.bucket_seconds / speed, 2.0)},
         }
     if settings.calendar.events:
         schedule["planned-event-reminders"] = {

@@ -83,6 +83,20 @@ class Runtime:
             self._channels[name] = build_channel(self.settings, name, self.store)
         return self._channels[name]
 
+    def scoring_horizon(self, brand: str, now: float) -> float:
+        """The time up to which the brand's counts are complete: ``evaluation_lag`` ago, and not
+        past the last successful poll of any working source (a bucket scored before its poll has
+        landed would read as a drop to zero).  A source that has not succeeded for three intervals
+        is stalled or failing and no longer holds scoring back (its health alert covers it)."""
+        horizon = now - self.evaluation_lag()
+        for source, cfg in self.settings.sources.enabled().items():
+            h = SourceHealth.load(self.store, source, brand)
+            if not h.last_success:
+                continue
+            if h.last_success >= now - 3 * cfg.interval - self.evaluation_lag():
+                horizon = min(horizon, h.last_success)
+        return horizon
+
     def notify_lease(self, channel: str) -> float:
         """How long a claimed delivery stays ours: longer than one send can take (its request
         timeouts, twice for Slack's two audiences, plus pacing), so a live sender is never taken
@@ -317,7 +331,7 @@ def evaluate(rt: Runtime, brand: str, now: float | None = None) -> EvaluateOutco
 def _evaluate_locked(rt: Runtime, brand: str, now: float) -> EvaluateOutcome:
     store = rt.store
     bucket = rt.settings.detector.bucket_seconds
-    end = math.floor((now - rt.evaluation_lag()) / bucket) * bucket  # buckets before `end` are complete
+    end = math.floor(rt.scoring_horizon(brand, now) / bucket) * bucket  # buckets before `end` are complete
     saved = store.get_state(f"detector:{brand}")
     params = rt.detector_params()
     detector = None

@@ -2,6 +2,7 @@
 import json
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 
@@ -292,5 +293,55 @@ def test_the_forecast_sees_the_peak_coming_within_a_small_factor(seed):
 def test_a_state_of_an_older_layout_is_refused_so_the_pipeline_starts_fresh():
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {"v": 2, "total": {}, "sources": {}})
+    current = SpikeDetector(MINUTE).state()
     with pytest.raises(ValueError):
-        SpikeDetector(MINUTE, {"v": 3})  # right version, missing fields
+        SpikeDetector(MINUTE, {**current, "v": 3})  # the layout before the record score
+    with pytest.raises(ValueError):
+        SpikeDetector(MINUTE, {"v": current["v"]})  # right version, missing fields
+
+
+# -- the score: how far a bucket beats the series' own fading record -------------------------------------------
+
+FIVE_MIN = DetectorParams(bucket_seconds=300)
+DAY = 288  # five-minute buckets
+
+
+def _bursty_days(days, seed, bursts=(), rate=20.0):
+    """Poisson at ``rate`` per five minutes, with ``bursts`` as {bucket index: count}."""
+    points = _stream(days * DAY, rate, seed=seed, bucket=300)
+    return [(t, dict(bursts).get(i, c)) for i, (t, c) in enumerate(points)]
+
+
+def test_the_biggest_burst_in_weeks_scores_high_and_a_smaller_one_days_later_does_not():
+    points = _bursty_days(10, seed=31, bursts={4 * DAY: 400, 6 * DAY: 200})
+    verdicts = _run(SpikeDetector(FIVE_MIN), points)
+    assert verdicts[4 * DAY].score >= 0.7  # twentyfold the usual rate: far above any bucket seen so far
+    assert verdicts[6 * DAY].score == 0.0  # half the burst two days ago: not a record, however unusual today
+    # once, not for the rest of the day: nothing else in the ordinary days comes near
+    assert sorted(v.score for v in verdicts[2 * DAY:])[-2] < 0.3
+
+
+def test_the_record_fades_so_a_smaller_burst_weeks_later_scores_again():
+    points = _bursty_days(40, seed=32, bursts={2 * DAY: 1000, 38 * DAY: 250})
+    verdicts = _run(SpikeDetector(FIVE_MIN), points)
+    assert verdicts[2 * DAY].score >= 0.8
+    assert verdicts[38 * DAY].score >= 0.5  # five weeks on, a quarter of that burst is news again
+
+
+def test_a_burst_scores_the_same_at_any_scale_of_mentions():
+    def burst_score(rate):
+        points = _bursty_days(6, seed=33, bursts={5 * DAY: int(rate * 12)}, rate=rate)
+        return _run(SpikeDetector(FIVE_MIN), points)[5 * DAY].score
+
+    small, large = burst_score(15.0), burst_score(1500.0)
+    assert small > 0.5 and large > 0.5
+    assert abs(small - large) < 0.15  # a twelvefold burst: only the Poisson shrinkage of small counts differs
+
+
+def test_a_drop_to_nothing_scores_only_when_the_score_is_two_sided():
+    points = _bursty_days(6, seed=34, rate=200.0)
+    points[5 * DAY] = (points[5 * DAY][0], 0)
+    one = _run(SpikeDetector(FIVE_MIN), points)[5 * DAY]
+    two = _run(SpikeDetector(replace(FIVE_MIN, two_sided=True)), points)[5 * DAY]
+    assert one.score == 0.0
+    assert two.score >= 0.8

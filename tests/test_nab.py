@@ -77,3 +77,15 @@ def test_the_threshold_is_optimised_over_the_whole_corpus():
 def test_window_rows_come_from_timestamps_inclusive_of_both_ends():
     times = [float(i * 300) for i in range(10)]
     assert nab.windows_from_timestamps(times, [(600.0, 1500.0)]) == [(2, 5)]
+
+
+def test_leave_one_out_scores_each_file_at_the_threshold_the_others_chose():
+    # a: window 0.9, noise 0.8; b: window 0.7, noise 0.6.  Held out, a is scored at b's best threshold (0.7:
+    # window and noise both detected) and b at a's (0.9: its window is missed).
+    a = nab.LabelledSeries("a", [0.0] * 30 + [0.8] + [0.0] * 19 + [0.9] + [0.0] * 49, [(50, 59)])
+    b = nab.LabelledSeries("b", [0.0] * 30 + [0.6] + [0.0] * 19 + [0.7] + [0.0] * 49, [(50, 59)])
+    raw = (1.0 - 0.11) + (-1.0)
+    assert nab.score_leave_one_out([a, b], "standard") == pytest.approx(100 * (raw + 2) / 4)
+    assert nab.score_leave_one_out([a, b], "standard") < nab.score_corpus([a, b], "standard").normalised
+    with pytest.raises(ValueError):
+        nab.score_leave_one_out([a], "standard")

@@ -265,7 +265,8 @@ def test_the_first_claim_wins_and_a_second_loses_while_the_lease_lives(store):
     assert store.claim("alert:1", lease_seconds=60, now=T0) is True
     assert store.claim("alert:1", lease_seconds=60, now=T0 + 59) is False
     assert store.claim("alert:2", lease_seconds=60, now=T0) is True  # keys are independent
-    assert store.delivery("alert:1") == {"status": "claimed", "receipt": None, "claimed_at": T0}
+    assert store.delivery("alert:1") == {"status": "claimed", "receipt": None, "claimed_at": T0,
+                                         "lease_until": T0 + 60}
 
 
 def test_an_expired_lease_is_taken_over(store):
@@ -281,7 +282,7 @@ def test_a_sent_notification_is_never_claimable_again(store):
     assert store.claim("alert:1", lease_seconds=1, now=T0 + 86400) is False
     store.release("alert:1")  # a late release must not reopen a sent notification
     assert store.claim("alert:1", lease_seconds=1, now=T0 + 86400) is False
-    assert store.delivery("alert:1") == {"status": "sent", "claimed_at": T0,
+    assert store.delivery("alert:1") == {"status": "sent", "claimed_at": T0, "lease_until": T0 + 1,
                                          "receipt": {"ts": "1714564805.000100", "channel": "C1"}}
 
 
