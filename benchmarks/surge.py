@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import statistics
 import sys
@@ -383,6 +382,11 @@ def main() -> None:
                 w.stop()
             feeds.stop()
 
+        with open(folder / "queue_lengths.csv", "w", encoding="utf-8") as f:  # for a plot: LLEN over time
+            f.write("real_time,simulated_time," + ",".join(sampler.queues) + "\n")
+            for ts, lengths in sampler.samples:
+                sim = clock.sim_start + (ts - clock.real_start) * speed
+                f.write(f"{ts:.3f},{sim:.1f}," + ",".join(str(lengths[q]) for q in sampler.queues) + "\n")
         done = task_log([w.log_path for w in workers])
         deadline_s = BUCKET / speed
         rows = []
@@ -416,6 +420,15 @@ def main() -> None:
                 rates.append((len(r["collects"]) + len(r["evaluates"])) / max(r["collect_drain_s"], r["evaluate_drain_s"]))
         surge_rates = [rate for r, rate in zip(rows, rates) if r["phase"] == "surge"]
         all_done = [d for d in done.values() if d["task"] in ("surgewatch.collect", "surgewatch.evaluate")]
+        # Capacity: tasks finished while the collect queue was not empty (the workers had work
+        # waiting), over that time; it holds whether or not ticks overlap.
+        busy_s, busy_tasks = 0.0, 0
+        finished_at = sorted(d["done_at"] for d in all_done)
+        for (ts, lengths), (nxt, _) in zip(sampler.samples, sampler.samples[1:]):
+            if lengths["collect"] > 0:
+                busy_s += nxt - ts
+                busy_tasks += int(np.searchsorted(finished_at, nxt) - np.searchsorted(finished_at, ts))
+        busy_rate = busy_tasks / busy_s if busy_s else float("nan")
         span = (max(d["done_at"] for d in all_done) - rows[0]["sent_at"]) if all_done else float("nan")
         runtimes_base = [x for r in rows if r["phase"] == "baseline" for x in r["collect_runtime"]]
         runtimes_surge = [x for r in surge_rows for x in r["collect_runtime"]]
@@ -436,18 +449,25 @@ def main() -> None:
     print()
     print(f"collect queue: max {queue_max} messages (LLEN collect, sampled every 20 ms); each tick sends "
           f"{args.brands} collects + {args.brands} evaluates")
+    slowest = max((r["collect_drain_s"] if r["collect_drain_s"] is not None else float("inf")) for r in surge_rows)
     print(f"every surge tick's collects done within one bucket ({deadline_s:.1f} real s = 60 simulated s): "
-          f"{'yes' if drained_all else 'NO'}; slowest surge tick {max((r['collect_drain_s'] or float('inf')) for r in surge_rows):.2f} real s")
+          f"{'yes' if drained_all else 'NO'}; slowest surge tick {slowest:.2f} real s "
+          f"({slowest / deadline_s:.0%} of the bucket)")
     print(f"throughput while a tick drains: median {tasks_per_s:.1f} tasks/s in surge ticks "
-          f"({statistics.median(rates) if rates else float('nan'):.1f} over all ticks); {len(all_done)} tasks in {span:.1f} s overall")
+          f"({statistics.median(rates) if rates else float('nan'):.1f} over all ticks); {len(all_done)} tasks in {span:.1f} s overall; "
+          f"while work was waiting in the collect queue: {busy_rate:.1f} tasks/s (capacity)")
     print(f"collect task runtime (worker log): baseline median {pct(runtimes_base, 50) * 1000:.0f} ms, "
           f"surge median {pct(runtimes_surge, 50) * 1000:.0f} ms / p95 {pct(runtimes_surge, 95) * 1000:.0f} ms; "
           f"evaluate median {pct(eval_runtimes, 50) * 1000:.0f} ms")
     print(f"mentions stored {stored:,} of {published:,} published up to the last poll "
           f"({'none lost, none twice' if stored == published else f'{published - stored:+,} missing'}); "
           f"incidents opened: {incidents} of {args.brands} brands")
+    if stored < published:
+        print(f"  (a feed lists its newest {FEED_CAP} items: at {args.baseline * args.factor:g}/min, polls more than "
+              f"{FEED_CAP / (args.baseline * args.factor) * 60:.0f} simulated s apart miss posts; a backed-up collect "
+              f"queue or expired collects spread them that far)")
     print(f"at real time (speed 1) a tick has 60 s to drain; here it had {deadline_s:.1f} s: the same work, "
-          f"{speed:g}x less room")
+          f"{speed:g}x less room; queue lengths over time in {folder / 'queue_lengths.csv'}")
     print(json.dumps({
         "queue_max": queue_max,
         "drained_within_bucket": drained_all,
@@ -458,7 +478,8 @@ def main() -> None:
         "brands": args.brands, "baseline_per_min": args.baseline, "surge_factor": args.factor,
         "surge_minutes": args.surge_minutes, "workers": args.workers, "concurrency": args.concurrency,
         "speed": speed, "bucket_real_s": round(deadline_s, 2),
-        "slowest_surge_drain_s": round(max((r["collect_drain_s"] or float("inf")) for r in surge_rows), 3),
+        "slowest_surge_drain_s": None if not drained_all else round(max(r["collect_drain_s"] for r in surge_rows), 3),
+        "busy_tasks_per_s": round(busy_rate, 1),
         "collect_runtime_surge_median_ms": round(pct(runtimes_surge, 50) * 1000, 1),
         "mentions_published": published, "mentions_stored": stored, "incidents": incidents,
         "redis_used_memory_end": redis_memory,

@@ -109,6 +109,27 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
     return conf
 
 
+def prepare_embedded_broker(broker_url: str) -> None:
+    """Create the SQL broker's tables and queue rows from one process before the worker and its
+    embedded beat start: kombu's SQL transport creates them lazily, and the two processes racing
+    to insert the same queue row made a fresh worker die with a UNIQUE constraint error."""
+    if not broker_url.startswith("sqla+"):
+        return
+    from kombu import Connection
+
+    from kombu.transport.sqlalchemy import Channel as SqlChannel
+
+    with Connection(broker_url) as conn:
+        channel = conn.default_channel
+        for q in QUEUES:
+            channel.queue_declare(queue=q, passive=False)
+    # kombu caches its SQLAlchemy engine on the class; the worker forks its pool and beat from this
+    # process, and a pooled SQLite connection inherited across fork is "channel disconnected".
+    for engine, _ in list(SqlChannel._engines.values()):
+        engine.dispose()
+    SqlChannel._engines.clear()
+
+
 def embedded_polling_interval(speed: float) -> float:
     """How often the embedded (SQL) broker is polled for new tasks."""
     return 0.1 if speed > 1 else 0.5

@@ -106,6 +106,9 @@ def run(
     settings = _use_config(config)
     _warn_missing_credentials(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
+    from surgewatch.celery_settings import prepare_embedded_broker
+
+    prepare_embedded_broker(settings.broker.url)
     _celery_app().worker_main(
         [
             "worker",
@@ -370,7 +373,7 @@ def backtest(
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Use the channels of this config (e.g. local fakes)."),
-    seconds: float = typer.Option(36.0, help="Real seconds the simulated day should take."),
+    seconds: float = typer.Option(38.0, help="Real seconds the simulated day should take."),
     keep: Path = typer.Option(Path("surgewatch-demo"), "--keep", help="Folder for the demo's store, config and logs."),
     temporary: bool = typer.Option(False, "--temporary", help="Use a temporary folder and delete it afterwards."),
 ) -> None:

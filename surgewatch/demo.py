@@ -60,7 +60,7 @@ class Scenario:
     """The scripted day.  All times are epoch seconds of the simulated clock."""
 
     day: datetime = datetime(2026, 11, 27, 7, 0, tzinfo=timezone.utc)  # a Friday
-    hours: float = 4.75
+    hours: float = 5.25
     onset_after: float = 150 * 60  # ticket launch announced at 09:30
     ramp: float = 35 * 60  # mentions peak 35 minutes after the onset
     surge_factor: float = 25.0  # peak mention rate / baseline rate (the record Twitter surge was ~25x)
@@ -317,9 +317,14 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     for inc in incidents:
         for tr in inc["transitions"]:
             v = tr["verdict"]
+            # When the alert really went out (the console's delivery, on the simulated clock): the
+            # bucket's close plus the evaluation lag and the queue.  Bucket close if it never went out.
+            delivered = store.delivery(f"{inc['id']}:{tr['no']}:console") or {}
+            sent_at = (delivered.get("receipt") or {}).get("sent_at")
             alerts.append(
                 {
-                    "at": _iso(tr["at"] + bucket),  # the alert goes out when the bucket closes
+                    "at": _iso(sent_at if sent_at else tr["at"] + bucket),
+                    "bucket": _iso(tr["at"]),
                     "brand": inc["brand"],
                     "severity": tr["to"],
                     "event": tr["event"],

@@ -549,7 +549,8 @@ def _md(s: object, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     text = re.sub(r"\s+", " ", text)
-    text = html_text(text).replace("|", "\\|")
+    # < > & are what a renderer would take as HTML; quotes are harmless in Markdown text.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
     # Markdown punctuation that could turn a post into a link, an image or emphasis (with the
     # brackets escaped, parentheses can no longer form a link and stay readable).
     return re.sub(r"([\[\]*_`!~])", r"\\\1", text)

@@ -2,6 +2,7 @@
 cursors, outbox, exactly-once claims and clear failures."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -147,3 +148,34 @@ def test_a_source_failing_past_its_alert_time_tells_ops_once_and_once_when_it_re
             pipeline.collect(rt, "rss", "Acme", now=T0 + minute * 60 + 3600)
             said += [line for line in capsys.readouterr().out.splitlines() if " OPS " in line]
         assert len(said) == 2 and "has recovered" in said[1]
+
+
+def test_x_and_reddit_collect_through_the_same_pipeline_from_config(tmp_path, monkeypatch):
+    """The card's sources built from config (credentials from the environment), one collect each
+    through pipeline.collect: posts counted once, X's volume stored, cursors saved."""
+    from surgewatch.fakereddit import FakeReddit
+    from surgewatch.fakex import FakeX
+
+    now = time.time()
+    with FakeX(bearer_token="x-bearer-0123456789") as x, FakeReddit(client_secret="r-secret-0123456789") as reddit:
+        for k in range(3):
+            x.add_tweet(f"Acme Live is trending {k}", created_at=now - 60 * k, followers=100 * k)
+        x.add_tweet("apple pie with acme jam", created_at=now)  # the query excludes pie: not counted
+        reddit.add_post("Acme Live tickets thread", created_utc=now - 30)
+        monkeypatch.setenv("X_BEARER_TOKEN", "x-bearer-0123456789")
+        monkeypatch.setenv("REDDIT_CLIENT_ID", "test-client")
+        monkeypatch.setenv("REDDIT_CLIENT_SECRET", "r-secret-0123456789")
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme -pie"}],
+            "sources": {"x": {"api_url": x.url}, "reddit": {"api_url": reddit.url, "auth_url": reddit.url}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+        rt = Runtime(settings)
+        out_x = pipeline.collect(rt, "x", "Acme", now=now)
+        out_r = pipeline.collect(rt, "reddit", "Acme", now=now)
+        assert (out_x.status, out_x.new) == ("ok", 3) and (out_r.status, out_r.new) == ("ok", 1)
+        assert rt.store.get_cursor("x", "Acme") and rt.store.get_cursor("reddit", "Acme")
+        again = pipeline.collect(rt, "reddit", "Acme", now=now + 60)
+        assert again.new == 0  # the cursor and the dedup: nothing counted twice
+        counts = rt.store.counts("Acme", now - 3600, now + 60)
+        assert set(counts) == {"x", "reddit"} and sum(counts["reddit"].values()) == 1
+        assert SourceHealth.load(rt.store, "x", "Acme").requests >= 2  # counts + search: the spend is visible
