@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from surge import SOURCE, BrandFeeds, Script, pct, wait_ready  # noqa: E402
+from surge import SOURCE, BrandFeeds, Script, pct, stop_all, wait_ready  # noqa: E402
 from surgewatch.clock import SimClock  # noqa: E402
 from surgewatch.fakeslack import FakeSlack  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
@@ -153,11 +153,7 @@ def run(mode: str, *, surges: int, speed: float, factor: float, seed: int, folde
                 time.sleep(0.2)
             time.sleep(0.5)
         finally:
-            if beat is not None:
-                beat.stop()
-            for w in workers:
-                w.stop()
-            feeds.stop()
+            stop_all(([beat.stop] if beat is not None else []) + [w.stop for w in workers] + [feeds.stop])
         evaluations = evaluated_at([w.log_path for w in workers])
         rows = []
         for b in brands:

@@ -37,19 +37,29 @@ DAY = 86400
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default="redis://127.0.0.1:6379/8")
+    ap.add_argument("--url", default=None, help="a Redis database to FLUSH and use (default: a throwaway redis-server)")
     ap.add_argument("--brands", type=int, default=1000)
     ap.add_argument("--seed-minutes", type=int, default=120)
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of one tick")
     ap.add_argument("--ticks", type=int, default=3, help="timed ticks (one bucket each); the median is reported")
     args = ap.parse_args()
-    redis.Redis.from_url(args.url).flushdb()
+    if args.url is None:
+        from tests.support_faults import RedisServer
+
+        with RedisServer() as server:
+            run(args, server.url(0))
+    else:
+        run(args, args.url)
+
+
+def run(args: argparse.Namespace, url: str) -> None:
+    redis.Redis.from_url(url).flushdb()
     brands = [f"Brand{i:04d}" for i in range(args.brands)]
     settings = parse_settings({
         "brands": [{"name": b, "query": f'"{b}"'} for b in brands],
         "sources": {"rss": {"feeds": ["https://news.example/a.rss"]}, "hackernews": {}, "bluesky": {}},
         "channels": {"console": {}},
-        "store": {"url": args.url},
+        "store": {"url": url},
         "detector": {"bucket_seconds": BUCKET, "evaluation_lag_seconds": 0, "warm_up_minutes": 60},
     })
     rt = Runtime(settings)
@@ -102,7 +112,7 @@ def main() -> None:
             pipeline.evaluate(rt, b, now=now + (args.ticks + 1) * BUCKET)
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
-    r = redis.Redis.from_url(args.url)
+    r = redis.Redis.from_url(url)
     figures = {
         "brands": len(brands), "sources": len(SOURCES), "tick_s": round(tick, 3),
         "ticks_s": [round(x, 3) for x in ticks], "per_brand_ms": round(tick / len(brands) * 1000, 3),

@@ -205,6 +205,19 @@ def wait_ready(workers: list[Worker], timeout: float = 60.0) -> None:
     sys.exit("the workers did not get ready in time:\n" + "\n".join(w.log()[-2000:] for w in workers))
 
 
+def stop_all(steps: list[Any]) -> None:
+    """Run every clean-up step even if one fails (a worker left running would outlive the run),
+    then raise the first failure."""
+    failure: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the other steps
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100), linear between ranks."""
     return float(np.percentile(np.array(values, dtype=float), q)) if values else float("nan")
@@ -376,11 +389,7 @@ def main() -> None:
             # Let the last tick finish (one more bucket), then read the logs.
             time.sleep(BUCKET / speed + 1.0)
         finally:
-            if sampler is not None:
-                sampler.stop()
-            for w in workers:
-                w.stop()
-            feeds.stop()
+            stop_all([w.stop for w in workers] + [feeds.stop] + ([sampler.stop] if sampler is not None else []))
 
         with open(folder / "queue_lengths.csv", "w", encoding="utf-8") as f:  # for a plot: LLEN over time
             f.write("real_time,simulated_time," + ",".join(sampler.queues) + "\n")

@@ -262,7 +262,8 @@ class DetectorConfig(Strict):
         default=None, ge=0, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
     )
     evaluation_lag_seconds: int | None = Field(
-        default=None, ge=0, description="Wait this long after a bucket ends before scoring it (default: longest source interval)"
+        default=None, ge=0,
+        description="A bucket is scored once every working source has polled after it closed, plus this much (default 0)",
     )
 
 

@@ -233,9 +233,9 @@ def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) 
         "channels": channels,
         "store": {"url": f"sqlite:///{folder / 'surgewatch.db'}"},
         "broker": {"url": f"sqla+sqlite:///{folder / 'broker.db'}"},
-        # Score a minute only once every poll that covers it has had time to land (the simulated
-        # clock runs ~400x, so worker latency is minutes of simulated time).
-        "detector": {"bucket_seconds": 60, "warm_up_minutes": 90, "evaluation_lag_seconds": 240},
+        # A minute is scored once the feeds have been polled after it (the simulated clock runs
+        # ~500x, so a worker's latency is minutes of simulated time): no extra lag is needed.
+        "detector": {"bucket_seconds": 60, "warm_up_minutes": 90},
         "timezone": "UTC",
     }
 
