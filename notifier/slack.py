@@ -277,7 +277,7 @@ class SlackChannel:
                 return self._post_new(n, audience, target, text, blocks)
             entry = {"channel": old["channel"], "ts": old["ts"]}
             replied = list(old.get("replied") or [])
-            if n.event in ("escalated", "resolved") and n.key not in replied:
+            if n.event in ("escalated", "resolved", "repeat") and n.key not in replied:
                 r = self._call("chat.postMessage", f"{audience} thread {old['ts']}", channel=old["channel"], thread_ts=old["ts"],
                                text=slack_blocks.change_text(n), blocks=slack_blocks.change_blocks(n))
                 entry["last_reply_ts"] = r.get("ts")

@@ -171,6 +171,8 @@ def change_text(n: Notification) -> str:
         fc = render.forecast_phrase(n)
         # slack_text also guards our own "~120/min in ~20 min": two tildes would strike it through.
         return head + (f"; {slack_text(fc)}" if fc else "")
+    if n.event == "repeat":
+        return f"{SEVERITY_EMOJI.get(n.severity, '')} *Still {slack_text(n.severity, 20)}*, not acknowledged: {rate}"
     return f"*Update*: {rate}"
 
 

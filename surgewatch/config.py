@@ -267,6 +267,27 @@ class DetectorConfig(Strict):
     )
 
 
+class RouteConfig(Strict):
+    """One route (Alertmanager's word): transitions of these brands, from this severity up, go to
+    these channels.  A transition goes to every channel of every route it matches."""
+
+    brands: list[str] = Field(default_factory=list, description="Empty: every brand")
+    min_severity: Literal["watch", "warning", "critical"] = "watch"
+    channels: list[str] = Field(min_length=1, description="console, slack, pagerduty, webhook:<name>")
+
+
+class RoutingConfig(Strict):
+    group_wait_seconds: int = Field(
+        default=0, ge=0, le=3600,
+        description="Hold an incident's first notification this long: if it escalates meanwhile, one message says so",
+    )
+    repeat_interval_minutes: int | None = Field(
+        default=240, ge=1, description="Remind chat channels of an open, unacknowledged incident this often (null: never)"
+    )
+    send_resolved: bool = Field(default=True, description="Tell channels when an incident resolves")
+    routes: list[RouteConfig] = Field(default_factory=list, description="Empty: every channel hears every transition")
+
+
 class DigestConfig(Strict):
     """The weekly trend digest (Celery beat crontab in the configured time zone)."""
 
@@ -288,6 +309,7 @@ class Settings(Strict):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     traffic_controls: list[TrafficControl] = Field(default_factory=list)
     digest: DigestConfig = Field(default_factory=DigestConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
     timezone: str = "UTC"
 
@@ -319,6 +341,22 @@ class Settings(Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
         return v
+
+    @model_validator(mode="after")
+    def _routes_name_known_things(self) -> "Settings":
+        from surgewatch.registry import configured_channels
+
+        channels = set(configured_channels(self))
+        brands = {b.name.casefold() for b in self.brands}
+        for i, r in enumerate(self.routing.routes):
+            unknown = [c for c in r.channels if c not in channels]
+            if unknown:
+                raise ValueError(f"routing.routes[{i}].channels: {', '.join(unknown)} not configured "
+                                 f"(configured: {', '.join(sorted(channels)) or 'none'})")
+            missing = [b for b in r.brands if b.casefold() not in brands]
+            if missing:
+                raise ValueError(f"routing.routes[{i}].brands: unknown brand(s) {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _calendar_loads(self) -> "Settings":

@@ -40,8 +40,13 @@ def collect(source: str, brand: str) -> dict:
 def evaluate(brand: str) -> dict:
     rt = runtime()
     outcome = pipeline.evaluate(rt, brand)
+    wait = rt.settings.routing.group_wait_seconds
+    opened = {t["no"] for t in outcome.transitions if t["event"] == "opened"}
     for incident_id, no, channel in outcome.dispatch:
-        notify.apply_async((incident_id, no, channel), queue="notify")
+        # group_wait: hold a new incident's first notification; if it escalates meanwhile, the
+        # held one is superseded and one message carries the newest state.
+        countdown = wait if wait and no in opened else None
+        notify.apply_async((incident_id, no, channel), queue="notify", countdown=countdown)
     pipeline.mark_dispatched(rt, outcome.dispatch)
     return {"buckets": len(outcome.verdicts), "transitions": len(outcome.transitions), "busy": outcome.busy}
 

@@ -81,3 +81,64 @@ def test_the_policy_can_be_switched_off(store):
     s = settings(page_unacked_warning_after_minutes=None, page_when_slack_fails=False)
     store.set_state("channel_failed:acme-1:slack", {"error": "channel_not_found"})
     assert escalate(s, store, incident("warning"), T0 + 86400) is None
+
+
+def routed_settings(**routing):
+    return parse_settings({
+        "brands": [{"name": "Acme", "query": "acme"}, {"name": "Beta", "query": "beta"}],
+        "channels": {"console": {}, "slack": {"ops_channel": "#ops"}, "pagerduty": {"min_severity": "warning"}},
+        "routing": routing,
+    }, env={})
+
+
+def test_routes_send_each_brand_and_severity_to_their_channels():
+    s = routed_settings(routes=[{"channels": ["console"]},
+                                {"brands": ["Acme"], "min_severity": "warning", "channels": ["slack", "pagerduty"]}])
+    acme, beta = incident("watch", "warning"), {**incident("warning"), "brand": "Beta"}
+    assert routes(s, acme, acme["transitions"][0]) == ["console"]
+    assert routes(s, acme, acme["transitions"][1]) == ["console", "slack", "pagerduty"]
+    assert routes(s, beta, beta["transitions"][0]) == ["console"]  # Beta has no pager route
+
+
+def test_send_resolved_false_keeps_resolves_quiet():
+    s = routed_settings(send_resolved=False)
+    inc = incident("critical")
+    resolved = {"no": 1, "at": T0 + 600, "event": "resolved", "from": "critical", "to": "resolved", "verdict": {}}
+    assert routes(s, inc, resolved) == []
+
+
+def test_a_route_naming_an_unconfigured_channel_is_a_config_error():
+    from surgewatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"routing.routes\[0\].channels: webhook:nope not configured"):
+        routed_settings(routes=[{"channels": ["webhook:nope"]}])
+
+
+def test_repeat_interval_reminds_chat_channels_of_an_unacknowledged_incident(store):
+    from surgewatch.pipeline import repeat
+
+    s = routed_settings(repeat_interval_minutes=60)
+    inc = incident("critical")
+    assert repeat(s, store, inc, T0 + 59 * 60) is None
+    tr = repeat(s, store, inc, T0 + 60 * 60)
+    assert tr["event"] == "repeat" and routes(s, inc, tr) == ["console", "slack"]  # never a second page
+    assert repeat(s, store, inc, T0 + 61 * 60) is None  # the reminder resets the clock
+    assert repeat(s, store, incident("critical", acked=True), T0 + 86400) is None
+
+
+def test_an_older_state_is_superseded_by_a_newer_one_already_due(tmp_path, capsys):
+    """Grouping: opened and escalated due together (a catch-up, or group_wait) -> one message."""
+    from surgewatch import pipeline
+    from surgewatch.pipeline import Runtime
+
+    s = parse_settings({"brands": [{"name": "Acme", "query": "acme"}], "channels": {"console": {}},
+                        "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}}, env={})
+    rt = Runtime(s)
+    inc = incident("watch", "critical")
+    for t in inc["transitions"]:
+        t["verdict"] = {"at": t["at"], "observed": 40.0, "expected": 2.0, "score": 0.9, "severity": t["to"]}
+    rt.store.save_incident(inc)
+    assert pipeline.notify(rt, "acme-1", 0, "console").status == "superseded"
+    assert pipeline.notify(rt, "acme-1", 1, "console").status == "sent"
+    out = capsys.readouterr().out
+    assert out.count("Acme") == 1 and "CRITICAL" in out
