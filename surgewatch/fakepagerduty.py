@@ -22,18 +22,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from surgewatch.fakehttp import QuietServer
+
 SEVERITIES = ("critical", "error", "warning", "info")
 ACTIONS = ("trigger", "acknowledge", "resolve")
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that gave up (a timeout test) leaves a broken pipe; that is the point, not an error."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many workers post at once
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 
@@ -123,7 +116,7 @@ class FakePagerDuty:
         class Handler(_Handler):
             pd = fake
 
-        self._server = _QuietServer((self._host, 0), Handler)
+        self._server = QuietServer((self._host, 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-pagerduty", daemon=True).start()
         return self

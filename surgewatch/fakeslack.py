@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from surgewatch.fakehttp import QuietServer
 from urllib.parse import parse_qsl, urlsplit
 
 TEAM_ID = "T0FAKE0001"
@@ -54,15 +56,6 @@ _MAX_FIELDS = 10
 _MAX_CONTEXT_ELEMENTS = 10
 _MAX_MESSAGE_TEXT = 40_000
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that gave up (a timeout test) leaves a broken pipe; that is the point, not an error."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many workers post at once
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 
@@ -138,7 +131,7 @@ class FakeSlack:
         class Handler(_SlackHandler):
             slack = fake
 
-        self._server = _QuietServer((self._host, 0), Handler)
+        self._server = QuietServer((self._host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True)
         self._thread.start()

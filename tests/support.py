@@ -47,21 +47,21 @@ def write_config(folder: Path, data: dict[str, Any]) -> tuple[Path, Settings]:
     return path, parse_settings(data, str(path))
 
 
-class Worker:
-    """`surgewatch worker` in a subprocess, logging to a file the test can show on failure."""
+class SurgewatchProcess:
+    """A `surgewatch ...` command in a subprocess of its own process group, logging to a file the
+    test can show on failure."""
 
-    def __init__(self, config: Path, env: dict[str, str], log: Path, *, concurrency: int = 2, queues: str | None = None):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log_path = log
-        args = [sys.executable, "-m", "surgewatch.cli", "worker", "--config", str(config),
-                "--concurrency", str(concurrency), "--loglevel", "INFO"]
-        if queues:
-            args += ["-Q", queues]
         self._log = open(log, "ab")
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "surgewatch.cli", *args], env={**os.environ, **env},
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL the whole process group (the main process and its pool children), as a crash would."""
@@ -77,6 +77,16 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class Worker(SurgewatchProcess):
+    """`surgewatch worker` in a subprocess."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path, *, concurrency: int = 2, queues: str | None = None):
+        args = ["worker", "--config", str(config), "--concurrency", str(concurrency), "--loglevel", "INFO"]
+        if queues:
+            args += ["-Q", queues]
+        super().__init__(args, env, log)
 
 
 def sender_for(settings: Settings) -> Celery:

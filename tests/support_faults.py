@@ -28,6 +28,7 @@ import redis
 
 from detector.verdict import Severity, Verdict
 from surgewatch.incidents import incident_id
+from tests.support import SurgewatchProcess
 
 
 def free_port() -> int:
@@ -86,36 +87,12 @@ class RedisServer:
         self.stop()
 
 
-class Beat:
+class Beat(SurgewatchProcess):
     """``surgewatch beat`` in a subprocess (its own process group), logging to a file."""
 
     def __init__(self, config: Path, env: dict[str, str], log: Path, schedule_file: Path):
-        self.log_path = log
-        self._log = open(log, "ab")
-        args = [sys.executable, "-m", "surgewatch.cli", "beat", "--config", str(config), "--loglevel", "INFO",
-                "--schedule-file", str(schedule_file)]
-        self.proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+        super().__init__(["beat", "--config", str(config), "--loglevel", "INFO", "--schedule-file", str(schedule_file)],
+                         env, log)
 
 
 class HungServer:

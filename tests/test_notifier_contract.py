@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from surgewatch.fakehttp import QuietServer
+
 import pytest
 
 from collectors.base import Mention
@@ -32,15 +34,6 @@ WEBHOOK_SECRET = "whsec-SECRET-shared-with-receiver"
 AT = datetime(2026, 11, 28, 10, 5, tzinfo=timezone.utc)
 HOSTILE = "<!channel> hi <@U123> & <script>alert(1)</script> <https://evil.example|click> @here *bold* `code`"
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that gave up (a timeout test) leaves a broken pipe; that is the point, not an error."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many workers post at once
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 
@@ -121,7 +114,7 @@ class WebhookReceiver:
                 self.end_headers()
                 self.wfile.write(out)
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
