@@ -41,7 +41,8 @@ def test_watch_goes_to_chat_only_warning_adds_the_traffic_control_critical_pages
     inc = incident("watch", "warning", "critical")
     assert routes(s, inc, inc["transitions"][0]) == ["console", "slack"]
     assert routes(s, inc, inc["transitions"][1]) == ["console", "slack", "webhook:scale"]
-    assert routes(s, inc, inc["transitions"][2]) == ["console", "slack", "pagerduty", "webhook:scale"]
+    # ...and the traffic control acts once per incident: critical does not scale up a second time.
+    assert routes(s, inc, inc["transitions"][2]) == ["console", "slack", "pagerduty"]
 
 
 def test_the_resolve_reaches_only_channels_that_acted():
