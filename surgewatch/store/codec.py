@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from json.encoder import encode_basestring_ascii as _esc
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Sequence
 
 from collectors.base import Mention
 
@@ -67,3 +67,12 @@ def decode_mention(payload: str | bytes) -> Mention:
 def bucket_start(ts: float, bucket_seconds: int) -> int:
     """floor(ts / bucket_seconds) * bucket_seconds, computed exactly (no float division)."""
     return int(ts // bucket_seconds) * bucket_seconds
+
+
+def fold_points(points: Sequence[tuple[float, int]], bucket_seconds: int) -> dict[int, int]:
+    """A source's reported counts folded onto our buckets (summed where it reports finer ones)."""
+    per_bucket: dict[int, int] = {}
+    for ts, n in points:
+        b = bucket_start(ts, bucket_seconds)
+        per_bucket[b] = per_bucket.get(b, 0) + int(n)
+    return per_bucket

@@ -32,7 +32,7 @@ from redis.retry import Retry
 from collectors.base import Mention
 
 from .base import IngestResult
-from .codec import bucket_start, decode_mention, encoder_for
+from .codec import decode_mention, encoder_for, fold_points
 from .errors import StoreError, redact_url
 from .resp import FragmentPacker, PackedArgs, bulk
 
@@ -262,11 +262,7 @@ class RedisStore:
         return IngestResult(new=int(new), duplicates=len(mentions) - int(new))
 
     def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
-        # Points are folded onto our buckets (summed if a source reports finer ones), then SET.
-        per_bucket: dict[int, int] = {}
-        for ts, n in points:
-            b = bucket_start(ts, self.bucket_seconds)
-            per_bucket[b] = per_bucket.get(b, 0) + int(n)
+        per_bucket = fold_points(points, self.bucket_seconds)  # then SET, so a re-poll is idempotent
         if not per_bucket:
             return
         p = self.prefix

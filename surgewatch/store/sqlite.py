@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from collectors.base import Mention
 
 from .base import IngestResult
-from .codec import bucket_start, decode_mention, encode_mention, micros
+from .codec import bucket_start, decode_mention, encode_mention, fold_points, micros
 from .errors import StoreError
 
 _SCHEMA = """
@@ -207,10 +207,7 @@ class SqliteStore:
             (brand, self.recent_cap))
 
     def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
-        per_bucket: dict[int, int] = {}
-        for ts, n in points:
-            b = bucket_start(ts, self.bucket_seconds)
-            per_bucket[b] = per_bucket.get(b, 0) + int(n)
+        per_bucket = fold_points(points, self.bucket_seconds)
         if not per_bucket:
             return
         with self._write("saving volume") as conn:
