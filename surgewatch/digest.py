@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import re
 import statistics
 from collections import Counter

@@ -14,7 +14,6 @@ the alert state per ``dedup_key`` (triggered -> acknowledged -> resolved) the wa
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid

@@ -30,7 +30,6 @@ import json
 import secrets
 import socket
 import struct
-import sys
 import threading
 import time
 from dataclasses import dataclass, field

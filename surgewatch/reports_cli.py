@@ -7,7 +7,6 @@ each (a bad config lists every problem), never a traceback.
 from __future__ import annotations
 
 import csv
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Optional

@@ -21,9 +21,8 @@ from __future__ import annotations
 import base64
 import html
 import math
-import statistics
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 

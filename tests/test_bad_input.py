@@ -23,7 +23,6 @@ from collectors.base import Batch, BrandSpec, Mention, SourceError
 from collectors.hackernews import HackerNewsCollector
 from collectors.reddit import RedditCollector
 from collectors.x import XCollector
-from notifier.console import ConsoleChannel
 from surgewatch import pipeline
 from surgewatch.cli import app as cli_app
 from surgewatch.config import parse_settings

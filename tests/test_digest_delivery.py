@@ -21,7 +21,7 @@ from surgewatch.digest import ZonedCrontab, build_digest, digest_schedule, send_
 from surgewatch.fakeslack import FakeSlack, validate_blocks
 from surgewatch.reports_cli import digest, review
 from surgewatch.store import open_store
-from tests.test_digest import MONDAY, NOW, WEEK, History, local, seed_incidents, settings_for
+from tests.test_digest import MONDAY, WEEK, History, local, seed_incidents, settings_for
 
 TOKEN = "xoxb-digest-test"
 UTC = timezone.utc

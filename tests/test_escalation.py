@@ -143,3 +143,17 @@ def test_an_older_state_is_superseded_by_a_newer_one_already_due(tmp_path, capsy
     assert pipeline.notify(rt, "acme-1", 1, "console").status == "sent"
     out = capsys.readouterr().out
     assert out.count("Acme") == 1 and "CRITICAL" in out
+
+
+def test_the_escalation_policy_does_not_page_a_brand_the_routes_keep_off_the_pager(store):
+    s = parse_settings({
+        "brands": [{"name": "Acme", "query": "acme"}, {"name": "Beta", "query": "beta"}],
+        "channels": {"console": {}, "slack": {"ops_channel": "#ops"},
+                     "pagerduty": {"min_severity": "critical", "page_unacked_warning_after_minutes": 10}},
+        "routing": {"routes": [{"channels": ["console", "slack"]}, {"brands": ["Acme"], "channels": ["pagerduty"]}]},
+    }, env={})
+    beta = {**incident("warning"), "brand": "Beta"}
+    assert escalate(s, store, beta, T0 + 86400) is None
+    acme = incident("warning")
+    tr = escalate(s, store, acme, T0 + 86400)
+    assert tr is not None and routes(s, acme, tr) == ["pagerduty"]
