@@ -1,7 +1,7 @@
 """All Celery settings in one place (treeherder's rule): queues, acks, limits and the beat schedule.
 
 The beat schedule is built from the SurgeWatch config: one ``collect`` per brand x source at the
-source's interval, one ``evaluate`` per brand per detector bucket.
+source's interval, one ``evaluate`` per chunk of brands (``EVALUATE_CHUNK``) per detector bucket.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from surgewatch.config import Settings, load_settings
 CONFIG_ENV = "SURGEWATCH_CONFIG"
 
 QUEUES = ("collect", "detect", "notify")
+EVALUATE_CHUNK = 250  # brands per evaluate task: ~0.2 s of one worker's time on Redis (benchmarks/evaluate.py)
 
 
 def _slug(text: str) -> str:
@@ -36,10 +37,15 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
                 # A tick not started before the next one is redundant (the next poll covers it).
                 "options": {"queue": "collect", "expires": max(source.interval / speed, 2.0)},
             }
-        schedule[f"evaluate-{_slug(brand.name)}"] = {
+    # One evaluate task per chunk of brands: a chunk costs a fixed number of store round trips
+    # (pipeline.evaluate_many), and chunks spread over the workers of the detect queue.
+    names = [brand.name for brand in settings.brands]
+    for i in range(0, len(names), EVALUATE_CHUNK):
+        chunk = names[i:i + EVALUATE_CHUNK]
+        schedule[f"evaluate-{_slug(chunk[0])}" + (f"-{len(chunk)}" if len(chunk) > 1 else "")] = {
             "task": "surgewatch.evaluate",
             "schedule": timedelta(seconds=settings.detector.bucket_seconds / speed),
-            "args": (brand.name,),
+            "args": (chunk,),
             "options": {"queue": "detect", "expires": max(settings.detector.bucket_seconds / speed, 2.0)},
         }
     if settings.calendar.events:

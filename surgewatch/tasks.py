@@ -37,18 +37,23 @@ def collect(source: str, brand: str) -> dict:
 
 
 @app.task(name="surgewatch.evaluate")
-def evaluate(brand: str) -> dict:
+def evaluate(brands: list[str] | str) -> dict:
+    # A chunk of brands per task (beat sends chunks); a single name is still accepted, as queued
+    # by an older beat or sent by hand.
     rt = runtime()
-    outcome = pipeline.evaluate(rt, brand)
+    outcomes = pipeline.evaluate_many(rt, [brands] if isinstance(brands, str) else list(brands))
     wait = rt.settings.routing.group_wait_seconds
-    opened = {t["no"] for t in outcome.transitions if t["event"] == "opened"}
-    for incident_id, no, channel in outcome.dispatch:
-        # group_wait: hold a new incident's first notification; if it escalates meanwhile, the
-        # held one is superseded and one message carries the newest state.
-        countdown = wait if wait and no in opened else None
-        notify.apply_async((incident_id, no, channel), queue="notify", countdown=countdown)
-    pipeline.mark_dispatched(rt, outcome.dispatch)
-    return {"buckets": len(outcome.verdicts), "transitions": len(outcome.transitions), "busy": outcome.busy}
+    dispatch = [d for outcome in outcomes for d in outcome.dispatch]
+    for outcome in outcomes:
+        opened = {t["no"] for t in outcome.transitions if t["event"] == "opened"}
+        for incident_id, no, channel in outcome.dispatch:
+            # group_wait: hold a new incident's first notification; if it escalates meanwhile,
+            # the held one is superseded and one message carries the newest state.
+            countdown = wait if wait and no in opened else None
+            notify.apply_async((incident_id, no, channel), queue="notify", countdown=countdown)
+    pipeline.mark_dispatched(rt, dispatch)
+    return {"brands": len(outcomes), "buckets": sum(len(o.verdicts) for o in outcomes),
+            "transitions": sum(len(o.transitions) for o in outcomes), "busy": [o.brand for o in outcomes if o.busy]}
 
 
 @app.task(name="surgewatch.notify", bind=True, max_retries=8)

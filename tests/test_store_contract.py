@@ -213,6 +213,39 @@ def test_state_round_trips_and_lists_by_literal_prefix(store):
     assert len(store.list_state("")) == 5
 
 
+def test_states_read_and_write_in_batches_like_one_by_one(store):
+    store.set_states({"detector:A": {"n": 1}, "detector:B": {"n": 2, "note": "ü"}})
+    store.set_state("silence:A", {"until": T0})
+    # in order, a missing name is None, a name asked twice is answered twice
+    assert store.get_states(["detector:B", "nope", "detector:A", "silence:A", "detector:B"]) == [
+        {"n": 2, "note": "ü"}, None, {"n": 1}, {"until": T0}, {"n": 2, "note": "ü"}]
+    store.set_states({"detector:A": {"n": 3}})  # overwrites, leaves the others alone
+    assert store.get_state("detector:A") == {"n": 3}
+    assert store.get_state("detector:B") == {"n": 2, "note": "ü"}
+    assert store.get_states([]) == []
+    store.set_states({})  # harmless
+    names = [f"detector:brand {i}" for i in range(1200)]  # more than one query's worth of names
+    store.set_states({n: {"i": i} for i, n in enumerate(names)})
+    assert [v["i"] for v in store.get_states(names)] == list(range(1200))
+
+
+def test_counts_for_many_brands_equal_counts_brand_by_brand(store):
+    store.ingest([mention(i, at=T0 + 60 * (i % 5), brand=f"B{i % 3}", source=("rss", "x")[i % 2])
+                  for i in range(60)])
+    store.set_volume("B1", "reddit", [(T0 + 86400 - 60, 7), (T0 + 86400, 9)])  # the next UTC day
+    windows = {"B0": (T0, T0 + 180), "B1": (T0 + 60, T0 + 86460), "B2": (T0 - 3600, T0 + 3600),
+               "Nobody": (T0, T0 + 600), "B0 empty": (T0 + 600, T0 + 600)}
+    many = store.counts_many(windows)
+    assert set(many) == {"B0", "B1", "B2"}  # brands without counts are left out
+    for brand in ("B0", "B1", "B2"):
+        assert many[brand] == store.counts(brand, *windows[brand])
+    assert many["B1"]["reddit"] == {T0 + 86400 - 60: 7, T0 + 86400: 9}
+    # a long window (whole day hashes) and a short one (single fields) agree
+    long_ = store.counts_many({"B2": (T0 - 7 * 86400, T0 + 86400)})["B2"]
+    assert long_ == many["B2"] and total(long_) == 20
+    assert store.counts_many({}) == {}
+
+
 # -- incidents -------------------------------------------------------------------------------
 
 
@@ -240,6 +273,16 @@ def test_open_incident_is_only_ever_an_open_one(store):
     store.save_incident(incident("i2", opened_at=T0 + 3600))
     store.save_incident(incident("i1", status="resolved", note="late update of the old one"))
     assert store.open_incident("Acme")["id"] == "i2"
+
+
+def test_open_incidents_of_many_brands_in_one_call(store):
+    store.save_incident(incident("a1", brand="A"))
+    store.save_incident(incident("b1", brand="B", status="resolved"))
+    store.save_incident(incident("c1", brand="C"))
+    found = store.open_incidents(["A", "B", "C", "Nobody", "A"])
+    assert {b: i["id"] for b, i in found.items()} == {"A": "a1", "C": "c1"}
+    assert found["A"] == store.open_incident("A")
+    assert store.open_incidents([]) == {}
 
 
 def test_incidents_list_newest_first_and_filter_by_brand_and_since(store):
@@ -296,6 +339,22 @@ def test_a_released_claim_can_be_claimed_again(store):
 def test_an_unknown_delivery_is_none(store):
     assert store.delivery("never") is None
     store.release("never")  # harmless
+
+
+def test_claims_in_a_batch_follow_the_rules_of_single_claims(store):
+    assert store.claim("lock:held", lease_seconds=60, now=T0)
+    assert store.claim("lock:old", lease_seconds=10, now=T0 - 60)  # its lease ran out
+    assert store.claim("lock:sent", lease_seconds=10, now=T0)
+    store.mark_sent("lock:sent", None)
+    assert store.claim_many(["lock:new", "lock:held", "lock:old", "lock:sent"], 60, T0) == [
+        True, False, True, False]
+    assert store.claim_many(["lock:new"], 60, T0 + 1) == [False]
+    store.release_many(["lock:new", "lock:old", "lock:sent", "never"])
+    assert store.delivery("lock:new") is None and store.delivery("lock:old") is None
+    assert store.delivery("lock:sent")["status"] == "sent"  # a release never reopens a sent one
+    assert store.delivery("lock:held")["status"] == "claimed"
+    assert store.claim_many([], 60, T0) == []
+    store.release_many([])
 
 
 # -- concurrency -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Incidents are JSON objects owned by :mod:`surgewatch.incidents`; the store only 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from collectors.base import Mention
 
@@ -37,6 +37,11 @@ class Store(Protocol):
     def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
         """{source: {bucket_start: count}} for buckets with start <= bucket_start < end (non-zero only)."""
 
+    def counts_many(self, windows: Mapping[str, tuple[float, float]]) -> dict[str, dict[str, dict[float, int]]]:
+        """``counts`` for many brands at once, {brand: (start, end)} -> {brand: counts}; brands with no
+        counts in their window are left out.  A fixed number of round trips whatever the number of
+        brands (an evaluate tick reads a thousand brands)."""
+
     def recent(self, brand: str, limit: int = 50) -> list[Mention]:
         """Newest first (by created_at)."""
 
@@ -49,6 +54,12 @@ class Store(Protocol):
 
     def set_state(self, name: str, value: dict[str, Any]) -> None: ...
 
+    def get_states(self, names: Sequence[str]) -> list[dict[str, Any] | None]:
+        """``get_state`` of each name, in order, in one round trip."""
+
+    def set_states(self, values: Mapping[str, dict[str, Any]]) -> None:
+        """``set_state`` of each entry, in one round trip."""
+
     def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         """All state entries whose name starts with ``prefix``."""
 
@@ -60,6 +71,9 @@ class Store(Protocol):
     def open_incident(self, brand: str) -> dict[str, Any] | None:
         """The brand's open incident, if any (at most one per brand)."""
 
+    def open_incidents(self, brands: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{brand: open incident} for those of ``brands`` that have one."""
+
     def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         """Newest first by opened_at; ``since`` keeps those with opened_at >= since."""
 
@@ -68,10 +82,16 @@ class Store(Protocol):
         """Take the right to send ``key``.  True for the first caller; False while another holds an
         unexpired lease or once it is marked sent.  An expired lease can be taken over."""
 
+    def claim_many(self, keys: Sequence[str], lease_seconds: float, now: float) -> list[bool]:
+        """``claim`` of each key (one True/False per key, in order), in one round trip."""
+
     def mark_sent(self, key: str, receipt: dict[str, Any] | None) -> None: ...
 
     def release(self, key: str) -> None:
         """Give a claim back after a failure that was certainly not a delivery (so a retry may send)."""
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        """``release`` of each key, in one round trip."""
 
     def delivery(self, key: str) -> dict[str, Any] | None:
         """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ..., "lease_until": ...} or None."""

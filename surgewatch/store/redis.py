@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -131,19 +131,29 @@ end
 return new
 """
 
-# ARGV: key, now, lease_until, keep.  First caller wins; a live lease or a sent mark refuses.
+# ARGV: now, lease_until, keep, then keys; one 0/1 per key.  First caller wins; a live lease or
+# a sent mark refuses.  Many keys in one call: an evaluate tick locks a whole chunk of brands at once.
 _CLAIM_LUA = r"""
-local st = redis.call('HMGET', ARGV[1], 'status', 'lease_until')
-if st[1] == 'sent' then return 0 end
-if st[1] == 'claimed' and tonumber(st[2]) > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', ARGV[1], 'status', 'claimed', 'claimed_at', ARGV[2], 'lease_until', ARGV[3])
-redis.call('EXPIRE', ARGV[1], ARGV[4])
-return 1
+local now, lease_until, keep = ARGV[1], ARGV[2], ARGV[3]
+local won = {}
+for i = 4, #ARGV do
+  local st = redis.call('HMGET', ARGV[i], 'status', 'lease_until')
+  if st[1] == 'sent' or (st[1] == 'claimed' and tonumber(st[2]) > tonumber(now)) then
+    won[#won + 1] = 0
+  else
+    redis.call('HSET', ARGV[i], 'status', 'claimed', 'claimed_at', now, 'lease_until', lease_until)
+    redis.call('EXPIRE', ARGV[i], keep)
+    won[#won + 1] = 1
+  end
+end
+return won
 """
 
-# ARGV: key.  Only an unsent claim can be given back.
+# ARGV: keys.  Only an unsent claim can be given back.
 _RELEASE_LUA = r"""
-if redis.call('HGET', ARGV[1], 'status') == 'claimed' then redis.call('DEL', ARGV[1]) end
+for i = 1, #ARGV do
+  if redis.call('HGET', ARGV[i], 'status') == 'claimed' then redis.call('DEL', ARGV[i]) end
+end
 return 0
 """
 
@@ -282,48 +292,51 @@ class RedisStore:
             pipe.execute()
 
     def counts(self, brand: str, start: float, end: float) -> dict[str, dict[float, int]]:
-        if end <= start:
+        return self.counts_many({brand: (start, end)}).get(brand, {})
+
+    def counts_many(self, windows: Mapping[str, tuple[float, float]]) -> dict[str, dict[str, dict[float, int]]]:
+        # Two round trips for any number of brands: which day hashes exist, then their fields.
+        p, bs = self.prefix, self.bucket_seconds
+        windows = {b: w for b, w in windows.items() if w[1] > w[0]}
+        if not windows:
             return {}
-        p = self.prefix
-        # only the day hashes that exist and can hold a bucket in [start, end)
-        first_day = math.floor(start) // DAY
-        last_day = math.floor(end) // DAY
+        reads: list[tuple[str, str, list[str] | None]] = []  # (brand, source, fields or None for all)
         with self._errors("reading counts"):
-            members = self._redis.zrangebyscore(f"{p}s:{brand}", first_day, last_day)
-            if not members:
-                return {}
-            pairs = [m.decode().split(":", 1) for m in members]
-            bs = self.bucket_seconds
-            first = math.ceil(start / bs) * bs
-            wanted = range(int(first), math.ceil(end), bs)
-            # A short window (the usual evaluate tick: a bucket or a few) reads just its fields;
-            # reading whole day hashes (1,440 fields per source) made a 1,000-brand tick take seconds.
-            if len(wanted) <= SHORT_WINDOW_BUCKETS:
-                with self._redis.pipeline(transaction=False) as pipe:
-                    for day, source in pairs:
-                        fields = [b for b in wanted if b // DAY == int(day)]
-                        if fields:
-                            pipe.hmget(f"{p}c:{source}:{day}:{brand}", [str(b) for b in fields])
+            with self._redis.pipeline(transaction=False) as pipe:
+                for b, (start, end) in windows.items():
+                    pipe.zrangebyscore(f"{p}s:{b}", math.floor(start) // DAY, math.floor(end) // DAY)
+                members = pipe.execute()
+            with self._redis.pipeline(transaction=False) as pipe:
+                for (b, (start, end)), days in zip(windows.items(), members):
+                    wanted = range(int(math.ceil(start / bs) * bs), math.ceil(end), bs)
+                    # A short window (the usual evaluate tick: a bucket or a few) reads just its
+                    # fields; reading whole day hashes (1,440 fields per source) made a
+                    # 1,000-brand tick take seconds.
+                    short = len(wanted) <= SHORT_WINDOW_BUCKETS
+                    for member in days:
+                        day, source = member.decode().split(":", 1)
+                        key = f"{p}c:{source}:{day}:{b}"
+                        if short:
+                            fields = [str(x) for x in wanted if x // DAY == int(day)]
+                            if fields:
+                                pipe.hmget(key, fields)
+                                reads.append((b, source, fields))
                         else:
-                            pipe.echo("")
-                    replies = [
-                        dict(zip((str(b) for b in wanted if b // DAY == int(day)), r)) if isinstance(r, list) else {}
-                        for (day, _), r in zip(pairs, pipe.execute())
-                    ]
-                replies = [{f: v for f, v in h.items() if v is not None} for h in replies]
-            else:
-                with self._redis.pipeline(transaction=False) as pipe:
-                    for day, source in pairs:
-                        pipe.hgetall(f"{p}c:{source}:{day}:{brand}")
-                    replies = pipe.execute()
-        out: dict[str, dict[float, int]] = {}
-        for (_, source), h in zip(pairs, replies):
-            series = out.setdefault(source, {})
-            for field, n in h.items():
-                b = float(field)
-                if start <= b < end and int(n):
-                    series[b] = int(n)
-        return {source: dict(sorted(series.items())) for source, series in sorted(out.items()) if series}
+                            pipe.hgetall(key)
+                            reads.append((b, source, None))
+                replies = pipe.execute() if reads else []
+        out: dict[str, dict[str, dict[float, int]]] = {}
+        for (b, source, fields), reply in zip(reads, replies):
+            start, end = windows[b]
+            series = out.setdefault(b, {}).setdefault(source, {})
+            for field, n in (zip(fields, reply) if fields is not None else reply.items()):
+                if n is None:
+                    continue
+                t = float(field)
+                if start <= t < end and int(n):
+                    series[t] = int(n)
+        return {b: {source: dict(sorted(series.items())) for source, series in sorted(per.items()) if series}
+                for b, per in out.items()}
 
     def recent(self, brand: str, limit: int = 50) -> list[Mention]:
         limit = min(limit, self.recent_cap)
@@ -344,13 +357,23 @@ class RedisStore:
             self._redis.hset(f"{self.prefix}cursor", _dumps([source, brand]), _dumps(cursor))
 
     def get_state(self, name: str) -> dict[str, Any] | None:
+        return self.get_states([name])[0]
+
+    def get_states(self, names: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not names:
+            return []
         with self._errors("reading state"):
-            raw = self._redis.hget(f"{self.prefix}state", name)
-        return None if raw is None else json.loads(raw)
+            raws = self._redis.hmget(f"{self.prefix}state", list(names))
+        return [None if raw is None else json.loads(raw) for raw in raws]
 
     def set_state(self, name: str, value: dict[str, Any]) -> None:
+        self.set_states({name: value})
+
+    def set_states(self, values: Mapping[str, dict[str, Any]]) -> None:
+        if not values:
+            return
         with self._errors("saving state"):
-            self._redis.hset(f"{self.prefix}state", name, _dumps(value))
+            self._redis.hset(f"{self.prefix}state", mapping={k: _dumps(v) for k, v in values.items()})
 
     def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         # HSCAN's MATCH is a glob: escape the caller's prefix so "a*" means the literal "a*"
@@ -374,14 +397,26 @@ class RedisStore:
         return None if raw is None else json.loads(raw)
 
     def open_incident(self, brand: str) -> dict[str, Any] | None:
-        with self._errors("reading the open incident"):
-            incident_id = self._redis.get(f"{self.prefix}inc:open:{brand}")
-            if incident_id is None:
-                return None
-            raw = self._redis.hget(f"{self.prefix}inc", incident_id)
-        incident = None if raw is None else json.loads(raw)
-        # the pointer and the incident change together (one script), but check anyway
-        return incident if incident and incident.get("status") == "open" else None
+        return self.open_incidents([brand]).get(brand)
+
+    def open_incidents(self, brands: Sequence[str]) -> dict[str, dict[str, Any]]:
+        brands = list(dict.fromkeys(brands))
+        if not brands:
+            return {}
+        p = self.prefix
+        with self._errors("reading open incidents"):
+            ids = self._redis.mget([f"{p}inc:open:{b}" for b in brands])
+            pointed = [(b, i) for b, i in zip(brands, ids) if i is not None]
+            if not pointed:
+                return {}
+            raws = self._redis.hmget(f"{p}inc", [i for _, i in pointed])
+        out: dict[str, dict[str, Any]] = {}
+        for (b, _), raw in zip(pointed, raws):
+            incident = None if raw is None else json.loads(raw)
+            # the pointer and the incident change together (one script), but check anyway
+            if incident and incident.get("status") == "open":
+                out[b] = incident
+        return out
 
     def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         index = f"{self.prefix}inc:all" if brand is None else f"{self.prefix}inc:b:{brand}"
@@ -398,10 +433,15 @@ class RedisStore:
         return f"{self.prefix}dl:{key}"
 
     def claim(self, key: str, lease_seconds: float, now: float) -> bool:
-        with self._errors("claiming a notification"):
-            won = self._claim(args=[self._delivery_key(key), repr(float(now)),
-                                    repr(float(now) + float(lease_seconds)), self.retention_seconds])
-        return bool(won)
+        return self.claim_many([key], lease_seconds, now)[0]
+
+    def claim_many(self, keys: Sequence[str], lease_seconds: float, now: float) -> list[bool]:
+        if not keys:
+            return []
+        with self._errors("claiming"):
+            won = self._claim(args=[repr(float(now)), repr(float(now) + float(lease_seconds)),
+                                    self.retention_seconds, *(self._delivery_key(k) for k in keys)])
+        return [bool(w) for w in won]
 
     def mark_sent(self, key: str, receipt: dict[str, Any] | None) -> None:
         k = self._delivery_key(key)
@@ -411,8 +451,13 @@ class RedisStore:
             pipe.execute()
 
     def release(self, key: str) -> None:
+        self.release_many([key])
+
+    def release_many(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
         with self._errors("releasing a claim"):
-            self._release(args=[self._delivery_key(key)])
+            self._release(args=[self._delivery_key(k) for k in keys])
 
     def delivery(self, key: str) -> dict[str, Any] | None:
         with self._errors("reading a delivery"):

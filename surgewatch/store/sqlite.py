@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from collectors.base import Mention
 
@@ -71,6 +71,9 @@ def _id(value: str) -> bytes:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
+_IN_CHUNK = 500  # names per IN (...) query, below SQLite's bound-parameter limit
 
 
 class SqliteStore:
@@ -224,6 +227,11 @@ class SqliteStore:
             out.setdefault(source, {})[float(b)] = n
         return out
 
+    def counts_many(self, windows: Mapping[str, tuple[float, float]]) -> dict[str, dict[str, dict[float, int]]]:
+        # In-process: a query per brand costs microseconds, there is no round trip to save.
+        out = {b: self.counts(b, start, end) for b, (start, end) in windows.items()}
+        return {b: c for b, c in out.items() if c}
+
     def recent(self, brand: str, limit: int = 50) -> list[Mention]:
         limit = min(limit, self.recent_cap)
         if limit <= 0:
@@ -252,9 +260,26 @@ class SqliteStore:
     def get_state(self, name: str) -> dict[str, Any] | None:
         return self._get_json("SELECT value FROM state WHERE name = ?", (name,), "reading state")
 
+    def get_states(self, names: Sequence[str]) -> list[dict[str, Any] | None]:
+        found: dict[str, str] = {}
+        unique = list(dict.fromkeys(names))
+        with self._errors("reading state"):
+            for i in range(0, len(unique), _IN_CHUNK):
+                part = unique[i:i + _IN_CHUNK]
+                found.update(self._conn().execute(
+                    f"SELECT name, value FROM state WHERE name IN ({','.join('?' * len(part))})", part).fetchall())
+        return [json.loads(found[n]) if n in found else None for n in names]
+
     def set_state(self, name: str, value: dict[str, Any]) -> None:
         with self._errors("saving state"):
             self._conn().execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (name, _dumps(value)))
+
+    def set_states(self, values: Mapping[str, dict[str, Any]]) -> None:
+        if not values:
+            return
+        with self._write("saving state") as conn:
+            conn.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
+                             [(k, _dumps(v)) for k, v in values.items()])
 
     def list_state(self, prefix: str) -> dict[str, dict[str, Any]]:
         # a range scan on the primary key, not LIKE: "%" and "_" in the prefix stay literal
@@ -286,6 +311,10 @@ class SqliteStore:
         return self._get_json(
             "SELECT body FROM incidents WHERE brand = ? AND status = 'open' "
             "ORDER BY opened_at DESC, id DESC LIMIT 1", (brand,), "reading the open incident")
+
+    def open_incidents(self, brands: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found = {b: self.open_incident(b) for b in dict.fromkeys(brands)}
+        return {b: inc for b, inc in found.items() if inc is not None}
 
     def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         where, params = [], []
@@ -321,9 +350,16 @@ class SqliteStore:
                 "ON CONFLICT (key) DO UPDATE SET status = 'sent', receipt = ?2",
                 (key, _dumps(receipt)))
 
+    def claim_many(self, keys: Sequence[str], lease_seconds: float, now: float) -> list[bool]:
+        return [self.claim(k, lease_seconds, now) for k in keys]
+
     def release(self, key: str) -> None:
+        self.release_many([key])
+
+    def release_many(self, keys: Sequence[str]) -> None:
         with self._errors("releasing a claim"):
-            self._conn().execute("DELETE FROM deliveries WHERE key = ? AND status = 'claimed'", (key,))
+            self._conn().executemany("DELETE FROM deliveries WHERE key = ? AND status = 'claimed'",
+                                     [(k,) for k in keys])
 
     def delivery(self, key: str) -> dict[str, Any] | None:
         with self._errors("reading a delivery"):
