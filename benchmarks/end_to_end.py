@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 from surge import SOURCE, BrandFeeds, Script, pct, stop_all, wait_ready  # noqa: E402
+from surgewatch.celery_settings import EVALUATE_TICKS_PER_BUCKET  # noqa: E402
 from surgewatch.clock import SimClock  # noqa: E402
 from surgewatch.fakeslack import FakeSlack  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
@@ -191,12 +192,6 @@ def run(mode: str, *, surges: int, speed: float, factor: float, seed: int, folde
         vals = [r[key] for r in got if r.get(key) is not None]
         return statistics.median(vals) if vals else float("nan")
 
-    # Beat fires each evaluate every `bucket` from when it started, not at "bucket end + lag": one
-    # run sees one phase (it drifts only slowly), so the measured to_evaluate is that phase's.  Over
-    # deployments the phase is uniform in [0, bucket): the same surges with every phase on a grid
-    # (a derived figure: measured parts + each phase's wait).
-    grid = [(j + 0.5) * bucket / 20 for j in range(20)]
-    averaged = [r["latency"] - r["to_evaluate"] + w for r in got if r.get("to_evaluate") is not None for w in grid]
     figures = {
         "mode": mode, "speed": speed, "interval_s": interval, "bucket_s": bucket, "evaluation_lag_s": effective_lag,
         "surges": len(brands), "alerted": len(got), "false_alarms": sum(r["false_alarms"] for r in rows),
@@ -208,7 +203,6 @@ def run(mode: str, *, surges: int, speed: float, factor: float, seed: int, folde
                            "to_evaluate (beat tick wait + run)": round(med("to_evaluate"), 1),
                            "notify (queue + render + post)": round(med("notify"), 2)},
         "notify_real_median_s": round(med("notify_real"), 3),
-        "phase_averaged_p50_s": round(pct(averaged, 50), 1), "phase_averaged_p95_s": round(pct(averaged, 95), 1),
     }
     unit = "simulated s" if speed != 1 else "s"
     print(f"\n== {mode}: interval {interval} s, bucket {bucket} s, evaluation lag {effective_lag} s"
@@ -223,10 +217,8 @@ def run(mode: str, *, surges: int, speed: float, factor: float, seed: int, folde
               f" + {r['notify'] if r['notify'] is not None else float('nan'):6.2f}   ({r['poll_wait'] if r['poll_wait'] is not None else float('nan'):.1f})")
     print("   medians: " + ", ".join(f"{k} {v}" for k, v in figures["median_parts_s"].items())
           + f"; notify in real seconds {figures['notify_real_median_s']}")
-    print(f"   beat's evaluate ticks came {figures['median_parts_s']['to_evaluate (beat tick wait + run)']} {unit} after a "
-          f"bucket became evaluable in this run (a phase set by when beat started, uniform over 0-{bucket} s across "
-          f"deployments); with every phase: p50 {figures['phase_averaged_p50_s']} {unit}, p95 "
-          f"{figures['phase_averaged_p95_s']} {unit} (derived)")
+    print(f"   beat runs {EVALUATE_TICKS_PER_BUCKET} evaluate ticks per bucket: a bucket whose last poll has landed waits "
+          f"at most {bucket / EVALUATE_TICKS_PER_BUCKET:g} {unit} for the next one")
     if figures["false_alarms"]:
         print(f"   WARNING: {figures['false_alarms']} incident(s) opened before a surge began")
     return figures
@@ -253,8 +245,6 @@ def main() -> None:
         "p50_s": d["p50_s"] if d else None, "p95_s": d["p95_s"] if d else None,
         "speed": d["speed"] if d else None,
         "realtime_p50_s": r["p50_s"] if r else None, "realtime_p95_s": r["p95_s"] if r else None,
-        "phase_averaged_p50_s": d["phase_averaged_p50_s"] if d else None,
-        "realtime_phase_averaged_p50_s": r["phase_averaged_p50_s"] if r else None,
         "default": d, "realtime": r,
     }))
 

@@ -1,7 +1,8 @@
 """All Celery settings in one place (treeherder's rule): queues, acks, limits and the beat schedule.
 
 The beat schedule is built from the SurgeWatch config: one ``collect`` per brand x source at the
-source's interval, one ``evaluate`` per chunk of brands (``EVALUATE_CHUNK``) per detector bucket.
+source's interval, one ``evaluate`` per chunk of brands (``EVALUATE_CHUNK``) several times per detector
+bucket.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from surgewatch.config import Settings, load_settings
 CONFIG_ENV = "SURGEWATCH_CONFIG"
 
 QUEUES = ("collect", "detect", "notify")
-EVALUATE_CHUNK = 250  # brands per evaluate task: ~0.2 s of one worker's time on Redis (benchmarks/evaluate.py)
+EVALUATE_TICKS_PER_BUCKET = 4
+EVALUATE_CHUNK = 250  # brands per evaluate task: ~0.12 s of one worker's time on Redis (benchmarks/evaluate.py)
 
 
 def _slug(text: str) -> str:
@@ -40,19 +42,31 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
     # One evaluate task per chunk of brands: a chunk costs a fixed number of store round trips
     # (pipeline.evaluate_many), and chunks spread over the workers of the detect queue.
     names = [brand.name for brand in settings.brands]
+    # Several ticks per bucket: a bucket is scored as soon as the last of the brand's sources has
+    # polled past its end, not up to a whole bucket later (beat's phase is arbitrary); a tick that
+    # finds nothing new costs a few small reads.  The demo's compressed clock keeps one per bucket.
+    bucket = settings.detector.bucket_seconds / speed
+    every = max(bucket / EVALUATE_TICKS_PER_BUCKET, min(bucket, 0.5))
     for i in range(0, len(names), EVALUATE_CHUNK):
         chunk = names[i:i + EVALUATE_CHUNK]
         schedule[f"evaluate-{_slug(chunk[0])}" + (f"-{len(chunk)}" if len(chunk) > 1 else "")] = {
             "task": "surgewatch.evaluate",
-            "schedule": timedelta(seconds=settings.detector.bucket_seconds / speed),
+            "schedule": timedelta(seconds=every),
             "args": (chunk,),
-            "options": {"queue": "detect", "expires": max(settings.detector.bucket_seconds / speed, 2.0)},
+            "options": {"queue": "detect", "expires": max(every, 2.0)},
         }
     if settings.calendar.events:
         schedule["planned-event-reminders"] = {
             "task": "surgewatch.reminders",
             "schedule": timedelta(seconds=60 / speed),
             "options": {"queue": "notify", "expires": 60 / speed},
+        }
+    if any(brand.traffic is not None for brand in settings.brands):
+        # Refit the mentions -> site traffic models (each refits once a day) off the notify path.
+        schedule["traffic-models"] = {
+            "task": "surgewatch.traffic_models",
+            "schedule": timedelta(seconds=3600 / speed),
+            "options": {"queue": "detect", "expires": 3600 / speed},
         }
     if settings.digest.enabled and speed == 1.0:
         from surgewatch.digest import digest_schedule
@@ -86,6 +100,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.notify": {"queue": "notify"},
             "surgewatch.digest": {"queue": "notify"},
             "surgewatch.reminders": {"queue": "notify"},
+            "surgewatch.traffic_models": {"queue": "detect"},
         },
         # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
         # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the

@@ -143,4 +143,9 @@ def test_a_chunk_costs_the_same_round_trips_whatever_its_size(redis_store, monke
     assert all(len(o.verdicts) == 1 for o in small + large)
     assert len(sent) == small_trips, "a chunk's round trips must not grow with its size"
     assert small_trips <= 10
+    # a tick with no new bucket (ticks run several times per bucket) reads no detector state
+    sent.clear()
+    quiet = pipeline.evaluate_many(rt, brands, now=T0 + 30)
+    assert not any(o.verdicts for o in quiet) and not any(o.busy for o in quiet)
+    assert len(sent) == 4  # locks, small states, open incidents, unlock
     assert math.isfinite(large[-1].verdicts[-1].expected)
