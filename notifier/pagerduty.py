@@ -68,7 +68,11 @@ class PagerDutyChannel:
     # ---- event bodies ---------------------------------------------------------------------------
 
     def trigger_event(self, n: Notification) -> dict[str, Any]:
-        summary = log_text(f"[{n.severity.upper()}] {render.summary(n)}", SUMMARY_LIMIT)
+        outlook = n.traffic_outlook
+        short = outlook.short_phrase() if outlook is not None else None
+        traffic = f"; {short}" if short else ""
+        # the traffic part comes last: when a long brand name forces a cut, the mention numbers survive
+        summary = log_text(f"[{n.severity.upper()}] {render.summary(n)}{traffic}", SUMMARY_LIMIT)
         details: dict[str, Any] = {
             "incident_id": n.incident_id,
             "event": n.event,
@@ -90,6 +94,15 @@ class PagerDutyChannel:
                 for m in n.top_mentions[:3]
             ],
         }
+        if outlook is not None:
+            details["site_traffic"] = {
+                "text": outlook.phrase(),
+                "expected_multiple": _round(outlook.multiple),
+                "expected_peak_per_min": _round(outlook.peak_rpm),
+                "normal_per_min": _round(outlook.normal_rpm),
+                "seconds_to_peak": _round(outlook.seconds_to_peak),
+                "basis": outlook.basis,
+            }
         links = []
         if n.runbook_url:
             links.append({"href": n.runbook_url, "text": "Runbook"})

@@ -44,12 +44,46 @@ class Strict(BaseModel):
 
 
 # -- brands -----------------------------------------------------------------------------------------
+class PrometheusTrafficConfig(Strict):
+    """Site traffic from Prometheus' HTTP API (``GET /api/v1/query_range``)."""
+
+    url: str = Field(description="Prometheus' base URL, e.g. http://prometheus:9090 (or a proxy path in front of it)")
+    query: str = Field(min_length=1, max_length=2000,
+                       description="PromQL giving ONE series of requests per minute, e.g. sum(rate(http_requests_total[5m])) * 60")
+    step_seconds: int = Field(default=60, ge=10, le=3600, description="Resolution of the history")
+    bearer_token: SecretStr | None = Field(default=None, description="Write ${ENV_NAME}: sent as Authorization: Bearer")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+\S*$", v):
+            raise ValueError("must be an http(s) URL such as http://prometheus:9090")
+        return v
+
+
+class TrafficHistoryConfig(Strict):
+    """Where the site's requests-per-minute history comes from: exactly one of ``csv`` and ``prometheus``."""
+
+    csv: str | None = Field(default=None, min_length=1,
+                            description="Path of a CSV of timestamp,requests_per_minute (relative: to the working directory)")
+    prometheus: PrometheusTrafficConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "TrafficHistoryConfig":
+        if (self.csv is None) == (self.prometheus is None):
+            raise ValueError("set exactly one of csv (a file path) and prometheus (url, query)")
+        return self
+
+
 class BrandConfig(Strict):
     name: str = Field(min_length=1, max_length=100)
     query: str = Field(min_length=1, max_length=1000, description="Query language: terms, \"phrases\", OR, -exclusions")
     site: str | None = Field(default=None, description="The site that will take the traffic")
     runbook_url: str | None = None
     actions: list[str] = Field(default_factory=list, description="Suggested actions shown to ops")
+    traffic: TrafficHistoryConfig | None = Field(
+        default=None, description="The site's traffic history: calibrates 'about 6x normal traffic in ~25 min'"
+    )
 
     @field_validator("query")
     @classmethod

@@ -7,7 +7,7 @@ import random
 from functools import lru_cache
 
 from notifier.base import ChannelError
-from surgewatch import pipeline
+from surgewatch import clock, pipeline
 from surgewatch.celery_app import app
 from surgewatch.celery_settings import CONFIG_ENV
 from surgewatch.config import load_settings
@@ -65,6 +65,13 @@ def notify(self, incident_id: str, no: int, channel: str) -> dict:
     except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
         raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
     return {"key": outcome.key, "status": outcome.status}
+
+
+@app.task(name="surgewatch.traffic_models")
+def traffic_models() -> dict:
+    from surgewatch.traffic import refresh_models
+
+    return refresh_models(runtime(), clock.now())
 
 
 @app.task(name="surgewatch.digest")

@@ -53,3 +53,16 @@ def test_a_closed_stream_is_a_permanent_error() -> None:
     with pytest.raises(ChannelError) as info:
         ConsoleChannel(stream).send(make_notification())
     assert info.value.permanent
+
+
+def test_the_line_ends_with_the_expected_site_traffic() -> None:
+    from notifier.base import TrafficOutlook
+
+    outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
+                             basis="from 3 past surges, R² 0.91, typical error ±12%")
+    out = io.StringIO()
+    ConsoleChannel(out).send(make_notification(top_mentions=(), traffic_outlook=outlook))
+    assert out.getvalue() == (
+        "2026-11-28T10:05:00Z WARNING Acme opened: 48 mentions/min vs 3.1 expected (x15.5); peak ~120/min in ~20 min; "
+        "site traffic about 6x normal (~5,500 req/min vs ~900) in ~25 min\n"
+    )

@@ -129,3 +129,17 @@ def test_the_routing_key_is_never_shown() -> None:
     assert PD_KEY not in repr(ch) and "events.pagerduty.com" in repr(ch)
     with pytest.raises(ValueError):
         PagerDutyChannel("")
+
+
+def test_the_expected_site_traffic_reaches_pagerduty(pd: FakePagerDuty) -> None:
+    from notifier.base import TrafficOutlook
+
+    outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
+                             basis="from 3 past surges, R² 0.91, typical error ±12%")
+    channel(pd).send(make_notification(traffic_outlook=outlook))
+    payload = pd.accepted()[0].body["payload"]
+    assert payload["summary"].endswith("; about 6x normal site traffic in ~25 min")
+    traffic = payload["custom_details"]["site_traffic"]
+    assert traffic["expected_multiple"] == 6.04 and traffic["expected_peak_per_min"] == 5454.0
+    assert traffic["normal_per_min"] == 903.0 and traffic["seconds_to_peak"] == 1416.0
+    assert traffic["text"] == "about 6x normal (~5,500 req/min vs ~900) in ~25 min"

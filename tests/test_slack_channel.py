@@ -282,3 +282,16 @@ def test_posts_to_one_channel_are_spaced_about_a_second_apart(slack: FakeSlack) 
     with pytest.raises(SlackChannelError) as info:  # a 3 s wait is too long: refuse, do not block the worker
         burst.wait_turn("x")
     assert not info.value.permanent and info.value.retry_after == 3.0
+
+
+def test_both_messages_carry_the_expected_site_traffic(slack: FakeSlack) -> None:
+    from notifier.base import TrafficOutlook
+
+    outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
+                             basis="from 3 past surges, R² 0.91, typical error ±12%")
+    channel(slack).send(make_notification(traffic_outlook=outlook))
+    ops = "\n".join(all_texts(top_level(slack, "#ops")[0]["blocks"])).replace("\u200b", "")
+    marketing = "\n".join(all_texts(top_level(slack, "#marketing")[0]["blocks"])).replace("\u200b", "")
+    assert "*Site traffic:* about 6x normal (~5,500 req/min vs ~900) in ~25 min" in ops
+    assert "Traffic model: from 3 past surges, R² 0.91, typical error ±12%" in ops
+    assert "Expected: about 6x normal site traffic in ~25 min" in marketing
