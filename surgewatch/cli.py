@@ -349,12 +349,69 @@ def silence(
     out.print(f"{entry['brand']} silenced until {_iso(entry['until'])} by {entry['by']}", markup=False)
 
 
+@app.command("traffic-model")
+def traffic_model(
+    brand: str = typer.Argument(..., help="The brand whose site traffic model to show."),
+    config: Path = ConfigOption,
+    refit: bool = typer.Option(False, "--refit", help="Fit from the history now instead of using the cached model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the model as JSON."),
+) -> None:
+    """How the brand's mentions have moved its site's traffic: the calibration behind "about 6x normal
+    traffic in ~25 min", fitted on the brand's traffic history and stored mention counts."""
+    settings = load_or_exit(config)
+    from detector.traffic import predict_traffic
+    from notifier.base import human_multiple, human_rpm, human_when
+    from surgewatch import clock
+    from surgewatch.pipeline import Runtime
+    from surgewatch.traffic import TrafficHistoryError, brand_model, fit_brand
+
+    rt = Runtime(settings)
+    try:
+        cfg = rt.brand(brand)
+    except KeyError as exc:
+        raise fail(str(exc.args[0]))
+    if cfg.traffic is None:
+        raise fail(f"brand {cfg.name!r} has no traffic: setting (a CSV or a Prometheus query of its site's requests/min)")
+    now = clock.now()
+    try:
+        model = fit_brand(rt, cfg, now) if refit else brand_model(rt, cfg, now)
+    except TrafficHistoryError as exc:
+        raise fail(f"site traffic history of {cfg.name}: {exc}")
+    if model is None:
+        state = rt.store.get_state(f"traffic-model:{cfg.name}") or {}
+        raise fail(f"no traffic model for {cfg.name}: {state.get('error') or 'the history could not be read'}")
+    if as_json:
+        print(json.dumps(model.to_dict()))
+        return
+    normal = model.normal_at(now)
+    out.print(f"[bold]{cfg.name}[/]: {model.basis()}")
+    out.print(f"  normal site traffic now: ~{human_rpm(normal)} req/min ({model.traffic_days:.0f} days of traffic history)")
+    if not model.calibrated:
+        return
+    out.print(f"  elasticity {model.elasticity:.2f}: traffic multiple = mention multiple ^ {model.elasticity:.2f}")
+    out.print(f"  traffic peaks ~{model.lag_seconds / 60:.0f} min after mentions (past surges: "
+              + ", ".join(f"{lag / 60:.0f}" for lag in model.surge_lags) + " min)")
+    # examples at the brand's own normal mention rate (the latest verdict's), which matters at low counts
+    expected = (rt.store.get_state(f"verdict:{cfg.name}") or {}).get("expected")
+    per_min = expected * 60 / settings.detector.bucket_seconds if expected else 1.0
+    for ratio in (5, 25):
+        p = predict_traffic(model, mention_peak_per_min=ratio * per_min, mention_normal_per_min=per_min,
+                            seconds_to_mention_peak=0.0, at=now)
+        out.print(f"  mentions at {ratio}x normal peaking now -> about {human_multiple(p.multiple or 1.0)} normal traffic"
+                  f" (~{human_rpm(p.peak_rpm)} req/min) {human_when(p.seconds_to_peak)}"
+                  + (" (bigger than any past surge)" if p.beyond_history else ""))
+
+
 @app.command()
 def backtest(
     data_dir: Path = typer.Argument(..., help="NAB-format data folder (category folders of timestamp,value CSVs)."),
     labels: Path = typer.Option(..., "--labels", help="NAB windows JSON (combined_windows.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
     nab_results: Optional[Path] = typer.Option(None, "--nab-results", help="Write NAB's results layout here."),
+    thin: Optional[float] = typer.Option(
+        None, "--thin", min=0.0, max=1.0,
+        help="Replay count series as a smaller brand: keep each mention with this probability (e.g. 0.25)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of --thin."),
 ) -> None:
     """Run the detector over NAB series and score it with NAB's published scoring."""
     from surgewatch.backtest import render_report, run_backtest
@@ -363,7 +420,9 @@ def backtest(
         raise fail(f"{data_dir} is not a folder")
     if not labels.is_file():
         raise fail(f"{labels}: labels file not found")
-    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty())
+    if thin is not None and thin <= 0:
+        raise fail("--thin must be above 0 (the share of mentions kept)")
+    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty(), thin=thin, seed=seed)
     print(render_report(result))
     if as_json:
         print(json.dumps(result))

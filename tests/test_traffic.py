@@ -6,6 +6,7 @@ rhythm, Poisson mentions, noisy traffic, and mention surges that the traffic fol
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -727,3 +728,35 @@ def test_beat_refits_hourly_on_the_detect_queue_only_where_a_brand_has_a_history
     assert entry["schedule"].total_seconds() == 3600
     plain = parse_settings({"brands": [{"name": "Acme", "query": "acme"}]})
     assert "traffic-models" not in beat_schedule(plain)
+
+
+def test_the_traffic_model_command_shows_the_calibration_and_names_what_is_missing(
+        tmp_path: Path, history_csv: Path, realistic_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from surgewatch.cli import app
+    from surgewatch.store.sqlite import SqliteStore
+    from tests.support import write_config
+
+    db = tmp_path / "sw.db"
+    store = SqliteStore(str(db))
+    store.set_volume("Acme", "x", sorted(realistic_world.mentions(CUT).items()))
+    store.close()
+    path, _ = write_config(tmp_path, {
+        "brands": [{"name": "Acme", "query": "acme", "traffic": {"csv": str(history_csv)}},
+                   {"name": "Plain", "query": "plain"}],
+        "store": {"url": f"sqlite:///{db}"}})
+    (tmp_path / "clock").write_text(str(CUT))
+    monkeypatch.setenv("SURGEWATCH_CLOCK", f"file:{tmp_path / 'clock'}")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["traffic-model", "Acme", "-c", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "from 3 past surges" in shown.output and "traffic peaks ~" in shown.output
+    assert "mentions at 25x normal peaking now -> about" in shown.output
+    as_json = runner.invoke(app, ["traffic-model", "acme", "-c", str(path), "--json"])
+    model = TrafficModel.from_dict(json.loads(as_json.output.strip().splitlines()[-1]))
+    assert model.calibrated and model.n_surges == 3
+    plain = runner.invoke(app, ["traffic-model", "Plain", "-c", str(path)])
+    assert plain.exit_code == 1 and "has no traffic: setting" in plain.output
+    unknown = runner.invoke(app, ["traffic-model", "Nobody", "-c", str(path)])
+    assert unknown.exit_code == 1 and "no brand named 'Nobody'" in unknown.output
