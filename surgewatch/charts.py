@@ -37,7 +37,9 @@ _MARKER_STYLE = {
     "alert": ("#8172b3", "--"),
     "ack": ("#4c72b0", ":"),
     "traffic_peak": ("#333333", "-."),
+    "predicted_peak": ("#999999", ":"),  # where an alert said site traffic would peak (review)
 }
+_LABEL_ROWS = 6  # marker labels cycle through this many heights so neighbours do not overprint
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -179,7 +181,7 @@ def timeline_chart(
         colour, style = _MARKER_STYLE.get(m.kind, ("#555555", "--"))
         when = datetime.fromtimestamp(m.at, timezone.utc)
         ax.axvline(when, color=colour, linestyle=style, linewidth=1.4)
-        ax.annotate(m.label, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 13 * (i % 4)),
+        ax.annotate(m.label, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 13 * (i % _LABEL_ROWS)),
                     textcoords="offset points", fontsize=8, color=colour, rotation=0, ha="left", va="top")
     locator = AutoDateLocator(tz=zone)
     ax.xaxis.set_major_locator(locator)

@@ -11,7 +11,12 @@ a review meeting asks, with numbers rather than impressions:
 * what was sent, on which channel, to whom and when (the delivery log);
 * a suggestion computed by *replaying* the stored history through the real detector with a lower
   opening threshold: how much earlier it would have alerted, and how many extra alerts it would
-  have raised over the last 30 days where the current threshold stayed quiet.
+  have raised over the last 30 days where the current threshold stayed quiet;
+* for a brand with a traffic model (``surgewatch.traffic``): the site traffic each alert predicted
+  ("~4x at 11:24") against the real peak ("4.2x at 11:25"), the model being the one the alerts
+  used when the store still holds it, else one refitted on the history before the incident.
+
+Site traffic comes from the caller (``--traffic``), else from the brand's own ``traffic:`` history.
 
 The replay re-runs both thresholds on the same stored counts, so "earlier" compares like with like
 (the live detector may have started later, or restarted, than the history the store keeps).
@@ -21,13 +26,16 @@ from __future__ import annotations
 import base64
 import html
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from detector.spike import DetectorParams, SpikeDetector
-from detector.verdict import Severity
+from detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
+from detector.verdict import Severity, Verdict
+from notifier.base import human_multiple, human_rpm
 from notifier.escape import html_text
 from surgewatch.charts import Marker, incident_chart
 from surgewatch.config import Settings
@@ -35,6 +43,7 @@ from surgewatch.incidents import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Store
+from surgewatch.traffic import STATE_PREFIX, TrafficHistoryError, fit_brand, load_history, outlook_from
 
 # Channels an incident may have been delivered on.  The configured ones are probed too; a channel
 # removed from the config since the incident still shows in its history.
@@ -255,6 +264,150 @@ def suggest_threshold(
                         len(now_runs), len(low_runs), extra)
 
 
+# -- site traffic: what the alerts predicted, what came ---------------------------------------------------
+@dataclass(frozen=True)
+class TrafficPredictionRow:
+    """The site traffic one alert predicted (``multiple`` None: the model gave no estimate)."""
+
+    transition_no: int
+    severity: str
+    made_at: float  # the scored bucket's close, the time the alert speaks of
+    multiple: float | None
+    peak_at: float | None
+    peak_rpm: float | None
+    beyond_history: bool = False
+
+
+@dataclass(frozen=True)
+class TrafficCheck:
+    """The traffic model's predictions at each alert against the site's real peak.  ``unavailable``: one line
+    saying why there is nothing to compare (then the other fields may be empty)."""
+
+    model_line: str  # what the model rests on and where it comes from
+    rows: tuple[TrafficPredictionRow, ...] = ()
+    real_peak_at: float | None = None
+    real_peak_rpm: float | None = None  # the 5-minute mean at the peak
+    real_normal_rpm: float | None = None  # the model's normal traffic at that time
+    typical_error: float = 0.0  # the model's own typical error on its past surges (0.12: ±12%)
+    unavailable: str | None = None
+
+    @property
+    def real_multiple(self) -> float | None:
+        if self.real_peak_rpm is None or not self.real_normal_rpm:
+            return None
+        return self.real_peak_rpm / self.real_normal_rpm
+
+    def error(self, row: TrafficPredictionRow) -> tuple[float, float] | None:
+        """(predicted / real - 1, predicted peak time - real peak time in seconds)."""
+        real = self.real_multiple
+        if row.multiple is None or row.peak_at is None or real is None or self.real_peak_at is None:
+            return None
+        return row.multiple / real - 1.0, row.peak_at - self.real_peak_at
+
+
+def _stored_model(store: Store, brand: str) -> tuple[TrafficModel | None, float | None]:
+    state = store.get_state(STATE_PREFIX + brand) or {}
+    fitted_at = state.get("fitted_at")
+    if not isinstance(state.get("model"), dict) or not isinstance(fitted_at, (int, float)):
+        return None, None
+    try:
+        return TrafficModel.from_dict(state["model"]), float(fitted_at)
+    except TrafficModelError:
+        return None, None  # another version, or damaged: the alerts refitted too
+
+
+def review_model(rt: Runtime, incident: dict[str, Any]) -> tuple[TrafficModel | None, str]:
+    """The brand's traffic model as the incident's alerts saw it, and a line saying where it comes from.
+
+    The store keeps only the latest fit.  Fitted before the incident opened, it is the one the alerts used.
+    Fitted since, it may have learnt from this very surge, so a model is refitted on the history before the
+    incident when the brand's ``traffic:`` setting allows; the later one is the fallback, labelled as such."""
+    brand = str(incident["brand"])
+    opened = float(incident["opened_at"])
+    first_alert = opened + rt.settings.detector.bucket_seconds
+    tz = rt.settings.timezone
+    stored, fitted_at = _stored_model(rt.store, brand)
+    if stored is not None and fitted_at is not None and fitted_at <= first_alert:
+        return stored, (f"{stored.basis()}; fitted {_fmt(fitted_at, tz)}, before the incident "
+                        "(the model the alerts used)")
+    try:
+        cfg = rt.settings.brand(brand)
+    except KeyError:
+        cfg = None
+    refit_error = ""
+    if cfg is not None and cfg.traffic is not None:
+        try:
+            model = fit_brand(rt, cfg, opened)
+            return model, f"{model.basis()}; refitted on the history before the incident opened"
+        except TrafficHistoryError as exc:
+            refit_error = f" (refitting failed: {exc})"
+    if stored is not None and fitted_at is not None:
+        return stored, (f"{stored.basis()}; fitted {_fmt(fitted_at, tz)}, after the incident opened: it may have "
+                        f"learnt from this surge{refit_error}")
+    if refit_error:
+        return None, f"no traffic model{refit_error}"
+    return None, "no traffic model for this brand (no `traffic:` setting, and none in the store)"
+
+
+def smoothed_traffic(
+    traffic: Sequence[tuple[float, float]], seconds: float = SMOOTH_SECONDS,
+) -> list[tuple[float, float]]:
+    """Each sample replaced by the mean of the samples within ``seconds / 2`` of it: the model learnt its
+    multiples from 5-minute means, and the maximum of raw minutes is partly noise."""
+    times = [t for t, _ in traffic]
+    sums = [0.0]
+    for _, r in traffic:
+        sums.append(sums[-1] + r)
+    out = []
+    for t in times:
+        lo, hi = bisect_left(times, t - seconds / 2), bisect_right(times, t + seconds / 2)
+        out.append((t, (sums[hi] - sums[lo]) / (hi - lo)))
+    return out
+
+
+def traffic_check(
+    model: TrafficModel | None, model_line: str, incident: dict[str, Any],
+    traffic: Sequence[tuple[float, float]] | None, bucket_seconds: int, traffic_note: str = "",
+) -> TrafficCheck:
+    """Recompute every alert's outlook (``outlook_from``, as the notifier did) and find the real peak: the
+    highest 5-minute mean of the site's traffic relative to the model's normal, from ``MIN_LAG`` before the
+    incident opened to ``TRAFFIC_SEARCH`` after."""
+    if model is None:
+        return TrafficCheck(model_line, unavailable=f"No comparison: {model_line}.")
+    opened = float(incident["opened_at"])
+    rows = []
+    for tr in incident.get("transitions", []):
+        if tr["event"] == "resolved" or not tr.get("verdict"):
+            continue
+        made = float(tr["at"]) + bucket_seconds
+        try:
+            verdict = Verdict.from_dict(tr["verdict"])
+        except (TypeError, KeyError, ValueError):
+            continue  # stored by a version whose verdicts had other fields: no outlook to recompute
+        o = outlook_from(model, verdict, bucket_seconds, made)
+        rows.append(TrafficPredictionRow(tr["no"], tr["to"], made, o.multiple,
+                                         made + o.seconds_to_peak if o.seconds_to_peak is not None else None,
+                                         o.peak_rpm, o.beyond_history))
+    window = [(t, r) for t, r in smoothed_traffic(traffic or ())
+              if opened + MIN_LAG <= t <= opened + TRAFFIC_SEARCH]
+    if not window:
+        why = traffic_note or ("no site traffic for the incident's window (pass --traffic, or give the brand a "
+                               "`traffic:` history)")
+        return TrafficCheck(model_line, tuple(rows), typical_error=math.exp(model.peak_error) - 1,
+                            unavailable=f"No comparison: {why}.")
+    if not model.has_normal:
+        return TrafficCheck(model_line, tuple(rows), unavailable=f"No comparison: {model.basis()}.")
+    normals = [model.normal_at(t) or 0.0 for t, _ in window]
+    k = max(range(len(window)), key=lambda i: (window[i][1] / normals[i] if normals[i] > 0 else 0.0, -i))
+    check = TrafficCheck(model_line, tuple(rows), window[k][0], window[k][1], normals[k] or None,
+                         math.exp(model.peak_error) - 1 if model.calibrated else 0.0)
+    if not model.calibrated:
+        real = check.real_multiple
+        seen = (f"; the real peak was {real:.1f}x normal ({window[k][1]:,.0f} req/min)" if real is not None else "")
+        return replace(check, unavailable=f"No comparison: the traffic model is {model.basis()}{seen}.")
+    return check
+
+
 # -- the review -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ForecastRow:
@@ -286,6 +439,8 @@ class Review:
     suggestions: list[str]
     chart_png: bytes
     replay_error: str | None = None
+    traffic_check: TrafficCheck | None = None
+    chart_markers: list[Marker] = field(default_factory=list)
 
     @property
     def incident_id(self) -> str:
@@ -308,6 +463,25 @@ class Review:
         if acked is None or self.first_alert_at is None:
             return None
         return float(acked) - self.first_alert_at
+
+
+def _brand_traffic(
+    settings: Settings, brand: str, start: float, end: float,
+) -> tuple[list[tuple[float, float]] | None, str]:
+    """The site's traffic from the brand's ``traffic:`` history (CSV or Prometheus), and why not when it cannot."""
+    try:
+        cfg = settings.brand(brand)
+    except KeyError:
+        return None, ""
+    if cfg.traffic is None:
+        return None, ""
+    try:
+        points = load_history(cfg.traffic, start, end)
+    except TrafficHistoryError as exc:
+        return None, f"the site's traffic history cannot be read ({exc})"
+    if not points:
+        return None, "the site's traffic history has nothing for the incident's window"
+    return sorted(points), ""
 
 
 def estimate_onset(totals: dict[int, float], opened_bucket: int, expected: float, bucket: int) -> int | None:
@@ -340,6 +514,16 @@ def build_review(
     start = math.floor((opened - BEFORE_WINDOW) / bucket) * bucket
     end = math.ceil((last + bucket + AFTER_WINDOW) / bucket) * bucket
     traffic_list = sorted((float(t), float(r)) for t, r in traffic) if traffic else None
+    traffic_note = ""
+    if traffic_list is None:
+        traffic_list, traffic_note = _brand_traffic(settings, incident["brand"], opened - BEFORE_WINDOW,
+                                                    max(end, opened + TRAFFIC_SEARCH + AFTER_WINDOW))
+    model, model_line = review_model(Runtime(settings, store), incident)
+    check = traffic_check(model, model_line, incident, traffic_list, bucket, traffic_note)
+    predicted = [row for row in check.rows if row.multiple is not None and row.peak_at is not None]
+    for row in predicted:  # the chart shows each predicted peak (one far beyond the search window stays off it)
+        if row.peak_at is not None and row.peak_at <= opened + TRAFFIC_SEARCH:
+            end = max(end, math.ceil((row.peak_at + AFTER_WINDOW / 2) / bucket) * bucket)
     if traffic_list:
         # Show the traffic peak even when it comes after the incident resolved.
         tp = traffic_peak(traffic_list, opened - BEFORE_WINDOW, opened + TRAFFIC_SEARCH)
@@ -387,13 +571,17 @@ def build_review(
         markers.append(Marker(float(incident["acked_at"]), f"ack {incident.get('acked_by') or ''}".strip(), "ack"))
     if tp is not None:
         markers.append(Marker(tp[0], f"traffic peak {tp[1]:,.0f}/min", "traffic_peak"))
+    for row in predicted:
+        assert row.multiple is not None and row.peak_at is not None
+        markers.append(Marker(row.peak_at, f"predicted ~{human_multiple(row.multiple)} (#{row.transition_no})",
+                              "predicted_peak"))
     title = f"{incident['brand']} · incident {incident['id']}"
     chart = incident_chart(counts, bucket_seconds=bucket, start=start, end=end, markers=markers,
                            traffic=traffic_list, title=title, tz=settings.timezone)
     review = Review(incident, settings.timezone, bucket, start, end, counts, deliveries, first_alert,
                     float(onset) if onset is not None else None, float(peak_at) if peak_at is not None else None,
                     peak_observed, forecasts, traffic_list, tp[0] if tp else None, tp[1] if tp else None,
-                    result, [], chart, replay_error)
+                    result, [], chart, replay_error, check, markers)
     review.suggestions = suggestions(review)
     return review
 
@@ -430,6 +618,16 @@ def suggestions(r: Review) -> list[str]:
         if ratio < 0.5:
             out.append(f"The first forecast ({f.peak_rate:.0f}/bucket) was under half the real peak "
                        f"({r.peak_observed:.0f}); treat early forecasts as a floor.")
+    check = r.traffic_check
+    first = next((row for row in check.rows if check.error(row) is not None), None) if check else None
+    if check is not None and first is not None:
+        err, _ = check.error(first)  # type: ignore[misc]
+        # beyond what the model says of itself on its past surges, and by enough to change what ops would do
+        if abs(math.log1p(err)) > max(math.log1p(check.typical_error), math.log(1.25)):
+            out.append(f"The traffic outlook at the first alert was {_signed_pct(err)} off the real peak "
+                       f"(~{human_multiple(first.multiple or 0.0)} predicted, {check.real_multiple:.1f}x real), beyond "
+                       f"its typical error of ±{100 * check.typical_error:.0f}%; its next daily refit learns from "
+                       "this surge.")
     if r.replay_error:
         out.append(f"No threshold suggestion: {r.replay_error}.")
     failed = [d for d in r.deliveries if d.status == "failed"]
@@ -482,6 +680,46 @@ def forecast_rows(r: Review) -> list[tuple[str, str, str, str]]:
             for f in r.forecasts]
 
 
+def _signed_pct(x: float) -> str:
+    return f"{'−' if x < 0 else '+'}{abs(100 * x):.0f}%"
+
+
+def traffic_lines(r: Review) -> list[str]:
+    """Above the table: what the model rests on and the real peak; or the one line saying why there is no
+    comparison."""
+    c = r.traffic_check
+    if c is None:
+        return []
+    if c.unavailable:
+        return [c.unavailable]
+    real = c.real_multiple
+    return [f"Model: {c.model_line}.",
+            f"Real peak (5-minute mean): {real:.1f}x normal, {c.real_peak_rpm:,.0f} req/min at "
+            f"{_fmt(c.real_peak_at, r.timezone, False)} (normal ~{human_rpm(c.real_normal_rpm)})."]
+
+
+def traffic_rows(r: Review) -> list[tuple[str, str, str, str, str]]:
+    """One row per alert: ``#0 watch | 11:02 | ~4x at 11:24 (~3,600 req/min) | 4.2x at 11:25 | −5%, 1 min early``."""
+    c = r.traffic_check
+    if c is None or c.unavailable:
+        return []
+    real = f"{c.real_multiple:.1f}x at {_fmt(c.real_peak_at, r.timezone, False)} ({c.real_peak_rpm:,.0f} req/min)"
+    out = []
+    for row in c.rows:
+        if row.multiple is None or row.peak_at is None:
+            out.append((f"#{row.transition_no} {row.severity}", _fmt(row.made_at, r.timezone, False),
+                        "no estimate", real, "—"))
+            continue
+        predicted = (f"~{human_multiple(row.multiple)} at {_fmt(row.peak_at, r.timezone, False)} "
+                     f"(~{human_rpm(row.peak_rpm)} req/min)" + (", beyond past surges" if row.beyond_history else ""))
+        err, dt = c.error(row)  # type: ignore[misc]
+        minutes = round(abs(dt) / 60)
+        when = "on time" if minutes == 0 else f"{minutes} min {'early' if dt < 0 else 'late'}"
+        out.append((f"#{row.transition_no} {row.severity}", _fmt(row.made_at, r.timezone, False), predicted, real,
+                    f"{_signed_pct(err)}, {when}"))
+    return out
+
+
 def _md(s: object) -> str:
     """Outside text in a Markdown table cell: no pipes, no newlines, no HTML."""
     return html.escape(str(s), quote=False).replace("|", "\\|").replace("\n", " ")
@@ -497,6 +735,12 @@ def render_markdown(r: Review) -> str:
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in forecast_rows(r)]
     else:
         lines.append("No forecast was made (the incident never left the quiet side of the model).")
+    if r.traffic_check is not None:
+        lines += ["", "## Site traffic: predicted vs real", ""]
+        lines += [_md(line) for line in traffic_lines(r)]
+        if traffic_rows(r):
+            lines += ["", "| transition | made at | predicted peak | real peak | error |", "|---|---|---|---|---|"]
+            lines += [f"| {' | '.join(_md(c) for c in row)} |" for row in traffic_rows(r)]
     lines += ["", "## What was sent", ""]
     if r.deliveries:
         lines += ["| when | transition | channel | status | to |", "|---|---|---|---|---|"]
@@ -542,6 +786,10 @@ def render_html(r: Review) -> str:
         "<h2>Forecast vs real peak</h2>",
         _table(("transition", "made at", "forecast peak", "vs real"), forecast_rows(r)) if r.forecasts
         else "<p class=\"muted\">No forecast was made.</p>",
+        *(["<h2>Site traffic: predicted vs real</h2>",
+            "".join(f"<p>{html_text(line)}</p>" for line in traffic_lines(r)),
+            _table(("transition", "made at", "predicted peak", "real peak", "error"), traffic_rows(r))
+            if traffic_rows(r) else ""] if r.traffic_check is not None else []),
         "<h2>What was sent</h2>",
         _table(("when", "transition", "channel", "status", "to"),
                [(f"{_fmt(d.at, r.timezone, False)} ({d.at_from})", f"#{d.transition_no} {d.event} {d.severity}", d.channel,

@@ -12,12 +12,15 @@ import math
 import re
 from dataclasses import replace
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
 from detector.spike import DetectorParams, SpikeDetector
+from detector.traffic import TrafficModel
 from detector.verdict import Severity
+from notifier.base import human_multiple, human_rpm
 from surgewatch import pipeline
 from surgewatch.charts import png_size
 from surgewatch.config import parse_settings
@@ -25,6 +28,7 @@ from surgewatch.health import SourceHealth
 from surgewatch.incidents import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
 from surgewatch.review import ReviewError, build_review, render_html, render_markdown
+from surgewatch.traffic import STATE_PREFIX
 
 T0 = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()  # history starts Wednesday 00:00 UTC
 HOURS = 44
@@ -195,3 +199,190 @@ def test_the_threshold_suggestion_replays_the_stored_history(scored):
     print(f"replay: {rp.threshold} {rp.current:g} -> {rp.lowered:g}: {rp.minutes_earlier:.0f} min earlier, "
           f"{len(extra)} extra alerts in {rp.history_days:.1f} days; current opens {rp.current_alerts}, "
           f"lowered {rp.lowered_alerts}")
+
+
+# -- site traffic: what the alerts predicted against what came -------------------------------------------
+LAG = 20 * 60.0
+ELASTICITY = 0.5
+PSEUDO = 0.2  # mentions per minute
+REAL_PEAK_AT = SURGE_AT + 50 * 60
+
+
+def normal_rpm(t: float) -> float:
+    """The hand-made model's normal: it rises by the hour, so a real multiple depends on when the peak came."""
+    slot = (int(t // 3600) + 3 * 24) % 168  # 1970-01-01 was a Thursday; slot 0 is Monday 00:00
+    return 600.0 + 5.0 * slot
+
+
+def hand_model(**changes) -> TrafficModel:
+    model = TrafficModel(grid_seconds=60, utc_offset_s=0.0, traffic_days=28.0,
+                         normal_rpm=tuple(normal_rpm(s * 3600 - 3 * 86400) for s in range(168)), weekly_slots=168,
+                         level=1.0, mention_pseudo_per_min=PSEUDO, calibrated=True, reason="", elasticity=ELASTICITY,
+                         lag_seconds=LAG, n_surges=3, n_points=200, r2=0.9, peak_error=math.log(1.1),
+                         largest_surge_ratio=40.0)
+    return replace(model, **changes)
+
+
+def store_model(store, model: TrafficModel, fitted_at: float) -> None:
+    store.set_state(STATE_PREFIX + "Acme", {"version": 1, "fingerprint": "f", "fitted_at": fitted_at,
+                                            "model": model.to_dict(), "error": None, "failed_at": None})
+
+
+def site_traffic(start: float = SURGE_AT - 2 * 3600, end: float = SURGE_AT + 4 * 3600) -> list[tuple[float, float]]:
+    """The site's minutes: its normal, and a surge of up to 4.2x normal peaking at REAL_PEAK_AT (20-minute sides)."""
+    out = []
+    for t in np.arange(start, end, 60.0):
+        bump = max(0.0, 1.0 - abs(t - REAL_PEAK_AT) / 1200)
+        out.append((float(t), normal_rpm(t) * (1.0 + 3.2 * bump)))
+    return out
+
+
+def hhmm(t: float) -> str:
+    return datetime.fromtimestamp(t, ZoneInfo("Europe/London")).strftime("%H:%M")
+
+
+def traffic_section(md: str) -> list[str]:
+    lines = md.split("## Site traffic: predicted vs real\n\n", 1)[1].split("\n\n## ", 1)[0]
+    return [line for line in lines.splitlines() if line]
+
+
+def test_each_alert_prediction_is_set_against_the_real_traffic_peak(scored):
+    store, settings, _, incident = scored
+    store_model(store, hand_model(), fitted_at=T0 + 3600)  # fitted before the incident: what the alerts used
+    traffic = site_traffic()
+
+    r = build_review(store, settings, incident["id"], traffic, replay=False)
+
+    # the real peak, computed here: 5-minute centred means over normal, from 30 min before the opening on
+    times = np.array([t for t, _ in traffic])
+    rpm = np.array([v for _, v in traffic])
+    means = np.array([rpm[(times >= t - 150) & (times <= t + 150)].mean() for t in times])
+    ratio = means / np.array([normal_rpm(t) for t in times])
+    inside = (times >= incident["opened_at"] - 1800) & (times <= incident["opened_at"] + 6 * 3600)
+    k = int(np.flatnonzero(inside)[np.argmax(ratio[inside])])
+    c = r.traffic_check
+    assert c is not None and c.unavailable is None
+    assert c.real_peak_at == times[k] == REAL_PEAK_AT
+    assert c.real_multiple == pytest.approx(ratio[k]) and 3.5 < c.real_multiple < 4.2  # smoothing shaves the tip
+    assert c.real_normal_rpm == normal_rpm(REAL_PEAK_AT)
+
+    # each alert's prediction, recomputed here from the stored verdict and the model's equations
+    firing = [tr for tr in incident["transitions"] if tr["event"] != "resolved"]
+    assert [row.transition_no for row in c.rows] == [tr["no"] for tr in firing] and firing
+    for row, tr in zip(c.rows, firing):
+        v = tr["verdict"]
+        peak, to_peak = ((v["forecast"]["peak_rate"], v["forecast"]["seconds_to_peak"]) if v["forecast"]
+                         else (v["observed"], 0.0))
+        mention_ratio = (peak + PSEUDO) / (v["expected"] + PSEUDO)
+        made = tr["at"] + 60
+        assert row.made_at == made
+        assert row.multiple == pytest.approx(mention_ratio ** ELASTICITY if mention_ratio > 1 else 1.0)
+        assert row.peak_at == pytest.approx(made + max(0.0, to_peak + LAG))
+        assert row.peak_rpm == pytest.approx(normal_rpm(row.peak_at) * row.multiple)
+
+    md = render_markdown(r)
+    section = traffic_section(md)
+    assert section[0].startswith("Model: from 3 past surges, R² 0.90, typical error ±10%; fitted ")
+    assert section[0].endswith("before the incident (the model the alerts used).")
+    assert section[1] == (f"Real peak (5-minute mean): {ratio[k]:.1f}x normal, {means[k]:,.0f} req/min at "
+                          f"{hhmm(REAL_PEAK_AT)} (normal ~{human_rpm(normal_rpm(REAL_PEAK_AT))}).")
+    assert "| transition | made at | predicted peak | real peak | error |" in section
+    for row, tr in zip(c.rows, firing):
+        err = row.multiple / ratio[k] - 1
+        minutes = round(abs(row.peak_at - REAL_PEAK_AT) / 60)
+        when = "on time" if minutes == 0 else f"{minutes} min {'early' if row.peak_at < REAL_PEAK_AT else 'late'}"
+        expected = (f"| #{tr['no']} {tr['to']} | {hhmm(row.made_at)} | ~{human_multiple(row.multiple)} at "
+                    f"{hhmm(row.peak_at)} (~")
+        line = next(line for line in section if line.startswith(expected))
+        assert line.endswith(f"| {ratio[k]:.1f}x at {hhmm(REAL_PEAK_AT)} ({means[k]:,.0f} req/min) | "
+                             f"{'−' if err < 0 else '+'}{abs(100 * err):.0f}%, {when} |")
+    assert "<h2>Site traffic: predicted vs real</h2>" in render_html(r)
+
+    # the chart marks every predicted peak next to the real one
+    predicted = sorted(m.at for m in r.chart_markers if m.kind == "predicted_peak")
+    assert predicted == sorted(row.peak_at for row in c.rows)
+    assert any(m.kind == "traffic_peak" and m.at == REAL_PEAK_AT for m in r.chart_markers)
+
+    # a review meeting hears about an outlook far off the mark, and only then
+    first_err = c.rows[0].multiple / ratio[k] - 1
+    flagged = [s for s in r.suggestions if s.startswith("The traffic outlook at the first alert was")]
+    assert len(flagged) == (1 if abs(math.log1p(first_err)) > math.log(1.25) else 0)
+    print(f"traffic check: real {ratio[k]:.2f}x at {hhmm(REAL_PEAK_AT)}; predicted "
+          + ", ".join(f"{row.multiple:.2f}x at {hhmm(row.peak_at)}" for row in c.rows))
+
+
+@pytest.mark.parametrize("off_by", [2.0, 1.05, 0.5])
+def test_only_an_outlook_far_off_the_real_peak_becomes_a_suggestion(scored, off_by):
+    store, settings, _, incident = scored
+    store_model(store, hand_model(), fitted_at=T0 + 3600)
+    first = build_review(store, settings, incident["id"], site_traffic(), replay=False).traffic_check
+    # the elasticity that puts the first alert's prediction at ``off_by`` times the real peak
+    log_mention_ratio = math.log(first.rows[0].multiple) / ELASTICITY
+    store_model(store, hand_model(elasticity=math.log(off_by * first.real_multiple) / log_mention_ratio),
+                fitted_at=T0 + 3600)
+    r = build_review(store, settings, incident["id"], site_traffic(), replay=False)
+    c = r.traffic_check
+    assert c.rows[0].multiple == pytest.approx(off_by * c.real_multiple)
+    flagged = [s for s in r.suggestions if s.startswith("The traffic outlook at the first alert was")]
+    if off_by == 1.05:
+        assert flagged == []
+    else:
+        err = off_by - 1
+        assert flagged == [f"The traffic outlook at the first alert was {'−' if err < 0 else '+'}{abs(100 * err):.0f}% "
+                           f"off the real peak (~{human_multiple(c.rows[0].multiple)} predicted, "
+                           f"{c.real_multiple:.1f}x real), beyond its typical error of ±10%; its next daily refit "
+                           "learns from this surge."]
+
+
+def test_a_model_fitted_after_the_incident_is_labelled_as_such(scored):
+    store, settings, _, incident = scored
+    store_model(store, hand_model(), fitted_at=incident["opened_at"] + 2 * 3600)
+    r = build_review(store, settings, incident["id"], site_traffic(), replay=False)
+    assert r.traffic_check.rows and r.traffic_check.unavailable is None
+    assert traffic_section(render_markdown(r))[0].endswith(
+        "after the incident opened: it may have learnt from this surge.")
+
+
+def test_without_a_model_or_without_site_traffic_the_review_says_so_in_one_line(scored):
+    store, settings, _, incident = scored
+    r = build_review(store, settings, incident["id"], site_traffic(), replay=False)
+    assert traffic_section(render_markdown(r)) == [
+        "No comparison: no traffic model for this brand (no `traffic:` setting, and none in the store)."]
+    assert not [m for m in r.chart_markers if m.kind == "predicted_peak"]
+
+    store_model(store, hand_model(), fitted_at=T0 + 3600)
+    r = build_review(store, settings, incident["id"], replay=False)
+    assert traffic_section(render_markdown(r)) == [
+        "No comparison: no site traffic for the incident's window (pass --traffic, or give the brand a "
+        "`traffic:` history)."]
+
+
+def test_a_brand_with_a_traffic_history_gets_its_traffic_and_a_model_fitted_as_of_the_incident(scored, tmp_path):
+    store, _, _, incident = scored
+    csv = tmp_path / "acme-traffic.csv"
+    # three days of the site's minutes (the store holds under two of mentions: the refit is uncalibrated)
+    csv.write_text("timestamp,requests_per_minute\n" + "".join(
+        f"{t:.0f},{v:.1f}\n" for t, v in site_traffic(T0 - 86400, SURGE_AT + 6 * 3600)))
+    settings = parse_settings({
+        "brands": [{"name": "Acme", "query": '"Acme Live"', "traffic": {"csv": str(csv)}}],
+        "sources": {"rss": {"interval": 60, "feeds": ["http://127.0.0.1:1/f.rss"]}},
+        "store": {"url": f"sqlite:///{tmp_path / 'unused.db'}"},
+        "detector": {"bucket_seconds": 60, "warm_up_minutes": WARM_UP_MINUTES, "evaluation_lag_seconds": 0,
+                     "resolve_after_quiet_buckets": 10},
+        "timezone": "Europe/London",
+    }, "test")
+
+    r = build_review(store, settings, incident["id"], replay=False)  # no --traffic
+
+    assert r.traffic_peak_at == REAL_PEAK_AT and r.lead_seconds is not None  # read from the brand's CSV
+    (line,) = traffic_section(render_markdown(r))
+    assert line.startswith("No comparison: the traffic model is uncalibrated: less than two days of mention history")
+    assert "; the real peak was " in line
+    assert store.get_state(STATE_PREFIX + "Acme") is None  # the alert path's cache is left alone
+
+    csv.unlink()
+    r = build_review(store, settings, incident["id"], replay=False)
+    (line,) = traffic_section(render_markdown(r))
+    assert line.startswith("No comparison: no traffic model (refitting failed: traffic CSV ")
+    assert "file not found" in line
+    assert r.traffic is None and r.lead_seconds is None
