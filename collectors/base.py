@@ -73,6 +73,12 @@ class Batch:
     requests_made: int = 0
     retry_after: float | None = None  # the source asked us to wait this many seconds
     notes: list[str] = field(default_factory=list)  # non-fatal problems worth showing in health
+    # A source whose counts come in ``volume`` (X) reads posts as a sample: they are kept (top posts,
+    # dedup) but not counted, and its buckets are complete only up to ``complete_until`` (the last
+    # census), which moves every ``complete_every`` seconds; scoring waits for it.
+    posts_are_sample: bool = False
+    complete_until: float | None = None
+    complete_every: float | None = None
 
 
 class SourceError(Exception):

@@ -47,8 +47,9 @@ TWEEPY_HOST = "https://api.twitter.com"  # hard-coded in tweepy.client.BaseClien
 SEARCH_ROUTE = "/2/tweets/search/recent"
 COUNTS_ROUTE = "/2/tweets/counts/recent"
 SINCE_ID_MAX_AGE = 6.9 * 86400
-COUNTS_LOOKBACK = 15 * 60
-PACING_HEAD_START = 3600.0  # an hour's worth of budget is available from midnight UTC  # re-read the last 15 minutes: the newest buckets were still filling
+COUNTS_END_DELAY = 30.0  # https://docs.x.com/x-api/posts/counts/recent-post-counts: end_time defaults to now - 30 s
+COUNTS_LOOKBACK = 15 * 60  # re-read the last 15 minutes: the newest buckets were still filling
+PACING_HEAD_START = 3600.0  # an hour's worth of budget is available from midnight UTC
 
 CREDENTIAL_HINT = (
     "check X_BEARER_TOKEN (an app-only Bearer token from the X developer portal); the free tier "
@@ -118,7 +119,8 @@ class XCollector:
         if cursor.get("day") != today:
             cursor["day"], cursor["requests_today"] = today, 0
         spent_before = int(cursor.get("requests_today") or 0)
-        batch = Batch()
+        # The counts are the census; posts only a sample (see the module docstring).
+        batch = Batch(posts_are_sample=True, complete_every=self.counts_every)
         budget = _Budget(spent_before, self._allowance(now), self.max_requests_per_day)
         counts_at = float(cursor.get("counts_at") or 0.0)
 
@@ -126,6 +128,9 @@ class XCollector:
         # buckets cover the polls in between, so it is only needed every ``counts_every`` s.
         if now - counts_at >= self.counts_every and not self._held_back(COUNTS_ROUTE, batch) and budget.take():
             batch.volume = self._volume(x_query, now)
+            # X's counts end 30 s before the request (its default end_time): the minutes before that one are whole
+            end = now - COUNTS_END_DELAY
+            batch.complete_until = end - end % 60
             counts_at = now
 
         since_id = cursor.get("since_id")

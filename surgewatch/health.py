@@ -30,6 +30,8 @@ class SourceHealth:
     requests: int = 0
     notes: list[str] = field(default_factory=list)
     alerted_since: float | None = None  # the failing_since of the outage ops were told about
+    complete_until: float | None = None  # a census source (X): its counts are complete up to here
+    complete_every: float | None = None  # ... which moves this often
 
     @staticmethod
     def key(source: str, brand: str) -> str:

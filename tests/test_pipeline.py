@@ -179,3 +179,44 @@ def test_x_and_reddit_collect_through_the_same_pipeline_from_config(tmp_path, mo
         counts = rt.store.counts("Acme", now - 3600, now + 60)
         assert set(counts) == {"x", "reddit"} and sum(counts["reddit"].values()) == 1
         assert SourceHealth.load(rt.store, "x", "Acme").requests >= 2  # counts + search: the spend is visible
+
+
+def test_x_buckets_hold_its_counts_not_its_sampled_posts_and_wait_for_them(tmp_path, monkeypatch):
+    """X's posts are a sample and its counts endpoint the census: a bucket holds the census only,
+    and is scored once the counts covering it are in (every 5 minutes), not after any poll."""
+    from surgewatch.fakex import FakeX
+
+    t0 = 1_795_000_000 // 3600 * 3600 + 20  # 20 s into a minute
+    clock = {"now": t0}
+    with FakeX(bearer_token="x-bearer-0123456789", clock=lambda: clock["now"]) as x:
+        for k in range(30):
+            x.add_tweet(f"Acme Live news {k}", created_at=t0 - 620 + 20 * k)  # the last 40 s ago
+        monkeypatch.setenv("X_BEARER_TOKEN", "x-bearer-0123456789")
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme"}],
+            "sources": {"x": {"api_url": x.url, "interval": 60, "max_results": 10}},  # busy: posts every poll
+            "detector": {"evaluation_lag_seconds": 0},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+        rt = Runtime(settings)
+        rt.collector("x").now = lambda: clock["now"]  # the collector's clock: the test's
+        assert pipeline.collect(rt, "x", "Acme", now=t0).status == "ok"
+        census = rt.store.counts("Acme", t0 - 3600, t0 + 3600)["x"]
+        assert sum(census.values()) == 30  # the counts endpoint's minutes, each post once
+        horizon = rt.scoring_horizon("Acme", t0)
+        assert horizon == t0 - 20 - 60  # counts end 30 s before the request: the minute before is whole
+        # a minute later: new posts are read (a sample), the counts are not due yet
+        for k in range(5):
+            x.add_tweet(f"Acme Live later {k}", created_at=t0 + 5 + k)
+        clock["now"] = t0 + 60
+        out = pipeline.collect(rt, "x", "Acme", now=t0 + 60)
+        assert out.status == "ok" and out.new == 5  # kept, deduped ...
+        assert rt.store.counts("Acme", t0 - 3600, t0 + 3600)["x"] == census  # ... and not counted
+        assert len(rt.store.recent("Acme", 50)) == 35
+        assert rt.scoring_horizon("Acme", t0 + 60) == horizon  # scoring waits for the census
+        # after five minutes the counts come again and take the new posts in, once each
+        clock["now"] = t0 + 300
+        pipeline.collect(rt, "x", "Acme", now=t0 + 300)
+        assert sum(rt.store.counts("Acme", t0 - 3600, t0 + 3600)["x"].values()) == 35
+        assert rt.scoring_horizon("Acme", t0 + 300) == t0 + 300 - 20 - 60
+        # with no counts for three of their intervals, X no longer holds the brand back
+        assert rt.scoring_horizon("Acme", t0 + 300 + 3 * 300 + 1) == t0 + 300 + 3 * 300 + 1

@@ -86,6 +86,17 @@ def test_the_same_id_from_two_sources_is_two_mentions(store):
     assert store.counts("Acme", T0, T0 + 60) == {"reddit": {T0: 1}, "rss": {T0: 1}}
 
 
+def test_a_sample_is_deduped_and_kept_but_not_counted(store):
+    # X: the posts read are a sample, its counts endpoint is the census (set_volume)
+    store.set_volume("Acme", "x", [(T0, 40)])
+    assert store.ingest([mention(i, source="x", at=T0 + i) for i in range(3)], count=False) == IngestResult(3, 0)
+    assert store.counts("Acme", T0, T0 + 60) == {"x": {T0: 40}}
+    assert [m.id for m in store.recent("Acme")] == ["2", "1", "0"]
+    # the same posts later, counted or not, are duplicates
+    assert store.ingest([mention(1, source="x", at=T0 + 1)]) == IngestResult(0, 1)
+    assert store.counts("Acme", T0, T0 + 60) == {"x": {T0: 40}}
+
+
 def test_one_post_that_names_two_brands_counts_for_each(store):
     assert store.ingest([mention(7, brand="Acme"), mention(7, brand="Globex")]).new == 2
     assert store.ingest([mention(7, brand="Globex")]).duplicates == 1  # the Globex poll, again

@@ -160,6 +160,9 @@ def test_counts_are_skipped_between_their_intervals(x):
     second = collector.fetch(BRAND, first.cursor)
     assert first.volume and second.volume == []
     assert len(x.requests_to(COUNTS_PATH)) == 1 and len(x.requests_to(SEARCH_PATH)) == 2
+    # the counts are the census, complete up to the minute they were read; posts are a sample
+    assert first.complete_until == (LATE_EVENING - 30) // 60 * 60 and second.complete_until is None
+    assert first.posts_are_sample and second.posts_are_sample and first.complete_every == 300
 
 
 def test_spent_rate_limit_is_honoured_without_calling_or_sleeping(x):

@@ -24,11 +24,12 @@ class Store(Protocol):
     bucket_seconds: int
 
     # -- mentions -------------------------------------------------------------------------------
-    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+    def ingest(self, mentions: Sequence[Mention], *, count: bool = True) -> IngestResult:
         """Dedup by (source, brand, id) -- a post naming two brands counts for each -- count each new
         mention into its (brand, source, bucket), keep it in the brand's capped list of recent
-        mentions.  One batch is one round trip / one transaction.  Raises StoreError when the store
-        cannot be reached."""
+        mentions.  One batch is one round trip / one transaction.  ``count=False``: the posts are a
+        sample of a source whose volume comes from ``set_volume`` -- dedup and keep them, count
+        nothing.  Raises StoreError when the store cannot be reached."""
 
     def set_volume(self, brand: str, source: str, points: Sequence[tuple[float, int]]) -> None:
         """Counts reported by a source without posts (X recent counts): SET, not add, so a re-poll

@@ -48,18 +48,18 @@ DAY = 86400
 # 1.5 x dedup_ttl.  Partitions follow the Redis server's clock (TIME), so workers with skewed
 # clocks still agree, and each partition expires (PEXPIREAT) the moment no ingest reads it.
 #
-# ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups, then per
+# ARGV: ttl_ms, recent_cap, retention_s, bucket_seconds, prefix, n_groups, count (1/0), then per
 #       (brand, source) group: brand, source, n, then n x (id, created_us, payload).
 # created_us is integer epoch microseconds (exact in a Lua number up to year 2255).  Counts are
 # summed in a Lua table first, so a group's 500 mentions in one minute are one HINCRBY.
 _INGEST_LUA = r"""
 local K, A, fmod = 3, ARGV, math.fmod
 local ttl, cap, keep = tonumber(A[1]), tonumber(A[2]), A[3]
-local bs, p, ng = tonumber(A[4]) * 1000000, A[5], tonumber(A[6])
+local bs, p, ng, counting = tonumber(A[4]) * 1000000, A[5], tonumber(A[6]), A[7] == '1'
 local part = math.max(1, math.ceil(ttl / (K - 1)))
 local t = redis.call('TIME')
 local q = math.floor((t[1] * 1000 + math.floor(t[2] / 1000)) / part)
-local trimmed, new, i = {}, 0, 7
+local trimmed, new, i = {}, 0, 8
 for _ = 1, ng do
   local brand, source, n = A[i], A[i + 1], tonumber(A[i + 2])
   i = i + 3
@@ -105,6 +105,7 @@ for _ = 1, ng do
     redis.call('PEXPIREAT', key, string.format('%d', (q + K) * part))
     new = new + nf
     local days = {}
+    if not counting then counts = {} end  -- a sample (X's posts): its source reports the counts
     for b, c in pairs(counts) do
       local day = string.format('%d', math.floor(b / 86400))
       local ckey = p .. 'c:' .. source .. ':' .. day .. ':' .. brand
@@ -239,7 +240,7 @@ class RedisStore:
             raise StoreError(f"Redis at {self.safe_url} answered an error while {doing}: {exc}") from None
 
     # -- mentions -------------------------------------------------------------------------------
-    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+    def ingest(self, mentions: Sequence[Mention], *, count: bool = True) -> IngestResult:
         if not mentions:
             return IngestResult(0, 0)
         # (brand, source) -> its run of arguments and its payload encoder
@@ -266,7 +267,7 @@ class RedisStore:
             chunks += parts
         packed = PackedArgs(3 * len(groups) + 3 * len(mentions), "".join(chunks).encode("utf-8", "surrogatepass"))
         head = (self._ttl_ms, self.recent_cap, self.retention_seconds, self.bucket_seconds, self.prefix,
-                len(groups))
+                len(groups), 1 if count else 0)
         with self._errors("ingesting mentions"):
             new = self._ingest(args=(*head, packed))
         return IngestResult(new=int(new), duplicates=len(mentions) - int(new))

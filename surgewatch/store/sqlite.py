@@ -156,7 +156,7 @@ class SqliteStore:
             conn.execute("COMMIT")
 
     # -- mentions -------------------------------------------------------------------------------
-    def ingest(self, mentions: Sequence[Mention]) -> IngestResult:
+    def ingest(self, mentions: Sequence[Mention], *, count: bool = True) -> IngestResult:
         if not mentions:
             return IngestResult(0, 0)
         now = time.time()
@@ -193,10 +193,11 @@ class SqliteStore:
             if seen_rows:
                 # REPLACE: an id whose entry expired is counted again, with a fresh seen_at
                 conn.executemany("INSERT OR REPLACE INTO seen_mentions VALUES (?, ?, ?, ?)", seen_rows)
-                conn.executemany(
-                    "INSERT INTO counts VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (brand, bucket, source) DO UPDATE SET n = n + excluded.n",
-                    [(b, s, t, n) for (b, s, t), n in counts.items()])
+                if count:  # else a sample (X's posts): its source reports the counts
+                    conn.executemany(
+                        "INSERT INTO counts VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (brand, bucket, source) DO UPDATE SET n = n + excluded.n",
+                        [(b, s, t, n) for (b, s, t), n in counts.items()])
                 conn.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?, ?, ?)", recent_rows)
                 for brand in {r[0] for r in recent_rows}:
                     self._trim_recent(conn, brand)
