@@ -16,7 +16,7 @@ from surgewatch.pipeline import Runtime
 from surgewatch.store.redis import RedisStore
 
 T0 = 1_795_000_000 // 86400 * 86400 + 8 * 3600  # 08:00 UTC on a fixed day
-HOURS = 8
+HOURS = 4  # 240 buckets: one tick scores them all (pipeline.MAX_TICK_BUCKETS)
 
 
 def settings_for(brands: list[str]):
@@ -30,12 +30,12 @@ def settings_for(brands: list[str]):
     })
 
 
-def seed(store, brand: str, *, surge_at: float | None, level: int) -> None:
-    """HOURS of per-minute counts from two sources, ending at T0; a 12x surge from ``surge_at``."""
+def seed(store, brand: str, *, surge_at: float | None, level: int, hours: int = HOURS) -> None:
+    """``hours`` of per-minute counts from two sources, ending at T0; a 12x surge from ``surge_at``."""
     for source, share in (("rss", 1), ("hackernews", 2)):
         points = []
-        for k in range(HOURS * 60):
-            t = T0 - HOURS * 3600 + k * 60
+        for k in range(hours * 60):
+            t = T0 - hours * 3600 + k * 60
             n = level * share + (k * 7 + share) % 3  # steady with a little wobble
             if surge_at is not None and t >= surge_at:
                 n *= 12
@@ -149,3 +149,35 @@ def test_a_chunk_costs_the_same_round_trips_whatever_its_size(redis_store, monke
     assert not any(o.verdicts for o in quiet) and not any(o.busy for o in quiet)
     assert len(sent) == 4  # locks, small states, open incidents, unlock
     assert math.isfinite(large[-1].verdicts[-1].expected)
+
+
+def test_a_brand_far_behind_catches_up_a_bounded_stretch_per_tick_and_ends_where_one_pass_would(make_store):
+    store = make_store()
+    rt = Runtime(settings_for(["Late", "Twin", "Third"]), store=store)
+    hours = 10
+    for b in ("Late", "Twin"):
+        seed(store, b, surge_at=T0 - 40 * 60, level=3, hours=hours)
+    start = T0 - hours * 3600
+    scored, ticks = 0, 0
+    while True:  # a few ticks at the same moment, each at most MAX_TICK_BUCKETS buckets
+        (late,) = pipeline.evaluate_many(rt, ["Late"], now=T0)
+        if not late.verdicts:
+            break
+        assert len(late.verdicts) <= pipeline.MAX_TICK_BUCKETS
+        assert late.verdicts[0].at == start + scored * 60  # each tick goes on where the last stopped
+        scored += len(late.verdicts)
+        ticks += 1
+    assert scored == hours * 60 and ticks == math.ceil(hours * 60 / pipeline.MAX_TICK_BUCKETS)
+    # the same detector state and incidents as a brand scored in one pass
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "MAX_TICK_BUCKETS", 10**6)
+        (twin,) = pipeline.evaluate_many(rt, ["Twin"], now=T0)
+    assert len(twin.verdicts) == hours * 60
+    # evaluate_until_current does the ticks in one call
+    seed(store, "Third", surge_at=T0 - 40 * 60, level=3, hours=hours)
+    (third,) = pipeline.evaluate_until_current(rt, ["Third"], now=T0)
+    assert [v.at for v in third.verdicts] == [v.at for v in twin.verdicts]
+    assert [t["event"] for t in third.transitions] == [t["event"] for t in twin.transitions]
+    assert store.get_state("detector:Late")["detector"] == store.get_state("detector:Twin")["detector"]
+    assert [(i["opened_at"], i["severity"]) for i in store.list_incidents("Late")] == \
+        [(i["opened_at"], i["severity"]) for i in store.list_incidents("Twin")]
