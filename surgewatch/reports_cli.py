@@ -6,8 +6,7 @@ each (a bad config lists every problem), never a traceback.
 """
 from __future__ import annotations
 
-import csv
-from datetime import datetime
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -46,39 +45,13 @@ def _store(settings: Settings):
 
 
 def read_traffic(path: Path) -> list[tuple[float, float]]:
-    """``timestamp,requests_per_minute`` rows; the timestamp is epoch seconds or ISO 8601 (a naive
-    one is UTC).  A header row is allowed."""
-    out: list[tuple[float, float]] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.reader(f), start=1):
-                if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                    continue
-                if len(row) < 2:
-                    raise _fail(f"{path}:{n}: expected timestamp,requests_per_minute")
-                stamp, value = row[0].strip(), row[1].strip()
-                try:
-                    rpm = float(value)
-                except ValueError:
-                    if n == 1:
-                        continue  # a header
-                    raise _fail(f"{path}:{n}: {value!r} is not a number of requests per minute") from None
-                try:
-                    t = float(stamp)
-                except ValueError:
-                    try:
-                        dt = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                    except ValueError:
-                        raise _fail(f"{path}:{n}: {stamp!r} is neither epoch seconds nor an ISO 8601 time") from None
-                    if dt.tzinfo is None:
-                        from datetime import timezone
+    """``timestamp,requests_per_minute`` rows (see :func:`surgewatch.traffic.load_csv_history`)."""
+    from surgewatch.traffic import TrafficHistoryError, load_csv_history
 
-                        dt = dt.replace(tzinfo=timezone.utc)
-                    t = dt.timestamp()
-                out.append((t, rpm))
-    except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc.strerror or exc}") from None
-    return out
+    try:
+        return load_csv_history(path, -math.inf, math.inf)
+    except TrafficHistoryError as exc:
+        raise _fail(str(exc)) from None
 
 
 def digest(

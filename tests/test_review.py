@@ -386,3 +386,19 @@ def test_a_brand_with_a_traffic_history_gets_its_traffic_and_a_model_fitted_as_o
     assert line.startswith("No comparison: no traffic model (refitting failed: traffic CSV ")
     assert "file not found" in line
     assert r.traffic is None and r.lead_seconds is None
+
+
+def test_the_review_command_names_the_line_of_a_bad_traffic_csv(tmp_path):
+    from typer.testing import CliRunner
+
+    from surgewatch.cli import app
+    from tests.support import write_config
+
+    path, _ = write_config(tmp_path, {"brands": [{"name": "Acme", "query": "acme"}],
+                                      "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+    bad = tmp_path / "traffic.csv"
+    bad.write_text("timestamp,requests_per_minute\n1764547200,900\n1764547260,lots\n")
+    done = CliRunner().invoke(app, ["review", "acme-1", "-c", str(path), "--traffic", str(bad)])
+    assert done.exit_code == 1
+    assert "traffic.csv:3: 'lots' is not a number of requests per minute" in done.output
+    assert "Traceback" not in done.output
