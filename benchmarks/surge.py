@@ -28,7 +28,7 @@ collect finished (from the worker logs: ``Task surgewatch.collect[<id>] succeede
 the tick's deadline, one bucket later; tasks per second while a tick drains; mentions stored
 against mentions published (nothing lost); and, before the workers start, the memory of a
 simulated day per brand (the same ingest and evaluate code, in this process), with the detector's
-state size and an estimate of the steady state (dedup ids kept 7-10.5 days, counts 35 days).
+state size and an estimate of the steady state (dedup ids kept up to 1.5 x the dedup TTL, counts 35 days).
 
     python benchmarks/surge.py [--brands 50] [--speed 10] [--workers 2] [--concurrency 1]
 
@@ -281,15 +281,16 @@ def memory_of_a_day(url: str, brands: int, per_min: float) -> dict[str, Any]:
             per_brand_state += len(client.hget(state_hash, field) or b"")
     kinds["detector + verdict state (JSON in the state hash)"] = per_brand_state
     per_brand = (after - before) / brands
-    # Steady state: dedup ids are kept 7 to 10.5 days (3 partitions of half the TTL), counts 35 days
+    # Steady state: dedup ids are kept one to 1.5 TTLs (3 partitions of half the TTL), counts 35 days
     # (one hash per source per day), recent posts capped at 500, state constant.
-    steady = (kinds.get("dedup ids", 0) * 10.5 + kinds.get("counts", 0) * 35 + kinds.get("recent posts", 0)
+    dedup_days = 1.5 * settings.store.dedup_ttl_days
+    steady = (kinds.get("dedup ids", 0) * dedup_days + kinds.get("counts", 0) * 35 + kinds.get("recent posts", 0)
               + kinds.get("count index", 0) + per_brand_state)
     client.flushdb()
     store.close()
     return {"brands": brands, "mentions_per_brand": int(per_min * 1440), "used_memory_delta": after - before,
             "per_brand_bytes": per_brand, "breakdown": kinds, "detector_state_bytes": len(json.dumps(state)),
-            "steady_state_per_brand_bytes": int(steady), "ingest_s": ingest_s, "evaluate_s": evaluate_s}
+            "steady_state_per_brand_bytes": int(steady), "dedup_days": dedup_days, "ingest_s": ingest_s, "evaluate_s": evaluate_s}
 
 
 # -- the run ----------------------------------------------------------------------------------------------
@@ -317,7 +318,7 @@ def main() -> None:
               f"bytes = {mem['per_brand_bytes']:,.0f} bytes per brand; detector state {mem['detector_state_bytes']:,} bytes")
         for kind, size in sorted(mem["breakdown"].items(), key=lambda kv: -kv[1]):
             print(f"    {kind:<52} {size:>10,} bytes")
-        print(f"  steady state (dedup 10.5 days, counts 35 days, recent capped): about "
+        print(f"  steady state (dedup {mem['dedup_days']:g} days, counts 35 days, recent capped): about "
               f"{mem['steady_state_per_brand_bytes']:,} bytes per brand")
 
         broker_url, store_url = server.url(0), server.url(1)

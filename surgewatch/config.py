@@ -261,7 +261,9 @@ class CalendarConfig(Strict):
 # -- infrastructure ---------------------------------------------------------------------------------
 class StoreConfig(Strict):
     url: str = "sqlite:///surgewatch.db"
-    dedup_ttl_days: float = Field(default=7, gt=0)
+    # Posts older than two days are never counted (pipeline.MAX_MENTION_AGE), so remembering ids for
+    # longer buys nothing and costs most of a brand's Redis memory (benchmarks/surge.py).
+    dedup_ttl_days: float = Field(default=3, ge=2, description="How long a post's id is remembered (at least the 2 days after which posts are not counted)")
     recent_cap: int = Field(default=500, ge=10)
 
     @field_validator("url")

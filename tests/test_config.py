@@ -120,3 +120,11 @@ def test_any_malformed_config_gives_config_errors_never_a_crash(data):
         parse_settings(data, "fuzz.yaml", env={})
     except ConfigError as exc:
         assert exc.errors and all(isinstance(e, str) and ": " in e for e in exc.errors)
+
+
+def test_dedup_must_outlast_the_age_after_which_posts_are_not_counted():
+    from surgewatch.pipeline import MAX_MENTION_AGE
+
+    assert parse_settings({"brands": [{"name": "A", "query": "a"}]}).store.dedup_ttl_days * 86400 > MAX_MENTION_AGE
+    with pytest.raises(ConfigError, match=r"store.dedup_ttl_days"):
+        parse_settings({"brands": [{"name": "A", "query": "a"}], "store": {"dedup_ttl_days": 1}})
