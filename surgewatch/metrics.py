@@ -23,10 +23,9 @@ derived from incidents (``incident:transition:channel``), so we walk the inciden
 ``NOTIFICATION_WINDOW`` and look up each routed delivery.  A delivery marked sent never changes, so
 its outcome is cached in this process and looked up only once.
 
-Scrape cost.  The store calls are a handful per brand; on Redis ``counts()`` dominates, because it
-reads each (source, day) hash whole (HGETALL) even for a one-hour window: about 3.5 ms a brand with
-three busy sources late in the day, in pure-Python RESP parsing.  Count windows are therefore
-cached until the next bucket completes.
+Scrape cost.  The store is read in a fixed number of calls whatever the number of brands (counts
+and open incidents of every brand at once, health and verdicts by prefix), and the hour of counts is
+cached until the next bucket completes: complete buckets do not change.
 """
 from __future__ import annotations
 
@@ -289,13 +288,11 @@ class SurgeWatchCollector(Collector):
         sources = list(self.settings.sources.enabled())
         # Complete buckets do not change once the evaluation lag has passed, so the window is read
         # once per bucket, not once per scrape (with 15 s scrapes and 60 s buckets, 1 scrape in 4).
-        # That matters on Redis, where counts() reads whole day hashes (see the module docstring).
         if self._counts_end != end:
-            self._counts_end, self._counts = end, {}
+            self._counts = store.counts_many({b: (end - n * bucket, end) for b in brands})
+            self._counts_end = end  # only once read: a failed read is retried at the next scrape
         for brand in brands:
-            counts = self._counts.get(brand)
-            if counts is None:
-                counts = self._counts[brand] = store.counts(brand, end - n * bucket, end)
+            counts = self._counts.get(brand, {})
             for source in sorted(set(sources) | set(counts)):
                 series = counts.get(source, {})
                 last.add_metric([brand, source], series.get(float(end - bucket), 0))
@@ -353,8 +350,9 @@ class SurgeWatchCollector(Collector):
         since = GaugeMetricFamily(
             "surgewatch_incident_opened_timestamp_seconds", "When the brand's open incident opened (epoch).",
             labels=["brand", "incident"])
+        open_incidents = store.open_incidents(brands)
         for brand in brands:
-            incident = store.open_incident(brand)
+            incident = open_incidents.get(brand)
             current = incident["severity"] if incident else None
             for severity in SEVERITIES:
                 open_.add_metric([brand, severity], 1 if severity == current else 0)
