@@ -164,8 +164,10 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
 
     rt = Runtime(settings)
     health = SourceHealth.load_all(rt.store)
-    verdicts = {b.name: rt.store.get_state(f"verdict:{b.name}") for b in settings.brands}
-    incidents = [i for b in settings.brands if (i := rt.store.open_incident(b.name))]
+    names = [b.name for b in settings.brands]
+    verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
+    open_incidents = rt.store.open_incidents(names)
+    incidents = [open_incidents[n] for n in names if n in open_incidents]
     if as_json:
         print(json.dumps({"sources": [h.to_dict() for h in health], "verdicts": verdicts, "open_incidents": incidents}))
         return
@@ -184,7 +186,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         vt.add_column(col)
     for b in settings.brands:
         v = verdicts.get(b.name) or {}
-        inc = rt.store.open_incident(b.name)
+        inc = open_incidents.get(b.name)
         vt.add_row(
             b.name, f"{v.get('observed', 0):.0f}", f"{v.get('expected', 0):.1f}", f"{v.get('score', 0):.2f}",
             v.get("severity", "-"), inc["id"] if inc else "",
