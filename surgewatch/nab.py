@@ -54,7 +54,7 @@ class LabelledSeries:
 
 def scaled_sigmoid(position: float) -> float:
     """NAB's weighting: about 1 at a window's left edge (-1), 0 at its right edge (0), -1 far past it."""
-    if position >= 3.0:
+    if position > 3.0:  # as NAB's sweeper: exactly 3.0 (no window yet) still goes through the sigmoid
         return -1.0
     return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
 

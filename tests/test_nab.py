@@ -18,7 +18,8 @@ def test_scaled_sigmoid_matches_the_published_values():
     assert nab.scaled_sigmoid(-0.5) == pytest.approx(0.84828, abs=1e-5)
     assert nab.scaled_sigmoid(0.0) == pytest.approx(0.0)
     assert nab.scaled_sigmoid(1.0) == pytest.approx(-0.98661, abs=1e-5)
-    assert nab.scaled_sigmoid(3.0) == -1.0
+    assert nab.scaled_sigmoid(3.0) == pytest.approx(2 / (1 + math.exp(15)) - 1)  # NAB: -1 only past 3.0
+    assert nab.scaled_sigmoid(3.0) != -1.0 and nab.scaled_sigmoid(3.01) == -1.0
 
 
 def test_probation_is_fifteen_percent_capped_at_750_rows():
