@@ -54,7 +54,7 @@ class LabelledSeries:
 
 def scaled_sigmoid(position: float) -> float:
     """NAB's weighting: about 1 at a window's left edge (-1), 0 at its right edge (0), -1 far past it."""
-    if position > 3.0:  # as NAB's sweeper: exactly 3.0 (no window yet) still goes through the sigmoid
+    if position > 3.0:  # as NAB's sweeper: exactly 3.0 past a window still goes through the sigmoid
         return -1.0
     return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
 
@@ -105,11 +105,11 @@ def _sweep_points(series: LabelledSeries, cost: CostMatrix, first_window_id: int
         else:
             wid = None
             if prev_right is None:
-                position = 3.0
+                weight = -1.0 * cost.fp  # no window before: "really far away", as NAB's sweeper says
             else:
                 # NAB divides by (width - 1) here; a one-row window would divide by zero there too.
                 position = abs(prev_right - i) / max(prev_width - 1.0, 1.0)
-            weight = scaled_sigmoid(position) * cost.fp
+                weight = scaled_sigmoid(position) * cost.fp
         if i >= probation:
             points.append(_Point(score, weight, wid))
     return points

@@ -47,7 +47,7 @@ def test_a_detection_at_the_window_start_beats_one_at_its_end():
 def test_false_positives_cost_the_profile_weight_before_any_window_and_less_just_after_one():
     cost = nab.PROFILES["reward_low_FP"]
     before = nab.score_file(_series(hits=[20, 50]), cost, 0.5)
-    assert before == pytest.approx(1.0 - 0.22)
+    assert before == pytest.approx(1.0 - 0.22, abs=1e-12)  # exactly the weight: NAB's -1 with no window before
     # one row past a 10-row window: NAB's distance is |59-60| / (10-1)
     after = nab.score_file(_series(hits=[50, 60]), cost, 0.5)
     assert after == pytest.approx(1.0 + 0.22 * nab.scaled_sigmoid(1 / 9))
