@@ -26,7 +26,12 @@ The model, per bucket of ``bucket_seconds``:
 * **Score** the log margin by which the count, shrunk by ``record_noise_sigmas`` Poisson standard deviations
   (a handful of mentions is not a record), beats the **record**: the highest shrunk count seen, fading in log
   space towards the typical level with a half-life of ``record_halflife_s``.  Scale-free (a ratio to the
-  series' own past peaks, so no per-series threshold), count-aware, O(1) state.  Why a record and not the
+  series' own past peaks, so no per-series threshold), count-aware, O(1) state.  A second record weighs
+  **duration**: one bucket above the record may be a five-minute retweet storm, while hours of buckets at several
+  times the baseline are a story that is running, even below the peak record.  The number of recent buckets whose
+  (shrunk) count is more than ``surge_ratio`` times the baseline (and improbable under Poisson counts), beyond
+  the first and decaying with a half-life of ``surge_halflife_s``, is scored against its own fading record
+  (``surge_record_halflife_s``); the score is the larger of the two.  Why a record and not the
   surprise against the seasonal baseline: on NAB's real Twitter series the baseline surprise ranks ordinary
   daily news bursts level with the labelled events (65.7 even with a per-series oracle threshold), while
   "highest in about two weeks" separates them (80 with the same oracle, 79 with one threshold); people judge a burst against the biggest ones they
@@ -46,7 +51,8 @@ from detector.verdict import Forecast, Severity, Verdict
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
-_STATE_VERSION = 4  # bump when the layout changes: an old state is refused with ValueError
+_STATE_VERSION = 5  # bump when the layout changes: an old state is refused with ValueError ...
+_MIGRATES = {4}  # ... unless listed here: version 4 lacks only the duration record, which starts empty
 _SETTLE = 20  # buckets before the baseline's own level is trusted enough to learn the noise around it
 _MIN_FACTOR = 0.05  # floor of a seasonal factor
 _LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
@@ -85,6 +91,17 @@ class DetectorParams:
     typical_halflife_s: float = 2 * 86400.0  # memory of the typical (log) level the record fades towards
     record_noise_sigmas: float = 1.0  # counts are shrunk by this many Poisson sd before they can beat a record
     record_scale: float = _LN2  # log margin over the record that maps to score 0.5 (doubling the record)
+    # the duration record: how many recent buckets ran at surge_ratio x the baseline, against its own fading record.
+    # On NAB's realTweets it lifts the score from 78.8 / 72.8 (standard / low FP) to 83.4 / 76.7 (left out: 78.2 /
+    # 67.0 to 82.8 / 71.0), and as much or more at a half, a quarter and a tenth of the volume: it catches AMZN's
+    # 1.5-hour surge that a two-bucket spike two days earlier had hidden.  Not a sharp optimum: every setting of
+    # 3-6 h, 2.5-4x, scale 0.4-0.6 scores 80.6-83.8 standard.  The record lasts longer than the peak record:
+    # hours-long surges are rarer than single-bucket spikes, so a smaller one stays news for longer (14 days: 82.0)
+    surge_ratio: float = 4.0
+    surge_decades: float = 4.0  # ... and improbable under Poisson counts: -log10 P(X >= count) at the baseline
+    surge_halflife_s: float = 4 * 3600.0  # memory of the count of surging buckets
+    surge_record_halflife_s: float = 28 * 86400.0
+    surge_scale: float = 0.6  # log margin over the duration record that maps to score 0.5
     two_sided: bool = False  # also score new lows (for series where drops matter; mentions rarely do)
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
 
@@ -146,6 +163,8 @@ class _Rates:
         self.disp = 1.0 - 0.5 ** (b / p.dispersion_halflife_s)
         self.record = 0.5 ** (b / p.record_halflife_s)
         self.typical = 1.0 - 0.5 ** (b / p.typical_halflife_s)
+        self.surge = 0.5 ** (b / p.surge_halflife_s)
+        self.surge_record = 0.5 ** (b / p.surge_record_halflife_s)
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.shape_discount = 0.5 ** (1.0 / max(3.0, 900.0 / b))  # the forecast's fit: half-life of 15 minutes
         self.window = 1.0 - 0.5 ** (1.0 / max(1.0, p.window_halflife_s / b))
@@ -232,8 +251,11 @@ class SpikeDetector:
             self._fit = [0.0] * 6
             # the score's memory, in log(1 + count): record high, record low, typical level (None: not started)
             self._record: list[float] | None = None
+            # the duration record: recent surging buckets (decaying); record and typical, in
+            # log(buckets beyond the first)
+            self._surge: list[float] | None = None
         else:
-            if not isinstance(state, Mapping) or state.get("v") != _STATE_VERSION:
+            if not isinstance(state, Mapping) or (state.get("v") != _STATE_VERSION and state.get("v") not in _MIGRATES):
                 found = state.get("v") if isinstance(state, Mapping) else type(state).__name__
                 raise ValueError(f"unsupported detector state version {found!r} (expected {_STATE_VERSION})")
             try:
@@ -251,6 +273,10 @@ class SpikeDetector:
                 self._record = None if rec is None else [float(x) for x in rec]
                 if self._record is not None and len(self._record) != 3:
                     raise ValueError("malformed detector state: record")
+                surge = state["surge"] if state["v"] == _STATE_VERSION else None
+                self._surge = None if surge is None else [float(x) for x in surge]
+                if self._surge is not None and len(self._surge) != 3:
+                    raise ValueError("malformed detector state: surge")
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"malformed detector state: {exc!r}") from exc
 
@@ -267,6 +293,7 @@ class SpikeDetector:
             "window": [self._win, self._win_mu],
             "fit": self._fit,
             "record": self._record,
+            "surge": self._surge,
         }
 
     # -- the baseline ----------------------------------------------------------------------------------------
@@ -404,6 +431,41 @@ class SpikeDetector:
         rec[2] = typical + a * (level - typical)
         return margin
 
+    def _surge_margin(self, count: float, mu: float, seen: int) -> float:
+        """Log margin by which the recent number of surging buckets beats its own fading record, then learn it.
+
+        A bucket surges when its count, shrunk as for the record, is more than ``surge_ratio`` times the baseline:
+        a ratio, so the same for any brand's volume.  The record and its typical level are kept in
+        log(buckets beyond the first) and fade as the peak record does.  As for the peak record, the margin is what
+        the running number adds over the record, so it is largest on the second or third surging bucket after
+        weeks without such a cluster (at most log 2: with ``surge_scale`` 0.6 this record's score stays below
+        0.54); a surge that only matches the clusters of recent weeks adds nothing."""
+        p = self.params
+        r = self._rates
+        noise = p.record_noise_sigmas * math.sqrt(count)
+        # the ratio is the practical size; at a fraction of a mention per bucket it is met by noise (4 against 0.5),
+        # so a surging bucket must also be improbable under Poisson counts (``surge_decades``)
+        surging = (count > p.min_count and count - noise > p.surge_ratio * mu
+                   and _log10_tail(count, mu, mu) >= p.surge_decades)
+        st = self._surge
+        recent = (st[0] * r.surge if st is not None else 0.0) + (1.0 if surging else 0.0)
+        # duration starts at the second bucket: one surging bucket alone is the peak record's business.  The one
+        # before must lie within two half-lives (a quarter of it left), or a surge of days ago would leave crumbs
+        # that each new lone bucket beats
+        extra = recent - 1.0
+        x = math.log1p(extra) if extra >= 0.25 else 0.0
+        if st is None:
+            self._surge = [recent, x, x]
+            return 0.0
+        hi, typical = st[1], st[2]
+        margin = x - hi
+        hi = typical + (hi - typical) * r.surge_record
+        st[0] = recent
+        st[1] = x if x > hi else hi
+        a = 1.0 / (seen + 1) if seen + 1 < 1.0 / r.typical else r.typical
+        st[2] = typical + a * (x - typical)
+        return margin
+
     # -- one bucket ------------------------------------------------------------------------------------------
 
     def update(self, t: float, count: float, by_source: Mapping[str, float] | None = None) -> Verdict:
@@ -444,6 +506,7 @@ class SpikeDetector:
 
         # -- score: how far this bucket beats the series' own fading record -----------------------------------
         margin = self._record_margin(count, b.n)
+        surge_margin = self._surge_margin(count, mu, b.n)
 
         # -- sources spiking together -----------------------------------------------------------------------
         spiking = 0
@@ -488,6 +551,8 @@ class SpikeDetector:
 
         # 0 unless the record falls; 0.5 when it is doubled (record_scale); -> 1 for a new order of magnitude
         score = margin / (margin + p.record_scale) if margin > 0.0 else 0.0
+        if surge_margin > 0.0:
+            score = max(score, surge_margin / (surge_margin + p.surge_scale))
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None
         return Verdict(at=t, observed=count, expected=mu, score=score, severity=severity, warming_up=False,
                        forecast=forecast, sources_spiking=spiking)

@@ -56,12 +56,12 @@ def test_the_nab_backtest_runs_on_the_shared_data_and_beats_the_windowed_gaussia
     print(render_report(result))
     assert set(result["scores"]) == {"realTweets", "realKnownCause"}
     assert {"standard", "reward_low_FP", "reward_low_FN"} <= set(tweets)
-    # floors well under what we reach (~79 standard and ~73 low-FP in-sample; ~78 and ~67 left out, where the
-    # low-FP threshold of five series sits just above one window's best score in the sixth), above the windowed
-    # Gaussian and HTM; the benchmark prints the real figures
-    assert tweets["standard"] > 70 and tweets["reward_low_FP"] > 63.5
+    # floors under what we reach (~83.5 standard and ~77 low-FP in-sample; ~83 and ~71 left out), above the
+    # peak record alone (78.8 / 72.8, 78.2 left out), so losing the duration record fails here; the benchmark
+    # prints the real figures
+    assert tweets["standard"] > 80 and tweets["reward_low_FP"] > 74
     held_out = result["leave_one_out"]["realTweets"]
-    assert held_out["standard"] > 70 and held_out["standard"] <= tweets["standard"] + 1e-9
+    assert held_out["standard"] > 79 and held_out["standard"] <= tweets["standard"] + 1e-9
     assert len(result["series"]) == 13
     assert result["us_per_point"] < 100
 

@@ -290,12 +290,22 @@ def test_the_forecast_sees_the_peak_coming_within_a_small_factor(seed):
     assert all(v.forecast.seconds_to_peak > 0 for v in early)
 
 
-def test_a_state_of_an_older_layout_is_refused_so_the_pipeline_starts_fresh():
+def test_a_state_of_an_older_layout_is_refused_or_migrated_so_the_pipeline_never_crashes():
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {"v": 2, "total": {}, "sources": {}})
     current = SpikeDetector(MINUTE).state()
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {**current, "v": 3})  # the layout before the record score
+    # version 4 lacks only the duration record: it is read (the learned baseline is kept), the record starts empty
+    learned = SpikeDetector(MINUTE)
+    for i in range(600):
+        learned.update(T0 + 60 * i, 5.0 + i % 3)
+    v4 = {k: v for k, v in learned.state().items() if k != "surge"} | {"v": 4}
+    migrated = SpikeDetector(MINUTE, v4)
+    assert migrated.state()["total"] == learned.state()["total"] and migrated.state()["surge"] is None
+    assert migrated.state()["v"] == current["v"]
+    with pytest.raises(ValueError):
+        SpikeDetector(MINUTE, {**current, "v": 99})
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {"v": current["v"]})  # right version, missing fields
 
@@ -345,3 +355,36 @@ def test_a_drop_to_nothing_scores_only_when_the_score_is_two_sided():
     two = _run(SpikeDetector(replace(FIVE_MIN, two_sided=True)), points)[5 * DAY]
     assert one.score == 0.0
     assert two.score >= 0.8
+
+
+# -- the duration record: hours of surging buckets are news even below the peak record -------------------------
+
+NO_DURATION = replace(FIVE_MIN, surge_ratio=1e9)
+
+
+def _spike_then_surge(seed):
+    """Poisson 20 per five minutes; a two-bucket spike of 400-500 on day 3, two hours at ~120 (6x) on day 5."""
+    points = _bursty_days(7, seed=seed, bursts={3 * DAY: 400, 3 * DAY + 1: 500})
+    rng = random.Random(seed)
+    surge = range(5 * DAY, 5 * DAY + 24)
+    return [(t, 120 + rng.randint(-12, 12) if i in surge else c) for i, (t, c) in enumerate(points)], surge
+
+
+@pytest.mark.parametrize("seed", [35, 36, 37])
+def test_hours_at_six_times_the_usual_rate_score_though_a_taller_short_spike_came_first(seed):
+    points, surge = _spike_then_surge(seed)
+    with_duration = _run(SpikeDetector(FIVE_MIN), points)
+    peak_only = _run(SpikeDetector(NO_DURATION), points)
+    assert max(v.score for v in peak_only[surge.start:surge.stop]) == 0.0  # 120 never beats the 500 of two days ago
+    best = max(v.score for v in with_duration[surge.start:surge.stop])
+    assert best >= 0.3
+    spike = range(3 * DAY, 3 * DAY + 2)
+    assert best > max(v.score for i, v in enumerate(with_duration[DAY:], DAY) if i not in surge and i not in spike)
+    # the spike's first bucket is the peak record's alone; its second is already a (short) cluster
+    assert with_duration[3 * DAY].score == peak_only[3 * DAY].score >= 0.7
+
+
+def test_lone_surging_buckets_days_apart_never_count_as_duration():
+    bursts = {d * DAY + 100: 150 for d in (2, 3, 4, 5)}  # 7.5x, one bucket a day
+    points = _bursty_days(7, seed=38, bursts=bursts)
+    assert _run(SpikeDetector(FIVE_MIN), points) == _run(SpikeDetector(NO_DURATION), points)
