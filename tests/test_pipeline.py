@@ -220,3 +220,22 @@ def test_x_buckets_hold_its_counts_not_its_sampled_posts_and_wait_for_them(tmp_p
         assert rt.scoring_horizon("Acme", t0 + 300) == t0 + 300 - 20 - 60
         # with no counts for three of their intervals, X no longer holds the brand back
         assert rt.scoring_horizon("Acme", t0 + 300 + 3 * 300 + 1) == t0 + 300 + 3 * 300 + 1
+
+
+def test_a_delivery_claimed_by_a_live_attempt_is_looked_at_again_soon_not_after_the_whole_lease(tmp_path):
+    from surgewatch.pipeline import NotReady, delivery_key
+    from tests.support_faults import seed_incident
+
+    _, settings = write_config(tmp_path, {
+        "brands": [{"name": "Acme", "query": "acme"}], "channels": {"console": {}},
+        "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+    rt = Runtime(settings)
+    inc = seed_incident(rt.store, "Acme", T0)
+    key = delivery_key(inc["id"], 0, "console")
+    lease = rt.notify_lease("console")
+    assert rt.store.claim(key, lease, time.time())  # another worker is sending it right now
+    with pytest.raises(NotReady, match="claimed by another attempt") as caught:
+        pipeline.notify(rt, inc["id"], 0, "console")
+    assert caught.value.retry_in == pytest.approx(max(1.0, lease / 8), abs=0.01)
+    rt.store.mark_sent(key, {})  # the other attempt finished: the retry finds it sent
+    assert pipeline.notify(rt, inc["id"], 0, "console").status == "duplicate"
