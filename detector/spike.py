@@ -31,7 +31,11 @@ The model, per bucket of ``bucket_seconds``:
   times the baseline are a story that is running, even below the peak record.  The number of recent buckets whose
   (shrunk) count is more than ``surge_ratio`` times the baseline (and improbable under Poisson counts), beyond
   the first and decaying with a half-life of ``surge_halflife_s``, is scored against its own fading record
-  (``surge_record_halflife_s``); the score is the larger of the two.  Why a record and not the
+  (``surge_record_halflife_s``).  A third record weighs **frequency**: a day of news can come as separate short
+  spikes, each back to the baseline within minutes, none a peak record and none long enough for the duration
+  record.  A burst (a surging bucket with no surging bucket in the ``burst_gap_s`` before it) is counted, decaying
+  with a half-life of ``burst_halflife_s``; from the ``burst_min``-th recent burst on, the count is scored against
+  its own fading record.  The score is the largest of the three.  Why a record and not the
   surprise against the seasonal baseline: on NAB's real Twitter series the baseline surprise ranks ordinary
   daily news bursts level with the labelled events (65.7 even with a per-series oracle threshold), while
   "highest in about two weeks" separates them (80 with the same oracle, 79 with one threshold); people judge a burst against the biggest ones they
@@ -51,8 +55,10 @@ from detector.verdict import Forecast, Severity, Verdict
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
-_STATE_VERSION = 5  # bump when the layout changes: an old state is refused with ValueError ...
-_MIGRATES = {4}  # ... unless listed here: version 4 lacks only the duration record, which starts empty
+_STATE_VERSION = 6  # bump when the layout changes: an old state is refused with ValueError ...
+# ... unless listed here: version 4 lacks the duration and frequency records, version 5 the frequency record; a
+# missing record starts empty
+_MIGRATES = {4, 5}
 _SETTLE = 20  # buckets before the baseline's own level is trusted enough to learn the noise around it
 _MIN_FACTOR = 0.05  # floor of a seasonal factor
 _LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
@@ -102,6 +108,15 @@ class DetectorParams:
     surge_halflife_s: float = 4 * 3600.0  # memory of the count of surging buckets
     surge_record_halflife_s: float = 28 * 86400.0
     surge_scale: float = 0.6  # log margin over the duration record that maps to score 0.5
+    # the frequency record: separate bursts (surging buckets as for the duration record) within about a day, against
+    # its own fading record (``surge_record_halflife_s``) on the same scale as the duration record.  On NAB's
+    # realTweets it lifts 83.4 / 76.7 / 87.1 to 86.8 / 78.2 / 91.2 (left out 82.8 to 86.2 standard) and the thinned
+    # runs on average: it catches GOOG's day of a dozen lone spikes at 5-8x the baseline.  Not a sharp optimum: a gap
+    # of 15-60 minutes scores 86.0-87.4, three or five bursts 87.0 / 86.5 (left out 81.6 / 86.0); a one-day half-life
+    # scores as well in-sample but 81.8 left out
+    burst_gap_s: float = 1800.0  # a surging bucket is a new burst after this long without one
+    burst_halflife_s: float = 12 * 3600.0  # memory of the count of bursts
+    burst_min: float = 4.0  # bursts within about a half-life before the count is scored at all
     two_sided: bool = False  # also score new lows (for series where drops matter; mentions rarely do)
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
 
@@ -165,6 +180,8 @@ class _Rates:
         self.typical = 1.0 - 0.5 ** (b / p.typical_halflife_s)
         self.surge = 0.5 ** (b / p.surge_halflife_s)
         self.surge_record = 0.5 ** (b / p.surge_record_halflife_s)
+        self.burst = 0.5 ** (b / p.burst_halflife_s)
+        self.burst_gap = p.burst_gap_s / b  # in buckets
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.shape_discount = 0.5 ** (1.0 / max(3.0, 900.0 / b))  # the forecast's fit: half-life of 15 minutes
         self.window = 1.0 - 0.5 ** (1.0 / max(1.0, p.window_halflife_s / b))
@@ -254,6 +271,9 @@ class SpikeDetector:
             # the duration record: recent surging buckets (decaying); record and typical, in
             # log(buckets beyond the first)
             self._surge: list[float] | None = None
+            # the frequency record: recent bursts (decaying); record and typical, in log(recent bursts); buckets
+            # since the last surging one
+            self._bursts: list[float] | None = None
         else:
             if not isinstance(state, Mapping) or (state.get("v") != _STATE_VERSION and state.get("v") not in _MIGRATES):
                 found = state.get("v") if isinstance(state, Mapping) else type(state).__name__
@@ -273,10 +293,14 @@ class SpikeDetector:
                 self._record = None if rec is None else [float(x) for x in rec]
                 if self._record is not None and len(self._record) != 3:
                     raise ValueError("malformed detector state: record")
-                surge = state["surge"] if state["v"] == _STATE_VERSION else None
+                surge = state["surge"] if state["v"] >= 5 else None
                 self._surge = None if surge is None else [float(x) for x in surge]
                 if self._surge is not None and len(self._surge) != 3:
                     raise ValueError("malformed detector state: surge")
+                bursts = state["bursts"] if state["v"] >= 6 else None
+                self._bursts = None if bursts is None else [float(x) for x in bursts]
+                if self._bursts is not None and len(self._bursts) != 4:
+                    raise ValueError("malformed detector state: bursts")
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"malformed detector state: {exc!r}") from exc
 
@@ -294,6 +318,7 @@ class SpikeDetector:
             "fit": self._fit,
             "record": self._record,
             "surge": self._surge,
+            "bursts": self._bursts,
         }
 
     # -- the baseline ----------------------------------------------------------------------------------------
@@ -431,22 +456,26 @@ class SpikeDetector:
         rec[2] = typical + a * (level - typical)
         return margin
 
-    def _surge_margin(self, count: float, mu: float, seen: int) -> float:
+    def _surging(self, count: float, mu: float) -> bool:
+        """Whether this bucket's count, shrunk as for the record, is more than ``surge_ratio`` times the baseline.
+
+        The ratio is the practical size, the same for any brand's volume; at a fraction of a mention per bucket it is
+        met by noise (4 against 0.5), so a surging bucket must also be improbable under Poisson counts
+        (``surge_decades``)."""
+        p = self.params
+        if count <= p.min_count:
+            return False
+        noise = p.record_noise_sigmas * math.sqrt(count)
+        return count - noise > p.surge_ratio * mu and _log10_tail(count, mu, mu) >= p.surge_decades
+
+    def _surge_margin(self, surging: bool, seen: int) -> float:
         """Log margin by which the recent number of surging buckets beats its own fading record, then learn it.
 
-        A bucket surges when its count, shrunk as for the record, is more than ``surge_ratio`` times the baseline:
-        a ratio, so the same for any brand's volume.  The record and its typical level are kept in
-        log(buckets beyond the first) and fade as the peak record does.  As for the peak record, the margin is what
+        The record and its typical level are kept in log(buckets beyond the first) and fade as the peak record does.  As for the peak record, the margin is what
         the running number adds over the record, so it is largest on the second or third surging bucket after
         weeks without such a cluster (at most log 2: with ``surge_scale`` 0.6 this record's score stays below
         0.54); a surge that only matches the clusters of recent weeks adds nothing."""
-        p = self.params
         r = self._rates
-        noise = p.record_noise_sigmas * math.sqrt(count)
-        # the ratio is the practical size; at a fraction of a mention per bucket it is met by noise (4 against 0.5),
-        # so a surging bucket must also be improbable under Poisson counts (``surge_decades``)
-        surging = (count > p.min_count and count - noise > p.surge_ratio * mu
-                   and _log10_tail(count, mu, mu) >= p.surge_decades)
         st = self._surge
         recent = (st[0] * r.surge if st is not None else 0.0) + (1.0 if surging else 0.0)
         # duration starts at the second bucket: one surging bucket alone is the peak record's business.  The one
@@ -464,6 +493,34 @@ class SpikeDetector:
         st[1] = x if x > hi else hi
         a = 1.0 / (seen + 1) if seen + 1 < 1.0 / r.typical else r.typical
         st[2] = typical + a * (x - typical)
+        return margin
+
+    def _burst_margin(self, surging: bool, seen: int) -> float:
+        """Log margin by which the recent number of separate bursts beats its own fading record, then learn it.
+
+        A burst starts at a surging bucket after ``burst_gap_s`` without one: a spike of a few buckets, or an hour of
+        them with short dips, is one burst.  One, two or three bursts in a day are ordinary news for a busy brand;
+        from the ``burst_min``-th on, the log of the count is compared with the brand's own record, which fades as the
+        duration record does.  Its first scoring burst after weeks without such a day scores log(burst_min) over a
+        record near zero (0.70 with the duration record's ``surge_scale``)."""
+        p = self.params
+        r = self._rates
+        st = self._bursts
+        quiet_for = st[3] if st is not None else 1e9  # JSON has no infinity
+        recent = (st[0] * r.burst if st is not None else 0.0) + (1.0 if surging and quiet_for > r.burst_gap else 0.0)
+        x = math.log(recent) if recent >= p.burst_min else 0.0
+        since = 0.0 if surging else min(quiet_for + 1.0, 1e9)
+        if st is None:
+            self._bursts = [recent, x, x, since]
+            return 0.0
+        hi, typical = st[1], st[2]
+        margin = x - hi
+        hi = typical + (hi - typical) * r.surge_record
+        st[0] = recent
+        st[1] = x if x > hi else hi
+        a = 1.0 / (seen + 1) if seen + 1 < 1.0 / r.typical else r.typical
+        st[2] = typical + a * (x - typical)
+        st[3] = since
         return margin
 
     # -- one bucket ------------------------------------------------------------------------------------------
@@ -506,7 +563,9 @@ class SpikeDetector:
 
         # -- score: how far this bucket beats the series' own fading record -----------------------------------
         margin = self._record_margin(count, b.n)
-        surge_margin = self._surge_margin(count, mu, b.n)
+        surging = self._surging(count, mu)
+        surge_margin = self._surge_margin(surging, b.n)
+        burst_margin = self._burst_margin(surging, b.n)
 
         # -- sources spiking together -----------------------------------------------------------------------
         spiking = 0
@@ -553,6 +612,8 @@ class SpikeDetector:
         score = margin / (margin + p.record_scale) if margin > 0.0 else 0.0
         if surge_margin > 0.0:
             score = max(score, surge_margin / (surge_margin + p.surge_scale))
+        if burst_margin > 0.0:
+            score = max(score, burst_margin / (burst_margin + p.surge_scale))
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None
         return Verdict(at=t, observed=count, expected=mu, score=score, severity=severity, warming_up=False,
                        forecast=forecast, sources_spiking=spiking)

@@ -296,14 +296,20 @@ def test_a_state_of_an_older_layout_is_refused_or_migrated_so_the_pipeline_never
     current = SpikeDetector(MINUTE).state()
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {**current, "v": 3})  # the layout before the record score
-    # version 4 lacks only the duration record: it is read (the learned baseline is kept), the record starts empty
+    # version 4 lacks the duration and frequency records: it is read (the learned baseline is kept), they start empty
     learned = SpikeDetector(MINUTE)
     for i in range(600):
         learned.update(T0 + 60 * i, 5.0 + i % 3)
-    v4 = {k: v for k, v in learned.state().items() if k != "surge"} | {"v": 4}
+    v4 = {k: v for k, v in learned.state().items() if k not in ("surge", "bursts")} | {"v": 4}
     migrated = SpikeDetector(MINUTE, v4)
     assert migrated.state()["total"] == learned.state()["total"] and migrated.state()["surge"] is None
+    assert migrated.state()["bursts"] is None
     assert migrated.state()["v"] == current["v"]
+    # version 5 lacks only the frequency record: the duration record is kept
+    v5 = {k: v for k, v in learned.state().items() if k != "bursts"} | {"v": 5}
+    migrated = SpikeDetector(MINUTE, v5)
+    assert migrated.state()["surge"] == learned.state()["surge"] is not None and migrated.state()["bursts"] is None
+    migrated.update(T0 + 60 * 600, 5.0)  # and it runs on
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {**current, "v": 99})
     with pytest.raises(ValueError):
@@ -388,3 +394,48 @@ def test_lone_surging_buckets_days_apart_never_count_as_duration():
     bursts = {d * DAY + 100: 150 for d in (2, 3, 4, 5)}  # 7.5x, one bucket a day
     points = _bursty_days(7, seed=38, bursts=bursts)
     assert _run(SpikeDetector(FIVE_MIN), points) == _run(SpikeDetector(NO_DURATION), points)
+
+
+# -- the frequency record: a day of separate spikes is news even when no spike or run of them is a record --------
+
+NO_BURSTS = replace(FIVE_MIN, burst_min=1e9)
+
+
+def _surge_then_lone_spikes(seed, every, count=8):
+    """Poisson 20 per five minutes; two hours at 400 on day 2 (a record in height and in duration), then on day 6
+    ``count`` lone buckets of 140 (7x), ``every`` buckets apart."""
+    bursts = {2 * DAY + k: 400 for k in range(24)}
+    spikes = [6 * DAY + every * k for k in range(count)]
+    bursts.update({i: 140 for i in spikes})
+    return _bursty_days(8, seed=seed, bursts=bursts), spikes
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_day_of_separate_spikes_scores_though_neither_their_height_nor_their_duration_is_a_record(seed):
+    points, spikes = _surge_then_lone_spikes(seed, every=18)  # every 90 minutes, back to 20 in between
+    with_bursts = _run(SpikeDetector(FIVE_MIN), points)
+    without = _run(SpikeDetector(NO_BURSTS), points)
+    assert max(without[i].score for i in spikes) < 0.3  # the peak and duration records of day 2 still stand
+    assert max(with_bursts[i].score for i in spikes) >= 0.5
+    # it is the fourth spike that makes the day unusual, not the first three
+    assert [with_bursts[i].score for i in spikes[:3]] == [without[i].score for i in spikes[:3]]
+
+
+def test_a_few_lone_spikes_a_day_are_not_a_frequency_record():
+    # three a day, eight hours apart, for days: ordinary for this brand, whatever the spikes' height
+    bursts = {d * DAY + 96 * k + 10: 140 for d in range(1, 8) for k in range(3)}
+    points = _bursty_days(8, seed=44, bursts=bursts)
+    assert _run(SpikeDetector(FIVE_MIN), points) == _run(SpikeDetector(NO_BURSTS), points)
+
+
+def test_an_hour_of_spikes_with_short_dips_is_one_burst():
+    # twelve spiking buckets in an hour and a half, each followed by a quiet one: one burst, not twelve
+    def recent_bursts(bursts):
+        det = SpikeDetector(FIVE_MIN)
+        _run(det, _bursty_days(6, seed=45, bursts=bursts)[:4 * DAY + 30])
+        return det.state()["bursts"][0]
+
+    one = recent_bursts({4 * DAY: 300})
+    assert 0.8 < one <= 1.0  # one burst, a little faded
+    assert recent_bursts({4 * DAY + 2 * k: 300 for k in range(12)}) == pytest.approx(one)
+    assert recent_bursts({4 * DAY + 12 * k: 300 for k in range(2)}) > 1.5 * one  # an hour apart: two
