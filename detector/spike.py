@@ -471,8 +471,8 @@ class SpikeDetector:
     def _surge_margin(self, surging: bool, seen: int) -> float:
         """Log margin by which the recent number of surging buckets beats its own fading record, then learn it.
 
-        The record and its typical level are kept in log(buckets beyond the first) and fade as the peak record does.  As for the peak record, the margin is what
-        the running number adds over the record, so it is largest on the second or third surging bucket after
+        The record and its typical level are kept in log(buckets beyond the first) and fade as the peak record
+        does.  As for the peak record, the margin is what the running number adds over the record, so it is largest on the second or third surging bucket after
         weeks without such a cluster (at most log 2: with ``surge_scale`` 0.6 this record's score stays below
         0.54); a surge that only matches the clusters of recent weeks adds nothing."""
         r = self._rates
@@ -486,10 +486,17 @@ class SpikeDetector:
         if st is None:
             self._surge = [recent, x, x]
             return 0.0
+        st[0] = recent
+        return self._beat_record(st, x, seen)
+
+    def _beat_record(self, st: list[float], x: float, seen: int) -> float:
+        """The duration and frequency records' step: the margin of ``x`` over the record ``st[1]``, then the
+        record fades towards the typical level ``st[2]`` (``surge_record_halflife_s``), ``x`` may set a new one,
+        and the typical level learns ``x`` (a running mean while ``seen`` is small)."""
+        r = self._rates
         hi, typical = st[1], st[2]
         margin = x - hi
         hi = typical + (hi - typical) * r.surge_record
-        st[0] = recent
         st[1] = x if x > hi else hi
         a = 1.0 / (seen + 1) if seen + 1 < 1.0 / r.typical else r.typical
         st[2] = typical + a * (x - typical)
@@ -513,15 +520,8 @@ class SpikeDetector:
         if st is None:
             self._bursts = [recent, x, x, since]
             return 0.0
-        hi, typical = st[1], st[2]
-        margin = x - hi
-        hi = typical + (hi - typical) * r.surge_record
-        st[0] = recent
-        st[1] = x if x > hi else hi
-        a = 1.0 / (seen + 1) if seen + 1 < 1.0 / r.typical else r.typical
-        st[2] = typical + a * (x - typical)
-        st[3] = since
-        return margin
+        st[0], st[3] = recent, since
+        return self._beat_record(st, x, seen)
 
     # -- one bucket ------------------------------------------------------------------------------------------
 
