@@ -44,7 +44,8 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
     names = [brand.name for brand in settings.brands]
     # Several ticks per bucket: a bucket is scored as soon as the last of the brand's sources has
     # polled past its end, not up to a whole bucket later (beat's phase is arbitrary); a tick that
-    # finds nothing new costs a few small reads.  The demo's compressed clock keeps one per bucket.
+    # finds nothing new costs a few small reads.  A compressed clock (the demo's) keeps ticks at
+    # least half a real second apart, or one per bucket.
     bucket = settings.detector.bucket_seconds / speed
     every = max(bucket / EVALUATE_TICKS_PER_BUCKET, min(bucket, 0.5))
     for i in range(0, len(names), EVALUATE_CHUNK):

@@ -181,3 +181,16 @@ def test_a_brand_far_behind_catches_up_a_bounded_stretch_per_tick_and_ends_where
     assert store.get_state("detector:Late")["detector"] == store.get_state("detector:Twin")["detector"]
     assert [(i["opened_at"], i["severity"]) for i in store.list_incidents("Late")] == \
         [(i["opened_at"], i["severity"]) for i in store.list_incidents("Twin")]
+
+
+def test_a_name_the_config_no_longer_has_is_skipped_and_the_rest_of_the_chunk_is_scored(make_store, caplog):
+    store = make_store()
+    rt = Runtime(settings_for(["A", "B"]), store=store)
+    for b in ("A", "B"):
+        seed(store, b, surge_at=None, level=2)
+    with caplog.at_level("WARNING", logger="surgewatch.pipeline"):
+        out = pipeline.evaluate_many(rt, ["A", "Gone <!channel>", "B"], now=T0)
+    assert [o.brand for o in out] == ["A", "B"] and all(o.verdicts for o in out)
+    assert any("is not a brand of the config" in r.getMessage() for r in caplog.records)
+    with pytest.raises(KeyError, match="no brand named"):
+        pipeline.evaluate(rt, "Gone", now=T0)  # one brand asked for by name still says so
