@@ -129,29 +129,56 @@ def get_capped(
             if status in PERMANENT_STATUSES or (400 <= status < 500 and status not in (408, 425)):
                 raise FetchFailure(f"{shown}: {label}", permanent=True, status=status)
             raise FetchFailure(f"{shown}: {label}", permanent=False, retry_after=retry_after, status=status)
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise FetchFailure(f"{shown}: body of {int(declared)} bytes exceeds the {max_bytes}-byte limit",
-                               permanent=False)
-        chunks: list[bytes] = []
-        size = 0
         try:
-            # read1 returns what one socket read brings (not a full 64 KB), so a server dripping a
-            # byte at a time cannot hold us inside one call: the deadline is checked after each read.
-            while chunk := response.raw.read1(65536, decode_content=True):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FetchFailure(f"{shown}: body exceeds the {max_bytes}-byte limit", permanent=False)
-                if time.monotonic() > deadline:
-                    raise FetchFailure(f"{shown}: download took longer than {3 * timeout:g}s", permanent=False)
-                chunks.append(chunk)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            # The text is only read to classify (urllib3 wraps a read timeout mid-body in a
-            # ConnectionError); it is never shown, since it embeds the URL.
-            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
-            kind = f"timed out (read, {timeout:g}s)" if timed_out else f"body read failed ({type(exc).__name__})"
-            raise FetchFailure(f"{shown}: {kind}", permanent=False) from None
-        return FetchResult(status, response.headers, b"".join(chunks), response.url, moved)
+            body = read_capped(response, max_bytes=max_bytes, deadline=deadline)
+        except BodyError as exc:
+            if exc.kind == "too_large":
+                size = f" of {exc.size} bytes" if exc.size is not None else ""
+                message = f"body{size} exceeds the {max_bytes}-byte limit"
+            elif exc.kind == "too_slow":
+                message = f"download took longer than {3 * timeout:g}s"
+            elif exc.kind == "timed_out":
+                message = f"timed out (read, {timeout:g}s)"
+            else:
+                message = f"body read failed ({exc.cause})"
+            raise FetchFailure(f"{shown}: {message}", permanent=False) from None
+        return FetchResult(status, response.headers, body, response.url, moved)
+
+
+class BodyError(Exception):
+    """Why :func:`read_capped` gave up.  ``kind``: "too_large" (``size``: the declared length, None when
+    the streamed body grew past the cap), "too_slow" (the deadline passed), "timed_out" (one read timed
+    out) or "failed" (``cause``: the exception's class name; its text embeds the URL, so it is not kept)."""
+
+    def __init__(self, kind: str, *, size: int | None = None, cause: str = ""):
+        super().__init__(kind)
+        self.kind, self.size, self.cause = kind, size, cause
+
+
+def read_capped(response: requests.Response, *, max_bytes: int, deadline: float) -> bytes:
+    """The body of a ``stream=True`` response: at most ``max_bytes`` after content decoding (so a gzip bomb
+    is capped too), read before ``deadline`` (``time.monotonic()``).  Raises :class:`BodyError`."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise BodyError("too_large", size=int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # read1 returns what one socket read brings (not a full 64 KB), so a server dripping a
+        # byte at a time cannot hold us inside one call: the deadline is checked after each read.
+        while chunk := response.raw.read1(65536, decode_content=True):
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyError("too_large")
+            if time.monotonic() > deadline:
+                raise BodyError("too_slow")
+            chunks.append(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # The text is only read to classify (urllib3 wraps a read timeout mid-body in a
+        # ConnectionError).
+        timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
+        raise BodyError("timed_out" if timed_out else "failed", cause=type(exc).__name__) from None
+    return b"".join(chunks)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -33,9 +33,8 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import requests
-import urllib3
 
-from collectors.http import redact_url
+from collectors.http import BodyError, read_capped, redact_url
 from detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
 from detector.verdict import Severity, Verdict
 from notifier.base import TrafficOutlook
@@ -229,25 +228,19 @@ def _get(session: requests.Session, url: str, headers: dict[str, str], timeout: 
     except requests.RequestException as exc:
         raise TrafficHistoryError(f"{shown}: request failed ({type(exc).__name__})") from None
     with response:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > PROMETHEUS_MAX_BYTES:
-            raise TrafficHistoryError(f"{shown}: answer of {int(declared)} bytes exceeds the "
-                                      f"{PROMETHEUS_MAX_BYTES}-byte limit")
-        chunks: list[bytes] = []
-        size = 0
         try:
-            while chunk := response.raw.read1(65536, decode_content=True):
-                size += len(chunk)
-                if size > PROMETHEUS_MAX_BYTES:
-                    raise TrafficHistoryError(f"{shown}: answer exceeds the {PROMETHEUS_MAX_BYTES}-byte limit")
-                if time.monotonic() > deadline:
-                    raise TrafficHistoryError(f"{shown}: the answer took too long to arrive")
-                chunks.append(chunk)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower()
-            kind = f"timed out (read, {timeout:g}s)" if timed_out else f"reading the answer failed ({type(exc).__name__})"
-            raise TrafficHistoryError(f"{shown}: {kind}") from None
-        return response.status_code, b"".join(chunks)
+            return response.status_code, read_capped(response, max_bytes=PROMETHEUS_MAX_BYTES, deadline=deadline)
+        except BodyError as exc:
+            if exc.kind == "too_large":
+                size = f" of {exc.size} bytes" if exc.size is not None else ""
+                message = f"answer{size} exceeds the {PROMETHEUS_MAX_BYTES}-byte limit"
+            elif exc.kind == "too_slow":
+                message = "the answer took too long to arrive"
+            elif exc.kind == "timed_out":
+                message = f"timed out (read, {timeout:g}s)"
+            else:
+                message = f"reading the answer failed ({exc.cause})"
+            raise TrafficHistoryError(f"{shown}: {message}") from None
 
 
 def _parse_matrix(status: int, body: bytes, shown: str, token: str) -> list[tuple[float, float]]:
