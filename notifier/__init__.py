@@ -1,23 +1,14 @@
-"""Notification channels: one module per channel behind the :class:`notifier.base.Channel` protocol.
-
-Adding a channel is one new module and one line in ``CHANNEL_TYPES``; the core builds instances
-from config (secrets from the environment) and never imports a channel module directly.
+"""Notification channels: one module per channel behind the :class:`~surgewatch.notifier.base.Channel`
+protocol.  The core builds them from the config through the registration table in
+:mod:`surgewatch.registry` (secrets from the environment).
 """
-from notifier.base import Channel, ChannelError, Notification
-from notifier.console import ConsoleChannel
-from notifier.pagerduty import PagerDutyChannel
-from notifier.slack import SlackChannel, SlackChannelError
-from notifier.webhook import WebhookAction
-
-CHANNEL_TYPES: dict[str, type] = {
-    "console": ConsoleChannel,
-    "slack": SlackChannel,
-    "pagerduty": PagerDutyChannel,
-    "webhook": WebhookAction,
-}
+from surgewatch.notifier.base import Channel, ChannelError, Notification
+from surgewatch.notifier.console import ConsoleChannel
+from surgewatch.notifier.pagerduty import PagerDutyChannel
+from surgewatch.notifier.slack import SlackChannel, SlackChannelError
+from surgewatch.notifier.webhook import WebhookAction
 
 __all__ = [
-    "CHANNEL_TYPES",
     "Channel",
     "ChannelError",
     "ConsoleChannel",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 ENV = "SURGEWATCH_CLOCK"
 
@@ -60,3 +61,8 @@ def speed() -> float:
     """How many simulated seconds pass per real second (1 outside the demo)."""
     sim = current_sim()
     return sim.speed if sim else 1.0
+
+
+def iso(ts: float) -> str:
+    """A timestamp as ISO 8601 UTC to the second (logs and machine-readable fields)."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

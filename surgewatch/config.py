@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 if TYPE_CHECKING:
-    from surgewatch.calendar import PlannedEvent
+    from surgewatch.incidents.calendar import PlannedEvent
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -88,7 +88,7 @@ class BrandConfig(Strict):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, v: str) -> str:
-        from collectors.query import QueryError, parse_query
+        from surgewatch.collectors.query import QueryError, parse_query
 
         try:
             parse_query(v)
@@ -380,8 +380,6 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _routes_name_known_things(self) -> "Settings":
-        from surgewatch.registry import configured_channels
-
         channels = set(configured_channels(self))
         brands = {b.name.casefold() for b in self.brands}
         for i, r in enumerate(self.routing.routes):
@@ -396,7 +394,7 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _calendar_loads(self) -> "Settings":
-        from surgewatch.calendar import CalendarError, load_calendar
+        from surgewatch.incidents.calendar import CalendarError, load_calendar
 
         names = {b.name.casefold() for b in self.brands}
         unknown = sorted({e.brand for e in self.calendar.events if e.brand.casefold() not in names})
@@ -409,7 +407,7 @@ class Settings(Strict):
         return self
 
     def planned_events(self) -> "list[PlannedEvent]":
-        from surgewatch.calendar import load_calendar
+        from surgewatch.incidents.calendar import load_calendar
 
         return load_calendar([e.model_dump(exclude_none=True) for e in self.calendar.events], self.timezone)
 
@@ -507,3 +505,11 @@ def secret_from(field: SecretStr | None, env_name: str, env: dict[str, str] | No
     env = os.environ if env is None else env
     value = env.get(env_name)
     return value or None
+
+
+def configured_channels(settings: Settings) -> list[str]:
+    """The names of the configured channels: ``console``, ``slack``, ``pagerduty`` and one
+    ``webhook:<name>`` per traffic control."""
+    c = settings.channels
+    names = [name for name in type(c).model_fields if getattr(c, name) is not None]
+    return names + [f"webhook:{t.name}" for t in settings.traffic_controls]

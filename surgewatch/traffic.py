@@ -28,21 +28,28 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import requests
 
-from collectors.http import BodyError, read_capped, redact_url
-from detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
-from detector.verdict import Severity, Verdict
-from notifier.base import TrafficOutlook
-from notifier.escape import log_text
-from surgewatch.config import BrandConfig, PrometheusTrafficConfig, TrafficHistoryConfig
+from surgewatch.collectors.http import BodyError, read_capped, redact_url
+from surgewatch.detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.notifier.base import TrafficOutlook
+from surgewatch.notifier.escape import log_text
+from surgewatch.config import BrandConfig, PrometheusTrafficConfig, Settings, TrafficHistoryConfig
+from surgewatch.store.base import Store
 
-if TYPE_CHECKING:
-    from surgewatch.pipeline import Runtime
+
+
+class Runtime(Protocol):
+    """What the outlook needs of the pipeline's runtime (a protocol, so this module does not import
+    the pipeline that calls it)."""
+
+    settings: Settings
+    store: Store
 
 log = logging.getLogger("surgewatch.traffic")
 
@@ -318,7 +325,7 @@ def fingerprint(cfg: TrafficHistoryConfig, bucket_seconds: int, utc_offset_s: fl
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def fit_brand(rt: "Runtime", brand: BrandConfig, at: float) -> TrafficModel:
+def fit_brand(rt: Runtime, brand: BrandConfig, at: float) -> TrafficModel:
     """Load the brand's history up to ``at`` and fit (no cache).  Raises TrafficHistoryError."""
     assert brand.traffic is not None
     start = at - HISTORY_DAYS * 86400
@@ -336,7 +343,7 @@ def _number(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def brand_model(rt: "Runtime", brand: BrandConfig, at: float) -> TrafficModel | None:
+def brand_model(rt: Runtime, brand: BrandConfig, at: float) -> TrafficModel | None:
     """The brand's model: cached, refitted when a day old or when its setting changed; the last good one
     while the history cannot be read (None when there is none, or it is older than STALE_MODEL_LIMIT)."""
     assert brand.traffic is not None
@@ -392,7 +399,7 @@ def outlook_from(model: TrafficModel, verdict: Verdict, bucket_seconds: int, at:
                           seconds_to_peak=p.seconds_to_peak, basis=p.basis, beyond_history=p.beyond_history)
 
 
-def refresh_models(rt: "Runtime", at: float) -> dict[str, str]:
+def refresh_models(rt: Runtime, at: float) -> dict[str, str]:
     """Fit (or keep) every configured brand's model, so that notifications only read the cache: a
     beat task runs this hourly, and a fit, which may wait on a slow Prometheus, stays off the alert
     path.  {brand: what its model says} for the log."""
@@ -404,7 +411,7 @@ def refresh_models(rt: "Runtime", at: float) -> dict[str, str]:
     return out
 
 
-def traffic_outlook(rt: "Runtime", brand: str, verdict: Verdict, at: float) -> TrafficOutlook | None:
+def traffic_outlook(rt: Runtime, brand: str, verdict: Verdict, at: float) -> TrafficOutlook | None:
     """Expected site traffic for a notification about ``verdict`` sent at ``at`` (epoch seconds, the end of
     the scored bucket); None for a brand without a ``traffic:`` setting, for a quiet verdict, or when the
     history cannot be read (logged)."""

@@ -7,24 +7,23 @@ formats; nothing of ours is mocked.
 """
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from surgewatch.fakehttp import QuietServer
+from tests.fakes.http_server import QuietServer
 
 import pytest
 
-from collectors.base import Mention
-from notifier import CHANNEL_TYPES, Channel, ChannelError, ConsoleChannel, PagerDutyChannel, SlackChannel, WebhookAction
-from notifier.base import Notification
-from surgewatch.fakepagerduty import FakePagerDuty
+from surgewatch.collectors.base import Mention
+from surgewatch.notifier import Channel, ChannelError, ConsoleChannel, PagerDutyChannel, SlackChannel, WebhookAction
+from surgewatch.notifier.base import Notification
+from tests.fakes.pagerduty_server import FakePagerDuty
 from tests.fakes.slack_server import FakeSlack
 
 SLACK_TOKEN = "xoxb-1111-2222-SECRETslacktoken"
@@ -283,20 +282,36 @@ def test_every_channel_hides_its_secret_from_repr_and_satisfies_the_protocol(har
     with harness() as h:
         ch = h.channel()
         assert isinstance(ch, Channel)
-        assert type(ch) in CHANNEL_TYPES.values()
         assert h.secret not in repr(ch)
         assert "urlSECRET" not in repr(ch)
 
 
-def test_console_channel_is_registered_and_has_the_protocol() -> None:
-    assert CHANNEL_TYPES["console"] is ConsoleChannel
-    assert isinstance(ConsoleChannel(), Channel)
+def test_every_configurable_channel_has_one_row_in_the_registration_table() -> None:
+    from surgewatch.config import Channels, TrafficControl
+    from surgewatch.registry import CHANNELS
+
+    fields = {name: info.annotation for name, info in Channels.model_fields.items()}
+    assert set(CHANNELS) == set(fields) | {"webhook"}
+    for name, row in CHANNELS.items():
+        model = TrafficControl if name == "webhook" else fields[name].__args__[0]  # X | None
+        assert row.config is model, name
 
 
-def test_a_notification_factory_round_trips_for_the_other_test_modules() -> None:
-    n = make_notification()
-    assert replace(n, event="resolved").event == "resolved"
-    assert json.dumps(n.sources)  # JSON-serialisable pieces stay so
+def test_every_registered_channel_builds_from_its_config_and_has_the_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    from surgewatch.config import parse_settings
+    from surgewatch.registry import build_channel, configured_channels
+
+    settings = parse_settings({
+        "brands": [{"name": "Acme", "query": "acme"}],
+        "channels": {"console": {}, "slack": {"ops_channel": "#ops"}, "pagerduty": {}},
+        "traffic_controls": [{"name": "scale", "url": "http://127.0.0.1:9/scale", "body": {"action": "up"}}],
+    }, env={})
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R" * 32)
+    names = configured_channels(settings)
+    assert names == ["console", "slack", "pagerduty", "webhook:scale"]
+    for name in names:
+        assert isinstance(build_channel(settings, name), Channel), name
 
 
 @pytest.mark.parametrize(
@@ -311,6 +326,6 @@ def test_a_notification_factory_round_trips_for_the_other_test_modules() -> None
     ],
 )
 def test_retry_after_is_read_as_seconds_or_an_http_date(headers: dict[str, str], expected: float | None) -> None:
-    from notifier.http_errors import retry_after_seconds
+    from surgewatch.notifier.http_errors import retry_after_seconds
 
     assert retry_after_seconds(headers, now=AT) == expected

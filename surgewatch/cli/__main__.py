@@ -1,0 +1,4 @@
+"""``python -m surgewatch.cli``: the same as the ``surgewatch`` command."""
+from surgewatch.cli.main import main
+
+main()

@@ -1,0 +1,485 @@
+"""The ``surgewatch`` command.  Every subcommand has ``--help``; errors are one clear line, never a
+traceback (the full traceback only with ``--debug``)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from surgewatch.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="surgewatch",
+    help="Warns you before your website is flooded: brand mentions -> spike detection -> alerts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    "surgewatch.yaml", "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
+)
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            err.print(f"{exc.source}: {line}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _use_config(path: Path) -> Settings:
+    """Load the config and point every process we start (worker, beat) at it."""
+    settings = load_or_exit(path)
+    os.environ["SURGEWATCH_CONFIG"] = str(path.resolve())
+    return settings
+
+
+def _warn_missing_credentials(settings: Settings) -> None:
+    from surgewatch.registry import MissingCredential, build_channel, configured_channels
+
+    for name in configured_channels(settings):
+        try:
+            build_channel(settings, name)
+        except MissingCredential as exc:
+            err.print(f"warning: {exc}; that channel will not send", markup=False, highlight=False)
+
+
+@app.command("check-config")
+def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
+    """Validate a configuration file: every error with its key path; exit 1 if any."""
+    settings = load_or_exit(file)
+    from surgewatch.worker.settings import beat_schedule
+
+    out.print(f"[green]ok[/]: {file}", highlight=False)
+    out.print(f"  brands:   {', '.join(b.name for b in settings.brands)}", highlight=False, markup=False)
+    out.print(f"  sources:  {', '.join(settings.sources.enabled()) or '(none)'}", highlight=False, markup=False)
+    from surgewatch.registry import configured_channels
+
+    out.print(f"  channels: {', '.join(configured_channels(settings)) or '(none)'}", highlight=False, markup=False)
+    out.print(f"  store:    {_redact_url(settings.store.url)}", highlight=False, markup=False)
+    out.print(f"  broker:   {_redact_url(settings.broker.url)}", highlight=False, markup=False)
+    out.print(f"  schedule: {len(beat_schedule(settings))} beat entries", highlight=False, markup=False)
+    _warn_missing_credentials(settings)
+
+
+def _redact_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _celery_app():
+    from surgewatch.worker.app import app as celery_app
+
+    return celery_app
+
+
+@app.command()
+def run(
+    config: Path = ConfigOption,
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    data_dir: Path = typer.Option(Path("."), help="Where beat keeps its schedule file."),
+) -> None:
+    """Run everything in one process: a Celery worker with embedded beat (the embedded default:
+    SQLite broker and store, no server needed)."""
+    settings = _use_config(config)
+    _warn_missing_credentials(settings)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    from surgewatch.worker.settings import prepare_embedded_broker
+
+    prepare_embedded_broker(settings.broker.url)
+    _celery_app().worker_main(
+        [
+            "worker",
+            "-B",
+            "-Q",
+            "collect,detect,notify",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--schedule",
+            str(data_dir / "surgewatch-beat-schedule"),
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+@app.command()
+def worker(
+    config: Path = ConfigOption,
+    queues: str = typer.Option("collect,detect,notify", "--queues", "-Q", help="Queues to consume."),
+    concurrency: int = typer.Option(2, help="Worker processes."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    hostname: Optional[str] = typer.Option(None, "--hostname", "-n", help="Worker name, e.g. notify1@%h (unique per host)."),
+) -> None:
+    """Run a cluster worker (add more on other machines to scale out)."""
+    settings = _use_config(config)
+    _warn_missing_credentials(settings)
+    argv = ["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    if hostname:
+        argv += ["--hostname", hostname]
+    _celery_app().worker_main(argv)
+
+
+@app.command()
+def beat(
+    config: Path = ConfigOption,
+    loglevel: str = typer.Option("INFO", help="Log level."),
+    schedule_file: Path = typer.Option(Path("surgewatch-beat-schedule"), help="Beat's schedule state."),
+) -> None:
+    """Run the scheduler (exactly one per cluster)."""
+    _use_config(config)
+    _celery_app().start(["beat", "--loglevel", loglevel, "--schedule", str(schedule_file)])
+
+
+@app.command()
+def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Source health per brand x source, open incidents and the latest verdict per brand."""
+    settings = load_or_exit(config)
+    from surgewatch.ops.health import SourceHealth
+    from surgewatch.pipeline import Runtime
+
+    rt = Runtime(settings)
+    health = SourceHealth.load_all(rt.store)
+    names = [b.name for b in settings.brands]
+    verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
+    open_incidents = rt.store.open_incidents(names)
+    incidents = [open_incidents[n] for n in names if n in open_incidents]
+    if as_json:
+        print(json.dumps({"sources": [h.to_dict() for h in health], "verdicts": verdicts, "open_incidents": incidents}))
+        return
+    table = Table(title="Sources")
+    for col in ("brand", "source", "status", "last success", "last error", "polls", "requests"):
+        table.add_column(col)
+    for h in sorted(health, key=lambda h: (h.brand, h.source)):
+        style = {"ok": "green", "degraded": "yellow", "failing": "red", "disabled": "bold red"}.get(h.status, "")
+        table.add_row(
+            h.brand, h.source, f"[{style}]{h.status}[/]" if style else h.status, _ago(h.last_success),
+            (h.last_error or "")[:80], str(h.polls), str(h.requests),
+        )
+    out.print(table)
+    vt = Table(title="Brands")
+    for col in ("brand", "observed", "expected", "score", "severity", "open incident"):
+        vt.add_column(col)
+    for b in settings.brands:
+        v = verdicts.get(b.name) or {}
+        inc = open_incidents.get(b.name)
+        vt.add_row(
+            b.name, f"{v.get('observed', 0):.0f}", f"{v.get('expected', 0):.1f}", f"{v.get('score', 0):.2f}",
+            v.get("severity", "-"), inc["id"] if inc else "",
+        )
+    out.print(vt)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    from surgewatch import clock
+
+    seconds = max(0, clock.now() - ts)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+@app.command()
+def fetch(
+    source: str = typer.Argument(..., help="Source name as in the config (rss, x, reddit, ...)."),
+    brand: str = typer.Option(..., "--brand", "-b", help="Brand name as in the config."),
+    config: Path = ConfigOption,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per mention."),
+) -> None:
+    """Poll one source once for one brand and print what matched (stored cursors are not touched)."""
+    settings = load_or_exit(config)
+    from surgewatch.collectors.base import SourceError
+    from surgewatch import clock
+    from surgewatch.pipeline import Runtime, admit
+    from surgewatch.registry import MissingCredential
+
+    if getattr(settings.sources, source, None) is None:
+        raise fail(f"source {source!r} is not configured (configured: {', '.join(settings.sources.enabled()) or 'none'})")
+    rt = Runtime(settings)
+    try:
+        spec = rt.brand_spec(brand)
+    except KeyError as exc:
+        raise fail(str(exc.args[0])) from None
+    try:
+        # No cursor: a fresh poll shows everything the source has now, and nothing stored moves.
+        batch = rt.collector(source).fetch(spec, None)
+    except (SourceError, MissingCredential) as exc:
+        raise fail(f"{source}: {exc}") from None
+    kept, skipped = admit(batch.mentions, clock.now())
+    rows = [(m, None) for m in kept] + [(m, reason) for m, reason in skipped]
+    rows.sort(key=lambda r: r[0].created_at, reverse=True)
+    for m, reason in rows:
+        if as_json:
+            d = m.to_dict()
+            if reason:
+                d["skipped"] = reason
+            print(json.dumps(d, ensure_ascii=False))
+        else:
+            from surgewatch.notifier.escape import log_text
+
+            tag = f" [skipped: {reason}]" if reason else ""
+            out.print(f"{m.created_at:%Y-%m-%d %H:%M} {m.source}:{m.id} {log_text(m.text)[:120]} {m.url}{tag}",
+                      markup=False, highlight=False)
+    for note in batch.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    if not as_json:
+        out.print(f"{len(kept)} matching, {len(skipped)} skipped", highlight=False)
+
+
+@app.command()
+def incidents(
+    config: Path = ConfigOption,
+    brand: Optional[str] = typer.Option(None, "--brand", "-b", help="Only this brand."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List incidents, newest first."""
+    settings = load_or_exit(config)
+    from surgewatch.pipeline import Runtime
+
+    items = Runtime(settings).store.list_incidents(brand=brand)
+    if as_json:
+        print(json.dumps(items))
+        return
+    table = Table(title="Incidents")
+    for col in ("id", "brand", "status", "severity", "opened", "resolved", "transitions"):
+        table.add_column(col)
+    from surgewatch.clock import iso as _iso
+
+    for i in items:
+        table.add_row(i["id"], i["brand"], i["status"], i["severity"], _iso(i["opened_at"]),
+                      _iso(i["resolved_at"]) if i.get("resolved_at") else "", str(len(i["transitions"])))
+    out.print(table)
+
+
+def _operator_name(who: Optional[str]) -> str:
+    import getpass
+
+    return who or os.environ.get("USER") or getpass.getuser()
+
+
+@app.command()
+def ack(
+    incident_id: str = typer.Argument(..., help="Incident id (see `surgewatch incidents`)."),
+    config: Path = ConfigOption,
+    by: Optional[str] = typer.Option(None, "--by", help="Who acknowledges (default: $USER)."),
+) -> None:
+    """Acknowledge an incident: stops escalation and acknowledges the PagerDuty alert if it paged."""
+    settings = load_or_exit(config)
+    from surgewatch import clock
+    from surgewatch.actions import operator
+    from surgewatch.pipeline import Runtime
+
+    try:
+        result = operator.acknowledge(Runtime(settings), incident_id, _operator_name(by), clock.now())
+    except operator.OperatorError as exc:
+        raise fail(str(exc)) from None
+    if result.already:
+        out.print(f"{incident_id} was already acknowledged by {result.incident['acked_by']}", markup=False)
+    else:
+        out.print(f"{incident_id} acknowledged by {result.incident['acked_by']}; pager: {result.pager}", markup=False)
+
+
+@app.command("false-alarm")
+def false_alarm(
+    incident_id: str = typer.Argument(..., help="Incident id."),
+    config: Path = ConfigOption,
+    by: Optional[str] = typer.Option(None, "--by", help="Who says so (default: $USER)."),
+    note: str = typer.Option("", "--note", help="Why it was not a real surge."),
+) -> None:
+    """Mark an incident as a false alarm (feedback for the detector review and the weekly digest)."""
+    settings = load_or_exit(config)
+    from surgewatch import clock
+    from surgewatch.actions import operator
+    from surgewatch.pipeline import Runtime
+
+    try:
+        operator.mark_false_alarm(Runtime(settings), incident_id, _operator_name(by), clock.now(), note)
+    except operator.OperatorError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"{incident_id} marked as a false alarm", markup=False)
+
+
+@app.command()
+def silence(
+    brand: str = typer.Argument(..., help="Brand name."),
+    config: Path = ConfigOption,
+    duration: str = typer.Option("1h", "--for", help="How long: 30m, 2h, 1d, 1h30m."),
+    reason: str = typer.Option("", "--reason", help="Why (shown in status and the digest)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who silences (default: $USER)."),
+    off: bool = typer.Option(False, "--off", help="Remove the brand's silence."),
+) -> None:
+    """Mute a brand's notifications for a while (incidents are still recorded)."""
+    settings = load_or_exit(config)
+    from surgewatch import clock
+    from surgewatch.actions import operator
+    from surgewatch.clock import iso as _iso
+    from surgewatch.pipeline import Runtime
+
+    rt = Runtime(settings)
+    try:
+        if off:
+            operator.unsilence(rt, brand)
+            out.print(f"{brand}: silence removed", markup=False)
+            return
+        entry = operator.silence(rt, brand, operator.parse_duration(duration), _operator_name(by), reason, clock.now())
+    except (operator.OperatorError, KeyError) as exc:
+        raise fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+    out.print(f"{entry['brand']} silenced until {_iso(entry['until'])} by {entry['by']}", markup=False)
+
+
+@app.command("traffic-model")
+def traffic_model(
+    brand: str = typer.Argument(..., help="The brand whose site traffic model to show."),
+    config: Path = ConfigOption,
+    refit: bool = typer.Option(False, "--refit", help="Fit from the history now instead of using the cached model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the model as JSON."),
+) -> None:
+    """How the brand's mentions have moved its site's traffic: the calibration behind "about 6x normal
+    traffic in ~25 min", fitted on the brand's traffic history and stored mention counts."""
+    settings = load_or_exit(config)
+    from surgewatch.detector.traffic import predict_traffic
+    from surgewatch.notifier.base import human_multiple, human_rpm, human_when
+    from surgewatch import clock
+    from surgewatch.pipeline import Runtime
+    from surgewatch.traffic import TrafficHistoryError, brand_model, fit_brand
+
+    rt = Runtime(settings)
+    try:
+        cfg = rt.brand(brand)
+    except KeyError as exc:
+        raise fail(str(exc.args[0]))
+    if cfg.traffic is None:
+        raise fail(f"brand {cfg.name!r} has no traffic: setting (a CSV or a Prometheus query of its site's requests/min)")
+    now = clock.now()
+    try:
+        model = fit_brand(rt, cfg, now) if refit else brand_model(rt, cfg, now)
+    except TrafficHistoryError as exc:
+        raise fail(f"site traffic history of {cfg.name}: {exc}")
+    if model is None:
+        state = rt.store.get_state(f"traffic-model:{cfg.name}") or {}
+        raise fail(f"no traffic model for {cfg.name}: {state.get('error') or 'the history could not be read'}")
+    if as_json:
+        print(json.dumps(model.to_dict()))
+        return
+    normal = model.normal_at(now)
+    out.print(f"[bold]{cfg.name}[/]: {model.basis()}")
+    out.print(f"  normal site traffic now: ~{human_rpm(normal)} req/min ({model.traffic_days:.0f} days of traffic history)")
+    if not model.calibrated:
+        return
+    out.print(f"  elasticity {model.elasticity:.2f}: traffic multiple = mention multiple ^ {model.elasticity:.2f}")
+    out.print(f"  traffic peaks ~{model.lag_seconds / 60:.0f} min after mentions (past surges: "
+              + ", ".join(f"{lag / 60:.0f}" for lag in model.surge_lags) + " min)")
+    # examples at the brand's own normal mention rate (the latest verdict's), which matters at low counts
+    expected = (rt.store.get_state(f"verdict:{cfg.name}") or {}).get("expected")
+    per_min = expected * 60 / settings.detector.bucket_seconds if expected else 1.0
+    for ratio in (5, 25):
+        p = predict_traffic(model, mention_peak_per_min=ratio * per_min, mention_normal_per_min=per_min,
+                            seconds_to_mention_peak=0.0, at=now)
+        out.print(f"  mentions at {ratio}x normal peaking now -> about {human_multiple(p.multiple or 1.0)} normal traffic"
+                  f" (~{human_rpm(p.peak_rpm)} req/min) {human_when(p.seconds_to_peak)}"
+                  + (" (bigger than any past surge)" if p.beyond_history else ""))
+
+
+@app.command()
+def backtest(
+    data_dir: Path = typer.Argument(..., help="NAB-format data folder (category folders of timestamp,value CSVs)."),
+    labels: Path = typer.Option(..., "--labels", help="NAB windows JSON (combined_windows.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    nab_results: Optional[Path] = typer.Option(None, "--nab-results", help="Write NAB's results layout here."),
+    thin: Optional[float] = typer.Option(
+        None, "--thin", min=0.0, max=1.0,
+        help="Replay count series as a smaller brand: keep each mention with this probability (e.g. 0.25)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of --thin."),
+) -> None:
+    """Run the detector over NAB series and score it with NAB's published scoring."""
+    from surgewatch.backtest.replay import render_report, run_backtest
+
+    if not data_dir.is_dir():
+        raise fail(f"{data_dir} is not a folder")
+    if not labels.is_file():
+        raise fail(f"{labels}: labels file not found")
+    if thin is not None and thin <= 0:
+        raise fail("--thin must be above 0 (the share of mentions kept)")
+    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty(), thin=thin, seed=seed)
+    print(render_report(result))
+    if as_json:
+        print(json.dumps(result))
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Use the channels of this config (e.g. local fakes)."),
+    seconds: float = typer.Option(38.0, help="Real seconds the simulated day should take."),
+    keep: Path = typer.Option(Path("surgewatch-demo"), "--keep", help="Folder for the demo's store, config and logs."),
+    temporary: bool = typer.Option(False, "--temporary", help="Use a temporary folder and delete it afterwards."),
+) -> None:
+    """Run the whole pipeline against a simulated world: a local feed server serves a scripted day
+    (quiet, then a ticket-launch surge), the real collector and Celery tasks run on the embedded
+    default with an accelerated clock, and the alert timeline is printed."""
+    from surgewatch.demo.run import run_demo
+
+    extra = load_or_exit(config) if config else None
+    code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=None if temporary else keep)
+    raise typer.Exit(code)
+
+
+from surgewatch.ops.server import metrics_command  # noqa: E402
+from surgewatch.cli.reports import digest as digest_command  # noqa: E402
+from surgewatch.cli.reports import review as review_command  # noqa: E402
+
+app.command("metrics")(metrics_command)
+app.command("digest")(digest_command)
+app.command("review")(review_command)
+from surgewatch.actions.slack_listener import slack_listener_command  # noqa: E402
+
+app.command("slack-listener")(slack_listener_command)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    if debug:
+        sys.argv.remove("--debug")
+    try:
+        app()
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # the last resort: one line, not a traceback (unless --debug)
+        if debug:
+            raise
+        err.print(f"error: {exc.__class__.__name__}: {exc}", markup=False, highlight=False)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

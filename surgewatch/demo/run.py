@@ -1,0 +1,396 @@
+"""``surgewatch demo``: the whole pipeline against a simulated world, in under a minute.
+
+A local feed server serves a scripted Friday: a quiet morning of brand chatter, then a ticket launch
+sends mentions up ~25x, and the site's traffic follows about twenty minutes later.  The real RSS
+collector, the real Celery tasks (worker + embedded beat on the embedded SQLite broker) and the real
+detector run on a simulated clock ~400x faster than the wall clock; the alert timeline is read back
+from the store at the end.  Nothing here reaches the internet.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from surgewatch.clock import ENV as CLOCK_ENV
+from surgewatch.clock import SimClock
+from surgewatch.config import Settings
+from surgewatch.demo.feedserver import FeedServer
+
+BRAND = "Acme"
+QUERY = '"Acme Live" OR acmelive -jobs'
+SITE = "https://www.acme.example"
+
+_BRAND_TITLES = [
+    "Acme Live {year}: tickets on sale Friday at 09:30",
+    "Who is going to Acme Live? The line-up so far",
+    "acmelive presale codes are out",
+    "Acme Live announces extra dates",
+    "Queue for Acme Live tickets already at 40,000",
+    "I got Acme Live tickets!!! 🎟️🎉",
+    "Acme Live site is slow, anyone else?",
+    "#acmelive the queue page keeps refreshing",
+    "Review: last year's Acme Live was the best weekend",
+    "Acme Live price tiers explained",
+]
+_NOISE_TITLES = [
+    "Acme jobs fair comes to town",  # excluded by -jobs
+    "Acmeville council approves new park",  # not a word match
+    "Live music this weekend: a guide",
+    "Acme Corp quarterly results",  # "Acme" alone is not the query
+]
+_PAGES = ["/tickets", "/tickets/friday", "/lineup", "/queue", "/"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """The scripted day.  All times are epoch seconds of the simulated clock."""
+
+    day: datetime = datetime(2026, 11, 27, 7, 0, tzinfo=timezone.utc)  # a Friday
+    hours: float = 5.25
+    onset_after: float = 150 * 60  # ticket launch announced at 09:30
+    ramp: float = 35 * 60  # mentions peak 35 minutes after the onset
+    surge_factor: float = 25.0  # peak mention rate / baseline rate (the record Twitter surge was ~25x)
+    decay_half_life: float = 18 * 60
+    traffic_lag: float = 20 * 60  # the site's traffic follows the mentions
+    baseline_per_min: dict[str, float] = field(default_factory=lambda: {"/news.rss": 0.8, "/social.atom": 1.5})
+    noise_per_min: float = 0.6
+    traffic_baseline_rpm: float = 1500.0
+    traffic_factor: float = 6.0
+    seed: int = 20261127
+
+    @property
+    def start(self) -> float:
+        return self.day.timestamp()
+
+    @property
+    def end(self) -> float:
+        return self.start + self.hours * 3600
+
+    @property
+    def onset(self) -> float:
+        return self.start + self.onset_after
+
+    @property
+    def mention_peak(self) -> float:
+        return self.onset + self.ramp
+
+    @property
+    def traffic_peak(self) -> float:
+        return self.mention_peak + self.traffic_lag
+
+    def surge(self, t: float) -> float:
+        """0 before the onset, rising to 1 at the peak (a steepening ramp, as word spreads), then decaying."""
+        if t < self.onset:
+            return 0.0
+        if t < self.mention_peak:
+            x = (t - self.onset) / self.ramp
+            return x**2.5
+        return 0.5 ** ((t - self.mention_peak) / self.decay_half_life)
+
+    def rate_multiplier(self, t: float) -> float:
+        # A gentle morning rise, so the baseline is not flat.
+        morning = 1.0 + 0.3 * math.sin(math.pi * min(1.0, (t - self.start) / (6 * 3600)))
+        return morning * (1.0 + (self.surge_factor - 1.0) * self.surge(t))
+
+    def traffic_rpm(self, t: float) -> float:
+        return self.traffic_baseline_rpm * (1.0 + (self.traffic_factor - 1.0) * self.surge(t - self.traffic_lag))
+
+    def items(self) -> dict[str, list[dict[str, Any]]]:
+        """Every item each feed will ever publish, oldest first.  Deterministic (seeded)."""
+        rng = np.random.default_rng(self.seed)
+        out: dict[str, list[dict[str, Any]]] = {path: [] for path in self.baseline_per_min}
+        n = 0
+        first = self.start - SimulatedFeeds.WINDOW  # the feeds already list some history at 07:00
+        minutes = int((self.end - first) // 60)
+        for i in range(minutes):
+            t0 = first + i * 60
+            for path, base in self.baseline_per_min.items():
+                host = "news.example" if "news" in path else "social.example"
+                for _ in range(int(rng.poisson(base * self.rate_multiplier(t0 + 30)))):
+                    n += 1
+                    title = _BRAND_TITLES[int(rng.integers(len(_BRAND_TITLES)))].format(year=2027)
+                    page = _PAGES[int(rng.integers(len(_PAGES)))]
+                    link = f"https://{host}/p/{n}"
+                    out[path].append(
+                        {
+                            "id": f"{host}-{n}",
+                            "title": title,
+                            "summary": f"<p>More at <a href=\"{SITE}{page}\">{SITE}{page}</a></p>",
+                            "link": link,
+                            "published": datetime.fromtimestamp(t0 + float(rng.uniform(0, 60)), timezone.utc),
+                            "author": f"user{int(rng.integers(1, 5000))}",
+                        }
+                    )
+                    # Syndication: one news story in ten also appears in the social feed (same link):
+                    # the collector must count it once.
+                    if host == "news.example" and n % 10 == 0:
+                        out["/social.atom"].append(dict(out[path][-1]))
+                for _ in range(int(rng.poisson(self.noise_per_min / len(self.baseline_per_min)))):
+                    n += 1
+                    title = _NOISE_TITLES[int(rng.integers(len(_NOISE_TITLES)))]
+                    out[path].append(
+                        {
+                            "id": f"{host}-{n}",
+                            "title": title,
+                            "summary": title,
+                            "link": f"https://{host}/p/{n}",
+                            "published": datetime.fromtimestamp(t0 + float(rng.uniform(0, 60)), timezone.utc),
+                            "author": "desk",
+                        }
+                    )
+        for items in out.values():
+            items.sort(key=lambda i: i["published"])
+        return out
+
+
+class SimulatedFeeds:
+    """``items_at`` for the feed server: what each feed shows at the simulated time now."""
+
+    WINDOW = 20 * 60  # a feed lists the last 20 minutes of items (real feeds keep the newest N)
+    MAX_ITEMS = 1000
+
+    def __init__(self, scenario: Scenario, clock: SimClock):
+        self.clock = clock
+        self.start = scenario.start
+        self.items = scenario.items()
+        self.times = {path: np.array([i["published"].timestamp() for i in items]) for path, items in self.items.items()}
+
+    def __call__(self, path: str) -> list[dict[str, Any]] | None:
+        if path not in self.items:
+            return None
+        now = self.clock.now()
+        if now < self.start:
+            return []  # the simulated day has not begun: the feeds are empty (not yet published)
+        times = self.times[path]
+        lo = int(np.searchsorted(times, now - self.WINDOW, side="right"))
+        hi = int(np.searchsorted(times, now, side="right"))
+        lo = max(lo, hi - self.MAX_ITEMS)
+        return list(reversed(self.items[path][lo:hi]))  # newest first, as feeds are
+
+    def matching_posts(self, start: float, end: float) -> int:
+        """Posts the collector should count, worked out independently of it: items whose title
+        matches the demo query, published in [start, end], each story once across feeds."""
+        from surgewatch.collectors.query import parse_query
+
+        query = parse_query(QUERY)
+        links = {
+            item["link"]
+            for items in self.items.values()
+            for item in items
+            if start <= item["published"].timestamp() <= end and query.matches(item["title"])
+        }
+        return len(links)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _hhmm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M")
+
+
+def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) -> dict[str, Any]:
+    channels: dict[str, Any] = {"console": {}}
+    if channels_from is not None:
+        # Secrets are not copied into the file: the worker reads them from the environment.
+        channels.update(
+            channels_from.channels.model_dump(exclude_none=True, exclude={"slack": {"token"}, "pagerduty": {"routing_key"}})
+        )
+    elif os.environ.get("SLACK_BOT_TOKEN"):
+        channels["slack"] = {
+            "api_url": os.environ.get("SLACK_API_URL", "https://slack.com/api/"),
+            "marketing_channel": os.environ.get("SURGEWATCH_DEMO_MARKETING_CHANNEL", "#marketing"),
+            "ops_channel": os.environ.get("SURGEWATCH_DEMO_OPS_CHANNEL", "#ops"),
+        }
+    controls = [t.model_dump() for t in channels_from.traffic_controls] if channels_from is not None else []
+    return {
+        "traffic_controls": controls,
+        "brands": [
+            {
+                "name": BRAND,
+                "query": QUERY,
+                "site": SITE,
+                "runbook_url": "https://wiki.acme.example/runbooks/traffic-surge",
+                "actions": ["Scale the web tier to 3x", "Switch on the waiting room"],
+            }
+        ],
+        "sources": {"rss": {"interval": 120, "feeds": feeds}},
+        "channels": channels,
+        "store": {"url": f"sqlite:///{folder / 'surgewatch.db'}"},
+        "broker": {"url": f"sqla+sqlite:///{folder / 'broker.db'}"},
+        # A minute is scored once the feeds have been polled after it (the simulated clock runs
+        # ~500x, so a worker's latency is minutes of simulated time): no extra lag is needed.
+        "detector": {"bucket_seconds": 60, "warm_up_minutes": 90},
+        "timezone": "UTC",
+    }
+
+
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, flush=True)
+
+
+def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: float, keep: Path | None) -> int:
+    scenario = Scenario()
+    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="surgewatch-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("surgewatch.db", "surgewatch.db-wal", "surgewatch.db-shm", "broker.db", "surgewatch-beat-schedule",
+                 "worker.log"):
+        (folder / name).unlink(missing_ok=True)
+    speed = (scenario.end - scenario.start) / real_seconds
+    # The simulated day starts a few real seconds from now, once the worker is up.
+    clock = SimClock(sim_start=scenario.start, real_start=time.time() + 4.0, speed=speed)
+    feeds = SimulatedFeeds(scenario, clock)
+    server = FeedServer(items_at=feeds, title="Simulated news").start()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        config = demo_config(folder, [server.url(p) for p in scenario.baseline_per_min], channels_from)
+        config_path = folder / "config.yaml"
+        config_path.write_text("# written by `surgewatch demo`\n" + yaml.safe_dump(config, sort_keys=False))
+        _say(
+            f"SurgeWatch demo: simulated {scenario.day:%A %Y-%m-%d} {_hhmm(scenario.start)}-{_hhmm(scenario.end)} UTC "
+            f"at {speed:.0f}x, brand {BRAND} ({QUERY}), {len(feeds.items)} local feeds; files in {folder}",
+            as_json,
+        )
+        env = {**os.environ, CLOCK_ENV: clock.to_env(), "SURGEWATCH_CONFIG": str(config_path.resolve())}
+        log = open(folder / "worker.log", "wb")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "surgewatch.cli.main", "run", "--config", str(config_path), "--concurrency", "2",
+             "--loglevel", os.environ.get("SURGEWATCH_DEMO_LOGLEVEL", "WARNING"), "--data-dir", str(folder)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        last_report = 0.0
+        while clock.now() < scenario.end:
+            if worker.poll() is not None:
+                print(f"error: the worker exited early with code {worker.returncode}; see {folder / 'worker.log'}",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+            if not as_json and time.time() - last_report > 5 and clock.now() > scenario.start:
+                last_report = time.time()
+                _say(f"  ... simulated {_hhmm(clock.now())}", as_json)
+        # Let the last evaluation and notifications finish.
+        time.sleep(3.0)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        server.stop()
+    return _report(folder, config_path, scenario, feeds, as_json, keep is None)
+
+
+def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: SimulatedFeeds, as_json: bool,
+            temporary: bool) -> int:
+    from surgewatch.config import load_settings
+    from surgewatch.ops.health import SourceHealth
+    from surgewatch.pipeline import Runtime
+
+    rt = Runtime(load_settings(config_path))
+    store = rt.store
+    incidents = sorted(store.list_incidents(brand=BRAND), key=lambda i: i["opened_at"])
+    bucket = rt.settings.detector.bucket_seconds
+    # The simulated site traffic, for `surgewatch review --traffic` (lead time against the traffic peak).
+    with open(folder / "traffic.csv", "w", encoding="utf-8") as f:
+        f.write("timestamp,requests_per_minute\n")
+        for t in range(int(scenario.start), int(scenario.end), 60):
+            f.write(f"{_iso(t)},{scenario.traffic_rpm(t):.0f}\n")
+    alerts: list[dict[str, Any]] = []
+    for inc in incidents:
+        for tr in inc["transitions"]:
+            v = tr["verdict"]
+            # When the alert really went out (the console's delivery, on the simulated clock): the
+            # bucket's close plus the evaluation lag and the queue.  Bucket close if it never went out.
+            delivered = store.delivery(f"{inc['id']}:{tr['no']}:console") or {}
+            sent_at = (delivered.get("receipt") or {}).get("sent_at")
+            alerts.append(
+                {
+                    "at": _iso(sent_at if sent_at else tr["at"] + bucket),
+                    "bucket": _iso(tr["at"]),
+                    "brand": inc["brand"],
+                    "severity": tr["to"],
+                    "event": tr["event"],
+                    "incident": inc["id"],
+                    "observed_per_min": round(v["observed"] * 60 / bucket, 1),
+                    "expected_per_min": round(v["expected"] * 60 / bucket, 1),
+                }
+            )
+    firing = [a for a in alerts if a["event"] != "resolved"]
+    first_alert = min((datetime.fromisoformat(a["at"]).timestamp() for a in firing), default=None)
+    lead = scenario.traffic_peak - first_alert if first_alert is not None else None
+    early = [a for a in firing if datetime.fromisoformat(a["at"]).timestamp() < scenario.onset]
+    counts = store.counts(BRAND, scenario.start - 3600, scenario.end + 3600)
+    collected = sum(sum(series.values()) for series in counts.values())
+    health = SourceHealth.load_all(store)
+    # Every matching story the feeds ever list (the first poll, at 07:00 or later, sees their history).
+    expected_posts = feeds.matching_posts(scenario.start - SimulatedFeeds.WINDOW, scenario.end)
+    sent = sum(
+        1 for inc in incidents for tr in inc["transitions"] for ch in ("console", "slack", "pagerduty")
+        if (d := store.delivery(f"{inc['id']}:{tr['no']}:{ch}")) and d.get("status") == "sent"
+    )
+
+    if not as_json:
+        print()
+        print(f"Alert timeline ({scenario.day:%A %Y-%m-%d}, UTC)")
+        print(f"  {_hhmm(scenario.start)}  quiet baseline, about {sum(scenario.baseline_per_min.values()):.0f} mentions/min")
+        events = [(scenario.onset, "  surge onset: the ticket launch is announced"),
+                  (scenario.mention_peak, "  mention peak"),
+                  (scenario.traffic_peak, f"  traffic peak at the site: {scenario.traffic_factor:.0f}x normal")]
+        for a in alerts:
+            t = datetime.fromisoformat(a["at"]).timestamp()
+            label = "RESOLVED" if a["event"] == "resolved" else a["severity"].upper()
+            events.append((t, f"{label:>9}  {a['brand']}: {a['observed_per_min']:.0f} mentions/min vs "
+                              f"{a['expected_per_min']:.1f} expected ({a['incident']})"))
+        for t, text in sorted(events, key=lambda e: e[0]):
+            print(f"  {_hhmm(t)}{text}")
+        if lead is not None:
+            print(f"Lead: the first alert went out {lead / 60:.0f} minutes before the traffic peak.")
+        else:
+            print("No alert fired.")
+        print(f"Collected {collected} mentions of {BRAND} of {expected_posts} matching posts published "
+              f"(noise and syndicated copies excluded); {sent} notifications sent; "
+              f"sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+        if early:
+            print(f"FAILED: {len(early)} alert(s) fired before the surge began", file=sys.stderr)
+        if not temporary:
+            first_id = incidents[0]["id"] if incidents else "INCIDENT_ID"
+            print(f"The history is kept in {folder}. Look at it with:")
+            print(f"  surgewatch incidents --config {config_path}")
+            print(f"  surgewatch review {first_id} --config {config_path} --traffic {folder / 'traffic.csv'}")
+            print(f"  surgewatch digest --week {scenario.day:%G-W%V} --config {config_path}")
+    result = {
+        "alerts": alerts,
+        "surge_onset": _iso(scenario.onset),
+        "mention_peak": _iso(scenario.mention_peak),
+        "traffic_peak": _iso(scenario.traffic_peak),
+        "first_alert": _iso(first_alert) if first_alert is not None else None,
+        "lead_seconds": lead,
+        "mentions_collected": collected,
+        "matching_posts_published": expected_posts,
+        "notifications_sent": sent,
+        "folder": str(folder),
+    }
+    rt.store.close()
+    if temporary:
+        shutil.rmtree(folder, ignore_errors=True)
+    if as_json:
+        print(json.dumps(result))
+    return 1 if early or first_alert is None else 0

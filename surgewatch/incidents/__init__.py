@@ -1,0 +1,2 @@
+"""Incidents: the lifecycle (quiet -> watch -> warning -> critical -> resolved) and the
+planned-events calendar."""

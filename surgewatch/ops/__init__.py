@@ -1,0 +1,1 @@
+"""Operating SurgeWatch itself: source health, Prometheus metrics and the ops HTTP server."""

@@ -1,0 +1,133 @@
+"""Stage 1, collect: poll one source for one brand; ingest (dedup by source, brand and id); only then
+save the cursor.  Source health records every outcome, and ops hear once when a source has been
+failing too long."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+
+from slack_sdk.errors import SlackClientError
+
+from surgewatch import clock
+from surgewatch.collectors.base import Mention, SourceError
+from surgewatch.ops.health import SourceHealth
+from surgewatch.pipeline.ops_messages import ops_poster
+from surgewatch.pipeline.runtime import Runtime
+from surgewatch.registry import MissingCredential
+
+log = logging.getLogger("surgewatch.pipeline.collect")
+
+MAX_MENTION_AGE = 2 * 86400  # older posts are history, not a surge: shown by `fetch`, not counted
+FUTURE_TOLERANCE = 300  # clocks disagree a little; further ahead than this is clamped to "now"
+
+
+@dataclass
+class CollectOutcome:
+    source: str
+    brand: str
+    status: str  # ok | skipped | failed | disabled
+    fetched: int = 0
+    new: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[Mention, str]] = field(default_factory=list)
+    message: str = ""
+    retry_after: float | None = None
+
+
+def admit(mentions: list[Mention], now: float) -> tuple[list[Mention], list[tuple[Mention, str]]]:
+    """Which mentions count.  Far-past posts are skipped (they would be counted into buckets the
+    detector scored long ago); future timestamps beyond a clock-skew tolerance are clamped to now."""
+    kept: list[Mention] = []
+    skipped: list[tuple[Mention, str]] = []
+    for m in mentions:
+        ts = m.timestamp
+        if ts < now - MAX_MENTION_AGE:
+            skipped.append((m, f"too old to count (created {m.created_at.isoformat()})"))
+        elif ts > now + FUTURE_TOLERANCE:
+            kept.append(_with_time(m, now))
+        else:
+            kept.append(m)
+    return kept, skipped
+
+
+def _with_time(m: Mention, ts: float) -> Mention:
+    return replace(m, created_at=datetime.fromtimestamp(ts, timezone.utc))
+
+
+def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> CollectOutcome:
+    now = clock.now() if now is None else now
+    store = rt.store
+    health = SourceHealth.load(store, source, brand)
+    if health.status == "disabled":
+        return CollectOutcome(source, brand, "disabled", message=health.last_error or "disabled")
+    if health.backoff_until and health.backoff_until > now:
+        return CollectOutcome(source, brand, "skipped", message=f"backing off until {clock.iso(health.backoff_until)}")
+    cursor = store.get_cursor(source, brand)
+    try:
+        batch = rt.collector(source).fetch(rt.brand_spec(brand), cursor)
+    except MissingCredential as exc:
+        health.record_failure(now, str(exc), permanent=True)
+        source_outage_alert(rt, health, now)
+        health.save(store)
+        log.error("source %s for %s disabled: %s", source, brand, exc)
+        return CollectOutcome(source, brand, "disabled", message=str(exc))
+    except SourceError as exc:
+        health.record_failure(now, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
+        source_outage_alert(rt, health, now)
+        health.save(store)
+        log.warning("source %s for %s failed (%s): %s", source, brand, "permanent" if exc.permanent else "transient", exc)
+        return CollectOutcome(
+            source, brand, "disabled" if exc.permanent else "failed", message=exc.message, retry_after=exc.retry_after
+        )
+    kept, skipped = admit(batch.mentions, now)
+    result = store.ingest(kept, count=not batch.posts_are_sample)
+    if batch.volume:
+        store.set_volume(brand, source, batch.volume)
+    # The cursor moves only now that everything it covers is stored (a crash before this line
+    # re-fetches the same posts next time, and the dedup absorbs them).
+    if batch.cursor is not None:
+        store.set_cursor(source, brand, batch.cursor)
+    health.record_success(now, requests=batch.requests_made, notes=batch.notes, retry_after=batch.retry_after)
+    if batch.complete_until is not None:
+        health.complete_until = max(health.complete_until or 0.0, batch.complete_until)
+    health.complete_every = batch.complete_every
+    source_outage_alert(rt, health, now)
+    health.save(store)
+    return CollectOutcome(
+        source, brand, "ok", fetched=len(batch.mentions), new=result.new, duplicates=result.duplicates, skipped=skipped
+    )
+
+
+def source_outage_alert(rt: Runtime, health: SourceHealth, now: float) -> str | None:
+    """Tell ops once when a source has been failing longer than its ``alert_after_minutes`` (or
+    was disabled), and once when it recovers.  A silent collector is the worst failure this tool
+    can have: a quiet channel must mean a quiet world.  Returns what was said, if anything."""
+    cfg = getattr(rt.settings.sources, health.source, None)
+    if cfg is None:
+        return None
+    text = None
+    if health.failing_since is not None and health.alerted_since != health.failing_since:
+        if health.status == "disabled" or now - health.failing_since >= cfg.alert_after_minutes * 60:
+            what = "is disabled" if health.status == "disabled" else f"has been failing since {clock.iso(health.failing_since)}"
+            text = (f"Source {health.source} for {health.brand} {what}: {health.last_error}. "
+                    f"Mentions from it are not being counted, so a surge there would go unnoticed.")
+            key = f"source-alert:{health.source}:{health.brand}:{health.failing_since}:down"
+            health.alerted_since = health.failing_since
+    elif health.failing_since is None and health.alerted_since is not None and health.status in ("ok", "degraded"):
+        text = f"Source {health.source} for {health.brand} has recovered (last success {clock.iso(now)})."
+        key = f"source-alert:{health.source}:{health.brand}:{health.alerted_since}:up"
+        health.alerted_since = None
+    if text is None:
+        return None
+    # Claimed like any notification, so a redelivered collect never says it twice.
+    if rt.store.claim(key, 60.0, time.time()):
+        try:
+            ops_poster(rt, now)(text)
+        except (SlackClientError, OSError) as exc:  # the poll's own outcome must not be lost to this
+            rt.store.release(key)
+            log.error("could not tell ops about %s/%s: %s", health.source, health.brand, type(exc).__name__)
+            return None
+        rt.store.mark_sent(key, {"text": text})
+    return text

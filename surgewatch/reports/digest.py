@@ -1,0 +1,800 @@
+"""The weekly trend digest for marketing: one brand, one ISO week, a picture first.
+
+``build_digest`` reads the store only (counts, recent posts, incidents, deliveries, source health)
+and returns a plain :class:`Digest`; the renderers turn it into Markdown, a self-contained HTML page
+and Slack blocks.  Nothing here decides anything new: every number is a count of what the store
+already holds, so the digest can be rebuilt for any past week and always says the same thing.
+
+Weeks are ISO weeks in the configured time zone (Monday 00:00 to Monday 00:00 local), and days are
+local days, so a week containing a daylight-saving change has one 23- or 25-hour day rather than a
+day that straddles midnight.
+
+Posts (top posts, linked pages, terms) come from the store's capped list of recent mentions
+(``store.recent_cap``): a brand with more posts in a week than the cap shows the newest ones, and
+the digest says how many posts it looked at.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Sequence
+from zoneinfo import ZoneInfo
+
+from celery.schedules import crontab
+
+from surgewatch.collectors.base import Mention
+from surgewatch.collectors.query import parse_query
+from surgewatch.notifier.escape import html_text, slack_link, slack_text
+from surgewatch.reports.charts import volume_chart
+from surgewatch.config import Settings
+from surgewatch.ops.health import SourceHealth
+from surgewatch.reports.review import first_alert_at, incident_deliveries, traffic_peak
+from surgewatch.store.base import Store
+
+log = logging.getLogger("surgewatch.reports.digest")
+
+TYPICAL_WEEKS = 4
+TOP_POSTS = 5
+TOP_PAGES = 8
+TOP_TERMS = 10
+MIN_TERM_POSTS = 3  # a term must appear in at least this many posts of the week to be listed
+RISING_RATIO = 2.0  # share of posts this week / share last week
+REQUESTS_STATE = "digest:requests:{brand}"  # cumulative API requests per source when each digest was built
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_TOKEN = re.compile(r"[#@]?[^\W\d_][\w'’-]*[\w]|[#@]?[^\W\d_]", re.UNICODE)
+_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+# Short English stop list: enough to keep "the" and "and" out of the term list; the term list
+# compares weeks, so words common to both weeks cancel out anyway.
+STOPWORDS = frozenset("""a about above after again all also am an and any are as at be been before being but by can
+could did do does doing down during each few for from further get got had has have having he her here hers him his how
+i if in into is it its itself just let me more most my no nor not now of off on once only or other our ours out over own
+same she should so some such than that the their theirs them then there these they this those through to too under
+until up very was we were what when where which while who whom why will with would you your yours yet via rt amp""".split())
+
+
+class DigestError(ValueError):
+    """A bad request (an unknown brand, a malformed week).  ``permanent``: retrying cannot help."""
+
+    permanent = True
+
+
+# -- weeks ----------------------------------------------------------------------------------------------
+def parse_week(week: str) -> tuple[int, int]:
+    m = _WEEK.match(week.strip())
+    if not m:
+        raise DigestError(f"week {week!r} is not an ISO week such as 2026-W47")
+    year, number = int(m.group(1)), int(m.group(2))
+    try:
+        date.fromisocalendar(year, number, 1)
+    except ValueError:
+        raise DigestError(f"{year} has no week {number}") from None
+    return year, number
+
+
+def week_name(d: date) -> str:
+    y, w, _ = d.isocalendar()
+    return f"{y}-W{w:02d}"
+
+
+def last_complete_week(now: float, tz: str) -> str:
+    today = datetime.fromtimestamp(now, ZoneInfo(tz)).date()
+    return week_name(today - timedelta(days=7))
+
+
+def week_days(week: str, tz: str, offset_weeks: int = 0) -> list[tuple[date, float, float]]:
+    """The 7 local days of ``week`` (shifted by ``offset_weeks``) as (day, start epoch, end epoch)."""
+    year, number = parse_week(week)
+    monday = date.fromisocalendar(year, number, 1) + timedelta(weeks=offset_weeks)
+    zone = ZoneInfo(tz)
+    out = []
+    for i in range(7):
+        d = monday + timedelta(days=i)
+        start = datetime.combine(d, time(0), zone).timestamp()
+        end = datetime.combine(d + timedelta(days=1), time(0), zone).timestamp()
+        out.append((d, start, end))
+    return out
+
+
+# -- the digest ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Day:
+    day: date
+    by_source: dict[str, int]
+    previous: int  # same weekday, the week before
+    typical: float | None  # same weekday, average of the TYPICAL_WEEKS weeks before (None: no history)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_source.values())
+
+
+@dataclass(frozen=True)
+class Spike:
+    incident_id: str
+    opened_at: float
+    severity: str  # the highest it reached
+    status: str
+    first_alert_at: float | None
+    channels: tuple[str, ...]  # where the first alert went
+    peak_per_minute: float  # mentions in the busiest bucket, per minute
+    lead_seconds: float | None  # traffic peak minus first alert, where traffic is known
+    acked_by: str | None
+    false_alarm: bool
+
+
+@dataclass(frozen=True)
+class Post:
+    source: str
+    author: str
+    text: str
+    url: str
+    created_at: float
+    reach: int
+    engagement: int  # likes + reposts + replies + score
+
+
+@dataclass(frozen=True)
+class Term:
+    term: str
+    posts: int  # posts of this week containing it
+    previous: int  # posts of the previous week containing it
+    ratio: float | None  # share this week / share last week (None for new terms)
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    alerts: int  # openings and escalations delivered on at least one channel
+    messages: int  # successful deliveries of those, all channels
+    failed: int
+    acknowledged: int
+    false_alarms: int
+    pages: int  # PagerDuty triggers delivered
+    median_ack_seconds: float | None
+    incidents: int
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    source: str
+    status: str
+    last_success: float | None
+    last_error: str | None
+    requests_total: int
+    requests_since_last_digest: int | None
+
+
+@dataclass
+class Digest:
+    brand: str
+    week: str
+    timezone: str
+    start: float
+    end: float
+    days: list[Day]
+    sources: list[str]
+    spikes: list[Spike]
+    top_by_reach: list[Post]
+    top_by_engagement: list[Post]
+    pages: list[tuple[str, int]]
+    new_terms: list[Term]
+    rising_terms: list[Term]
+    top_terms: list[Term]
+    scorecard: Scorecard
+    health: list[SourceRow]
+    posts_seen: int  # posts of the week the digest looked at (recent list, capped)
+    posts_previous: int
+    typical_weeks: int  # how many earlier weeks the typical level averages (0..TYPICAL_WEEKS)
+    chart_png: bytes | None
+    site: str | None = None
+    notes: list[str] = field(default_factory=list)
+    history_start: float | None = None  # first counted bucket of the brand within the compared weeks
+
+    @property
+    def previous_known(self) -> bool:
+        """Whether the store holds history from before this week (else "previous week: 0" would lie)."""
+        return self.history_start is not None and self.history_start < self.start
+
+    @property
+    def total(self) -> int:
+        return sum(d.total for d in self.days)
+
+    @property
+    def previous_total(self) -> int:
+        return sum(d.previous for d in self.days)
+
+    @property
+    def typical_total(self) -> float | None:
+        if self.typical_weeks == 0:
+            return None
+        return sum(d.typical or 0.0 for d in self.days)
+
+    @property
+    def source_totals(self) -> dict[str, int]:
+        out: dict[str, int] = {s: 0 for s in self.sources}
+        for d in self.days:
+            for s, n in d.by_source.items():
+                out[s] = out.get(s, 0) + n
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return self.total == 0
+
+
+def _per_day(counts: dict[str, dict[float, int]], days: list[tuple[date, float, float]]) -> list[dict[str, int]]:
+    out: list[dict[str, int]] = [{} for _ in days]
+    for source, series in counts.items():
+        for t, n in series.items():
+            for i, (_, start, end) in enumerate(days):
+                if start <= t < end:
+                    out[i][source] = out[i].get(source, 0) + int(n)
+                    break
+    return out
+
+
+def _brand_words(query: str) -> set[str]:
+    """Words of the brand's own query: always present, so never a 'trend'."""
+    words: set[str] = set()
+    try:
+        parse_query(query)
+    except Exception:  # noqa: BLE001 -- the config validated it; be lenient in a report
+        pass
+    for w in re.findall(r"[^\W\d_][\w'-]*", query.lower()):
+        if w not in ("or", "and", "not"):
+            words.add(w)
+            words.add("#" + w)
+    return words
+
+
+def tokens(text: str, exclude: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+    """The distinct terms of one post: lower-cased words and #tags, no URLs, numbers or stop words."""
+    text = _URL.sub(" ", text.lower())
+    out = set()
+    for tok in _TOKEN.findall(text):
+        tok = tok.strip("'’-")
+        bare = tok.lstrip("#@")
+        if len(bare) < 3 or bare in STOPWORDS or tok in exclude or bare in exclude or tok.startswith("@"):
+            continue
+        out.add(tok)
+    return out
+
+
+def compare_terms(this_week: Sequence[str], previous_week: Sequence[str], exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
+    """(new, rising, top) terms by the number of posts that contain them."""
+    now = Counter(t for text in this_week for t in tokens(text, exclude))
+    before = Counter(t for text in previous_week for t in tokens(text, exclude))
+    top = [Term(t, n, before.get(t, 0), None) for t, n in sorted(now.items(), key=lambda p: (-p[1], p[0]))[:TOP_TERMS]]
+    if not previous_week:
+        return [], [], top  # nothing to compare with: no claim about "new"
+    new = [Term(t, n, 0, None) for t, n in now.items() if n >= MIN_TERM_POSTS and before.get(t, 0) == 0]
+    new.sort(key=lambda x: (-x.posts, x.term))
+    rising = []
+    for t, n in now.items():
+        p = before.get(t, 0)
+        if p and n >= MIN_TERM_POSTS:
+            ratio = (n / len(this_week)) / (p / len(previous_week))
+            if ratio >= RISING_RATIO:
+                rising.append(Term(t, n, p, ratio))
+    rising.sort(key=lambda x: (-(x.ratio or 0), -x.posts, x.term))
+    return new[:TOP_TERMS], rising[:TOP_TERMS], top
+
+
+def _post(m: Mention) -> Post:
+    return Post(m.source, m.author, m.text, m.url, m.timestamp, int(m.reach or 0),
+                int(m.likes + m.reposts + m.replies + m.score))
+
+
+def build_digest(
+    store: Store, settings: Settings, brand: str, week: str | None = None, now: float | None = None, *,
+    traffic: Sequence[tuple[float, float]] | None = None,
+) -> Digest:
+    """The digest of ``brand`` for ISO ``week`` (default: the last complete week before ``now``).
+
+    ``traffic`` (site requests per minute, where the team has them) gives each spike its lead time."""
+    try:
+        brand_cfg = settings.brand(brand)
+    except KeyError as exc:
+        raise DigestError(str(exc.args[0])) from None
+    brand = brand_cfg.name
+    tz = settings.timezone
+    if week is None:
+        if now is None:
+            raise DigestError("give a week or the current time")
+        week = last_complete_week(now, tz)
+    days = week_days(week, tz)
+    start, end = days[0][1], days[-1][2]
+    earlier = [week_days(week, tz, -k) for k in range(1, TYPICAL_WEEKS + 1)]
+    history_start = earlier[-1][0][1]
+    counts = store.counts(brand, history_start, end)
+    this = _per_day(counts, days)
+    before = [_per_day(counts, w) for w in earlier]
+    totals_before = [[sum(d.values()) for d in w] for w in before]
+    # The typical level averages only weeks that have history (a brand watched for two weeks has a
+    # two-week typical level, not a four-week one diluted by zeros from before it existed).
+    first_bucket = min((float(t) for s in counts.values() for t in s), default=None)
+    with_history = [i for i, w in enumerate(earlier) if first_bucket is not None and w[-1][2] > first_bucket]
+    typical_weeks = len(with_history)
+    sources = sorted({s for d in this for s in d} | {h.source for h in SourceHealth.load_all(store) if h.brand == brand})
+    day_rows = []
+    for i, (d, _, _) in enumerate(days):
+        typical = (sum(totals_before[k][i] for k in with_history) / typical_weeks) if typical_weeks else None
+        day_rows.append(Day(d, {s: n for s, n in sorted(this[i].items())}, totals_before[0][i], typical))
+
+    # Spikes: incidents opened during the week.
+    bucket = settings.detector.bucket_seconds
+    incidents = [i for i in store.list_incidents(brand=brand, since=start) if start <= float(i["opened_at"]) < end]
+    incidents.sort(key=lambda i: i["opened_at"])
+    spikes: list[Spike] = []
+    alerts = messages = failed = pages = acked = false_alarms = 0
+    ack_delays: list[float] = []
+    for inc in incidents:
+        deliveries = incident_deliveries(store, settings, inc)
+        first = first_alert_at(inc, deliveries, bucket)
+        first_channels = tuple(sorted({d.channel for d in deliveries if d.is_alert and d.ok and d.at == first}))
+        tp = traffic_peak(traffic, float(inc["opened_at"]) - 3600, float(inc["opened_at"]) + 6 * 3600)
+        lead = tp[0] - first if tp is not None and first is not None else None
+        is_false = inc.get("feedback") == "false_alarm"
+        spikes.append(Spike(inc["id"], float(inc["opened_at"]), str(inc.get("severity")), str(inc.get("status")), first,
+                            first_channels, float(inc.get("peak_observed") or 0.0) * 60.0 / bucket, lead, inc.get("acked_by"), is_false))
+        delivered = {d.transition_no for d in deliveries if d.is_alert and d.ok}
+        alerts += len(delivered)
+        messages += sum(1 for d in deliveries if d.is_alert and d.ok)
+        failed += sum(1 for d in deliveries if d.status == "failed")
+        pages += sum(1 for d in deliveries if d.channel == "pagerduty" and d.is_alert and d.ok)
+        false_alarms += is_false
+        if inc.get("acked_at") is not None:
+            acked += 1
+            if first is not None:
+                ack_delays.append(float(inc["acked_at"]) - first)
+    scorecard = Scorecard(alerts, messages, failed, acked, false_alarms, pages,
+                          statistics.median(ack_delays) if ack_delays else None, len(incidents))
+
+    # Posts: the week's and the previous week's, from the recent list.
+    prev_start = earlier[0][0][1]
+    recent = store.recent(brand, max(getattr(store, "recent_cap", 0), settings.store.recent_cap))
+    week_posts = [m for m in recent if start <= m.timestamp < end]
+    prev_posts = [m for m in recent if prev_start <= m.timestamp < start]
+    posts = [_post(m) for m in week_posts]
+    by_reach = sorted((p for p in posts if p.reach > 0), key=lambda p: (-p.reach, -p.engagement, p.created_at))[:TOP_POSTS]
+    by_engagement = sorted((p for p in posts if p.engagement > 0), key=lambda p: (-p.engagement, -p.reach, p.created_at))[:TOP_POSTS]
+    # A page counts once per post that links it (a post repeating a link is one recommendation).
+    pages_linked = Counter(link for m in week_posts for link in set(m.site_links)).most_common()
+    pages_linked.sort(key=lambda p: (-p[1], p[0]))
+    exclude = _brand_words(brand_cfg.query) | _brand_words(brand)
+    new, rising, top = compare_terms([m.text for m in week_posts], [m.text for m in prev_posts], exclude)
+
+    health = _health_rows(store, brand)
+    notes = []
+    if len(recent) >= settings.store.recent_cap and recent and recent[-1].timestamp > prev_start:
+        notes.append(f"Posts: the store keeps the newest {settings.store.recent_cap}; earlier posts of the "
+                     "fortnight are not in the post, page and term lists.")
+    total = sum(sum(d.values()) for d in this)
+    chart = None
+    if total or any(totals_before[0]):
+        labels = [d.strftime("%a %d %b") for d, _, _ in days]
+        chart = volume_chart(
+            labels, {s: [this[i].get(s, 0) for i in range(7)] for s in sorted({s for d in this for s in d})},
+            totals_before[0] if first_bucket is not None and first_bucket < start else None,
+            [r.typical or 0.0 for r in day_rows] if typical_weeks else None,
+            title=f"{brand} · mentions per day · {week} ({tz})", notes=_spike_notes(spikes, days))
+    return Digest(brand, week, tz, start, end, day_rows, sources, spikes, by_reach, by_engagement,
+                  pages_linked[:TOP_PAGES], new, rising, top, scorecard, health, len(week_posts), len(prev_posts),
+                  typical_weeks, chart, brand_cfg.site, notes, first_bucket)
+
+
+def _spike_notes(spikes: Sequence[Spike], days: list[tuple[date, float, float]]) -> list[tuple[int, str]]:
+    out = []
+    for i, (_, start, end) in enumerate(days):
+        here = [s for s in spikes if start <= s.opened_at < end]
+        if here:
+            worst = max(here, key=lambda s: ("watch", "warning", "critical").index(s.severity)
+                        if s.severity in ("watch", "warning", "critical") else -1)
+            out.append((i, f"{len(here)} spike{'s' if len(here) > 1 else ''}: {worst.severity}"))
+    return out
+
+
+def _health_rows(store: Store, brand: str) -> list[SourceRow]:
+    snapshots = (store.get_state(REQUESTS_STATE.format(brand=brand)) or {}).get("weeks", {})
+    last = snapshots[max(snapshots)] if snapshots else None
+    rows = []
+    for h in sorted(SourceHealth.load_all(store), key=lambda h: h.source):
+        if h.brand != brand:
+            continue
+        since = h.requests - int(last.get(h.source, 0)) if last is not None else None
+        rows.append(SourceRow(h.source, h.status, h.last_success, h.last_error, h.requests, since))
+    return rows
+
+
+def record_requests(store: Store, digest: Digest, keep: int = 12) -> None:
+    """Remember each source's cumulative request count as of this digest, so the next one can say
+    how many requests (the API spend) the week took.  Called by the scheduled task only: rebuilding
+    an old week by hand must not move the baseline."""
+    name = REQUESTS_STATE.format(brand=digest.brand)
+    weeks = dict((store.get_state(name) or {}).get("weeks", {}))
+    weeks[digest.week] = {row.source: row.requests_total for row in digest.health}
+    for old in sorted(weeks)[:-keep]:
+        del weeks[old]
+    store.set_state(name, {"weeks": weeks})
+
+
+def weekly_digests(store: Store, settings: Settings, now: float) -> list[Digest]:
+    """Every brand's digest of the last complete week (what the Monday beat task sends)."""
+    out = []
+    for b in settings.brands:
+        d = build_digest(store, settings, b.name, None, now)
+        record_requests(store, d)
+        out.append(d)
+    return out
+
+
+def digest_schedule(settings: Settings, day_of_week: str = "mon", hour: int = 9, minute: int = 0, *,
+                    timezone: str | None = None, nowfun: Any = None) -> "ZonedCrontab":
+    """Celery beat's crontab for the digest: ``day_of_week`` at ``hour:minute`` in the configured
+    time zone (default Monday 09:00), on both sides of a daylight-saving change.
+
+    ``nowfun`` replaces the clock (tests); by default celery's app clock is used."""
+    return ZonedCrontab(minute=minute, hour=hour, day_of_week=day_of_week,
+                        zone=timezone or settings.timezone, nowfun=nowfun)
+
+
+class ZonedCrontab(crontab):
+    """A crontab evaluated in its own time zone, not the Celery app's.
+
+    A plain ``crontab`` reads its zone from the app (``timezone`` setting, UTC by default), so
+    "09:00" drifts to 10:00 or 08:00 local for half the year wherever the app's zone is not the
+    brand's.  Celery does the DST arithmetic once the zone is right: ``remaining_delta`` works
+    in the schedule's zone and returns a real elapsed time."""
+
+    def __init__(self, minute: Any = "*", hour: Any = "*", day_of_week: Any = "*", day_of_month: Any = "*",
+                 month_of_year: Any = "*", *, zone: str = "UTC", **kwargs: Any) -> None:
+        super().__init__(minute, hour, day_of_week, day_of_month, month_of_year, **kwargs)
+        self.zone = zone
+        self.tz = ZoneInfo(zone)  # shadows BaseSchedule.tz (a cached_property reading the app)
+
+    # beat pickles its schedule into a shelve file: keep the zone across the round trip
+    def __reduce__(self) -> Any:
+        cls, args, state = super().__reduce__()
+        return cls, args, {**state, "zone": self.zone}
+
+    def __setstate__(self, state: Any) -> None:
+        state = dict(state)
+        zone = state.pop("zone", "UTC")
+        super().__setstate__(state)
+        self.zone = zone
+        self.tz = ZoneInfo(zone)
+
+    def __repr__(self) -> str:
+        return f"<ZonedCrontab: {self._orig_minute} {self._orig_hour} * * {self._orig_day_of_week} ({self.zone})>"
+
+
+# -- rendering -----------------------------------------------------------------------------------------
+def _when(ts: float | None, tz: str, fmt: str = "%a %d %b %H:%M") -> str:
+    return "—" if ts is None else datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime(fmt)
+
+
+def _change(now: float, before: float | None) -> str:
+    if before is None:
+        return "no history"
+    if before == 0:
+        return "new" if now else "±0"
+    pct = (now - before) / before * 100
+    return f"{pct:+.0f}%"
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if abs(seconds) < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _lead(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return f"{_dur(abs(seconds))} {'before' if seconds >= 0 else 'after'}"
+
+
+def headline(d: Digest) -> str:
+    if d.empty:
+        return (f"No mentions of {d.brand} were collected in {d.week}. Sources: "
+                + (", ".join(f"{h.source} {h.status}" for h in d.health) or "none has polled yet") + ".")
+    typical = d.typical_total
+    parts = [f"{d.total:,} mentions of {d.brand} in {d.week}"]
+    if d.previous_known:
+        parts.append(f"{_change(d.total, d.previous_total)} on the previous week ({d.previous_total:,})")
+    else:
+        parts.append("no earlier history to compare with")
+    if typical is not None:
+        parts.append(f"{_change(d.total, typical)} on the {d.typical_weeks}-week typical level ({typical:,.0f})")
+    busiest = max(d.days, key=lambda x: x.total)
+    text = ", ".join(parts) + f". Busiest day: {busiest.day:%A} ({busiest.total:,})."
+    if d.spikes:
+        text += f" {len(d.spikes)} spike{'s' if len(d.spikes) != 1 else ''}."
+    return text
+
+
+def scorecard_rows(d: Digest) -> list[tuple[str, str]]:
+    s = d.scorecard
+    return [("Incidents opened", str(s.incidents)), ("Alerts sent", f"{s.alerts} ({s.messages} messages)"),
+            ("Acknowledged", str(s.acknowledged)), ("Marked false alarm", str(s.false_alarms)),
+            ("Pages (PagerDuty)", str(s.pages)), ("Failed deliveries", str(s.failed)),
+            ("Median time to acknowledge", _dur(s.median_ack_seconds))]
+
+
+def _day_table(d: Digest) -> tuple[list[str], list[list[str]]]:
+    header = ["day"] + list(d.sources) + ["total", "previous week", "typical"]
+    rows = []
+    for day in d.days:
+        rows.append([day.day.strftime("%a %d %b")] + [str(day.by_source.get(s, 0)) for s in d.sources]
+                    + [str(day.total), str(day.previous) if d.previous_known else "—",
+                       "—" if day.typical is None else f"{day.typical:.0f}"])
+    typical = d.typical_total
+    rows.append(["week"] + [str(d.source_totals.get(s, 0)) for s in d.sources]
+                + [str(d.total), str(d.previous_total) if d.previous_known else "—",
+                   "—" if typical is None else f"{typical:.0f}"])
+    return header, rows
+
+
+def _md(s: object, limit: int | None = None) -> str:
+    """Outside text in Markdown: HTML-escaped (renderers pass HTML through), no table breaks."""
+    text = "" if s is None else str(s)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    text = re.sub(r"\s+", " ", text)
+    # < > & are what a renderer would take as HTML; quotes are harmless in Markdown text.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    # Markdown punctuation that could turn a post into a link, an image or emphasis (with the
+    # brackets escaped, parentheses can no longer form a link and stay readable).
+    return re.sub(r"([\[\]*_`!~])", r"\\\1", text)
+
+
+def _md_link(url: str, label: str) -> str:
+    if re.match(r"^https?://[^\s<>()]+$", url or ""):
+        return f"[{label}]({url})"
+    return label
+
+
+def render_markdown(d: Digest) -> str:
+    lines = [f"# {_md(d.brand)} weekly digest, {d.week}", "",
+             f"{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')} ({d.timezone})", ""]
+    lines.append(_md(headline(d)))
+    if d.empty:
+        lines.append("")
+        return "\n".join(lines)
+    lines += ["", "![mentions per day](digest-chart.png)", ""]
+    header, rows = _day_table(d)
+    lines += ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
+    lines += ["", "## Spikes", ""]
+    if d.spikes:
+        lines += ["| opened | severity | first alert | channels | peak/min | alert vs traffic peak | acked |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in d.spikes:
+            lines.append(f"| {_when(s.opened_at, d.timezone)} | {s.severity}{' (false alarm)' if s.false_alarm else ''} "
+                         f"| {_when(s.first_alert_at, d.timezone)} | {', '.join(s.channels) or '—'} "
+                         f"| {s.peak_per_minute:.0f} | {_lead(s.lead_seconds)} "
+                         f"| {_md(s.acked_by) if s.acked_by else 'no'} |")
+    else:
+        lines.append("No spikes this week.")
+    for title, posts, key in (("Top posts by reach", d.top_by_reach, "reach"),
+                              ("Top posts by engagement", d.top_by_engagement, "engagement")):
+        lines += ["", f"## {title}", ""]
+        if not posts:
+            lines.append(f"No post with a known {key} among the {d.posts_seen} posts kept.")
+        for p in posts:
+            lines.append(f"- {_md_link(p.url, _md(p.text, 140) or '(no text)')} — {_md(p.source)} "
+                         f"@{_md(p.author or '?')}, reach {p.reach:,}, engagement {p.engagement:,}")
+    lines += ["", "## Site pages linked most", ""]
+    lines += [f"- {_md_link(url, _md(url))}: {n} post{'s' if n != 1 else ''}" for url, n in d.pages] or ["None."]
+    lines += ["", "## Terms", ""]
+    if d.new_terms:
+        lines.append("New: " + ", ".join(f"{_md(t.term)} ({t.posts})" for t in d.new_terms))
+    if d.rising_terms:
+        lines.append("Rising: " + ", ".join(f"{_md(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms))
+    if not d.new_terms and not d.rising_terms:
+        lines.append("No new or rising terms" + (" (no posts kept from the previous week to compare with)"
+                                                 if d.posts_previous == 0 else "") + ".")
+    if d.top_terms:
+        lines.append("Most used: " + ", ".join(f"{_md(t.term)} ({t.posts})" for t in d.top_terms))
+    lines += ["", "## Alert scorecard", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in scorecard_rows(d)]
+    lines += ["", "## Sources", ""]
+    lines += _health_lines(d, _md) or ["No source has polled yet."]
+    if d.notes:
+        lines += [""] + [f"_{_md(n)}_" for n in d.notes]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _health_lines(d: Digest, esc) -> list[str]:
+    out = []
+    for h in d.health:
+        spend = (f"{h.requests_since_last_digest:,} API requests since the last digest, {h.requests_total:,} in all"
+                 if h.requests_since_last_digest is not None else f"{h.requests_total:,} API requests in all")
+        line = f"- {esc(h.source)}: {h.status}, last success {_when(h.last_success, d.timezone)}; {spend}"
+        if h.last_error and h.status != "ok":
+            line += f"; last error: {esc(h.last_error)}"
+        out.append(line)
+    return out
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}img{max-width:100%;height:auto}.muted{color:#777}li{margin:.3em 0}"""
+
+
+def _a(url: str, label: str) -> str:
+    """A link to a post or page (fine in a self-contained page: nothing is fetched until clicked)."""
+    label_html = html_text(label)
+    if re.match(r"^https?://\S+$", url or "", re.IGNORECASE):
+        return f'<a href="{html_text(url)}" rel="noopener noreferrer nofollow">{label_html}</a>'
+    return label_html
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(d: Digest) -> str:
+    """One self-contained page: inline CSS, the chart as a data: URI, no script, nothing fetched;
+    every string that came from outside (posts, authors, URLs, errors) is HTML-escaped."""
+    p = ["<!doctype html><html><head><meta charset=\"utf-8\">",
+         f"<title>{html_text(d.brand)} weekly digest {html_text(d.week)}</title><style>{_CSS}</style></head><body>",
+         f"<h1>{html_text(d.brand)} weekly digest, {html_text(d.week)}</h1>",
+         f"<p class=\"muted\">{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')} "
+         f"({html_text(d.timezone)})</p>",
+         f"<p><strong>{html_text(headline(d))}</strong></p>"]
+    if d.empty:
+        p.append("</body></html>")
+        return "".join(p)
+    if d.chart_png:
+        p.append(f'<img alt="mentions per day" src="data:image/png;base64,{base64.b64encode(d.chart_png).decode("ascii")}">')
+    header, rows = _day_table(d)
+    p.append(_table(header, rows))
+    p.append("<h2>Spikes</h2>")
+    if d.spikes:
+        p.append(_table(("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
+                        [(_when(s.opened_at, d.timezone), s.severity + (" (false alarm)" if s.false_alarm else ""),
+                          _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", f"{s.peak_per_minute:.0f}",
+                          _lead(s.lead_seconds), s.acked_by or "no")
+                         for s in d.spikes]))
+    else:
+        p.append("<p class=\"muted\">No spikes this week.</p>")
+    for title, posts in (("Top posts by reach", d.top_by_reach), ("Top posts by engagement", d.top_by_engagement)):
+        p.append(f"<h2>{title}</h2><ol>")
+        p += [f"<li>{_a(x.url, x.text[:200] or '(no text)')} <span class=\"muted\">{html_text(x.source)} "
+              f"@{html_text(x.author or '?')} · reach {x.reach:,} · engagement {x.engagement:,}</span></li>" for x in posts]
+        p.append("</ol>" if posts else "</ol><p class=\"muted\">None known.</p>")
+    p.append("<h2>Site pages linked most</h2><ol>")
+    p += [f"<li>{_a(url, url)} — {n}</li>" for url, n in d.pages]
+    p.append("</ol>")
+    p.append("<h2>Terms</h2>")
+    if d.new_terms:
+        p.append("<p>New: " + ", ".join(f"{html_text(t.term)} ({t.posts})" for t in d.new_terms) + "</p>")
+    if d.rising_terms:
+        p.append("<p>Rising: " + ", ".join(f"{html_text(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms) + "</p>")
+    if d.top_terms:
+        p.append("<p>Most used: " + ", ".join(f"{html_text(t.term)} ({t.posts})" for t in d.top_terms) + "</p>")
+    p.append("<h2>Alert scorecard</h2>" + _table(("", ""), scorecard_rows(d)))
+    p.append("<h2>Sources</h2><ul>" + "".join(f"<li>{line[2:]}</li>" for line in _health_lines(d, html_text)) + "</ul>")
+    p += [f"<p class=\"muted\">{html_text(n)}</p>" for n in d.notes]
+    p.append("</body></html>")
+    return "".join(p)
+
+
+def fallback_text(d: Digest) -> str:
+    """The notification text Slack shows where blocks are not rendered (and in push previews)."""
+    return slack_text(f"{d.brand} weekly digest {d.week}: {headline(d)}", 3000, mrkdwn=False)
+
+
+def slack_blocks(d: Digest) -> list[dict[str, Any]]:
+    """Block Kit for the digest: the headline, spikes, top posts, pages, terms, scorecard, sources.
+    Outside text goes through notifier.escape (no @channel, no <links|labels> from strangers)."""
+    def section(text: str) -> dict[str, Any]:
+        return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": slack_text(f"{d.brand} weekly digest · {d.week}", 150, mrkdwn=False)}},
+        section(slack_text(headline(d), 2900)),
+    ]
+    if d.empty:
+        return blocks
+    per_source = ", ".join(f"{slack_text(s, 100)} {n:,}" for s, n in d.source_totals.items())
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"By source: {per_source}"[:3000]}]})
+    if d.spikes:
+        lines = [f"• {_when(s.opened_at, d.timezone)}: *{s.severity}*, alert {_when(s.first_alert_at, d.timezone, '%H:%M')}"
+                 + (f", {_lead(s.lead_seconds)} the traffic peak" if s.lead_seconds is not None else "")
+                 + (" (false alarm)" if s.false_alarm else "") for s in d.spikes[:10]]
+        blocks.append(section("*Spikes*\n" + "\n".join(lines)))
+    posts = d.top_by_engagement or d.top_by_reach
+    if posts:
+        lines = [f"• {slack_link(p.url, p.text or '(no text)', 150)} — {slack_text(p.source, 40)} "
+                 f"@{slack_text(p.author or '?', 60)}, engagement {p.engagement:,}, reach {p.reach:,}" for p in posts]
+        blocks.append(section("*Top posts*\n" + "\n".join(lines)))
+    if d.pages:
+        blocks.append(section("*Site pages linked most*\n" + "\n".join(
+            f"• {slack_link(u, u, 200)} ({n})" for u, n in d.pages[:5])))
+    terms = []
+    if d.new_terms:
+        terms.append("New: " + ", ".join(slack_text(t.term, 60) for t in d.new_terms))
+    if d.rising_terms:
+        terms.append("Rising: " + ", ".join(slack_text(t.term, 60) for t in d.rising_terms))
+    if terms:
+        blocks.append(section("*Terms*\n" + "\n".join(terms)))
+    s = d.scorecard
+    blocks.append(section(
+        f"*Alert scorecard*\n{s.alerts} alerts ({s.messages} messages), {s.acknowledged} acknowledged, "
+        f"{s.false_alarms} false alarms, {s.pages} pages, median time to ack {_dur(s.median_ack_seconds)}"))
+    if d.health:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "; ".join(
+            f"{slack_text(h.source, 40)} {h.status}, {h.requests_total:,} requests" for h in d.health)[:3000]}]})
+    return blocks
+
+
+def send_digest_to_slack(d: Digest, client: Any, channel: str) -> dict[str, Any]:
+    """Post the blocks, then the chart as a file in the message's thread (``files_upload_v2``:
+    getUploadURLExternal + upload + completeUploadExternal).  Returns {"channel", "ts", "file"}.
+    Slack errors surface as slack_sdk's SlackApiError; the scheduled task decides about retries."""
+    posted = client.chat_postMessage(channel=channel, text=fallback_text(d), blocks=slack_blocks(d))
+    receipt: dict[str, Any] = {"channel": posted["channel"], "ts": posted["ts"], "file": None}
+    if d.chart_png:
+        # files_upload_v2 needs the channel ID, which the post's answer gives us.
+        up = client.files_upload_v2(channel=posted["channel"], thread_ts=posted["ts"], file=d.chart_png,
+                                    filename=f"digest-{d.week}.png", title=f"{d.brand} mentions per day, {d.week}",
+                                    alt_txt="Mentions per day by source, against last week and the typical level")
+        files = up.get("files") or ([up.get("file")] if up.get("file") else [])
+        receipt["file"] = files[0].get("id") if files else None
+    return receipt
+
+
+def deliver_weekly_digests(rt: Any) -> list[dict[str, Any]]:
+    """The Monday beat task: build every brand's digest of the last complete week, write it to
+    ``digest.out_dir`` if set, and post it to Slack once (claimed per brand and week, so a
+    redelivered task or a second beat never posts it twice)."""
+    import time as _time
+
+    from surgewatch import clock
+    from surgewatch.config import secret_from
+
+    settings = rt.settings
+    store = rt.store
+    out: list[dict[str, Any]] = []
+    slack = settings.channels.slack
+    token = secret_from(slack.token, "SLACK_BOT_TOKEN") if slack is not None else None
+    target = settings.digest.channel or (slack.marketing_channel or slack.ops_channel if slack else None)
+    for d in weekly_digests(store, settings, clock.now()):
+        entry: dict[str, Any] = {"brand": d.brand, "week": d.week, "sent": False}
+        if settings.digest.out_dir:
+            from pathlib import Path
+
+            folder = Path(settings.digest.out_dir) / f"{''.join(c if c.isalnum() else '-' for c in d.brand.lower())}-{d.week}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "digest.md").write_text(render_markdown(d), encoding="utf-8")
+            (folder / "digest.html").write_text(render_html(d), encoding="utf-8")
+            entry["folder"] = str(folder)
+        if slack is not None and token and target:
+            key = f"digest:{d.brand}:{d.week}"
+            if store.claim(key, 300.0, _time.time()):
+                from slack_sdk.errors import SlackApiError
+
+                from surgewatch.registry import slack_web_client
+
+                try:
+                    receipt = send_digest_to_slack(d, slack_web_client(settings, token), target)
+                except (SlackApiError, OSError) as exc:
+                    store.release(key)
+                    log.error("digest for %s %s not sent: %s", d.brand, d.week, type(exc).__name__)
+                    raise
+                store.mark_sent(key, {"channel": receipt["channel"], "ts": receipt["ts"]})
+                entry["sent"] = True
+        out.append(entry)
+    return out
