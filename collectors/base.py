@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
+from surgewatch.errors import ServiceError
+
 
 @dataclass(frozen=True, slots=True)
 class Mention:
@@ -81,19 +83,10 @@ class Batch:
     complete_every: float | None = None
 
 
-class SourceError(Exception):
+class SourceError(ServiceError):
     """A poll failed.  ``permanent`` means retrying cannot help (bad credentials, invalid query):
     the source is disabled for this brand and ops are told once.  Transient errors (timeouts,
     429, 5xx) are retried with backoff, honouring ``retry_after`` when the source sent one."""
-
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @runtime_checkable

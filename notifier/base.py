@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from surgewatch.collectors.base import Mention
+from surgewatch.errors import ServiceError
 
 # Below this multiple the forecast is within the site's ordinary minute-to-minute swing: not "a rise".
 NOTICEABLE_MULTIPLE = 1.15
@@ -130,18 +131,9 @@ class Notification:
         return self.observed / self.expected if self.expected > 0 else float("inf")
 
 
-class ChannelError(Exception):
+class ChannelError(ServiceError):
     """Sending failed.  ``permanent`` (bad token, channel gone): do not retry, tell ops once.
     Otherwise retry with backoff, waiting at least ``retry_after`` seconds when given."""
-
-    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(message)
-        self.message = message
-        self.permanent = permanent
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @runtime_checkable

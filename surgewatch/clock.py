@@ -1,4 +1,8 @@
-"""The one place that reads the time.
+"""The clock of events: when a mention, a bucket, an incident or an alert happened.
+
+Every event time comes from :func:`now`.  Leases, locks and timeouts measure real elapsed time and
+read ``time.time()`` / ``time.monotonic()`` directly on purpose: a claim's lease must expire in real
+seconds even when the demo's simulated day runs 500 times faster.
 
 Production uses the wall clock.  ``surgewatch demo`` runs a scripted day in a minute with a
 *simulated* clock shared by every process of the run (the CLI, the Celery worker and its beat):

@@ -170,7 +170,7 @@ def test_a_brand_far_behind_catches_up_a_bounded_stretch_per_tick_and_ends_where
     assert scored == hours * 60 and ticks == math.ceil(hours * 60 / pipeline.MAX_TICK_BUCKETS)
     # the same detector state and incidents as a brand scored in one pass
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "MAX_TICK_BUCKETS", 10**6)
+        mp.setattr("surgewatch.pipeline.evaluation.MAX_TICK_BUCKETS", 10**6)  # where the evaluate stage reads it
         (twin,) = pipeline.evaluate_many(rt, ["Twin"], now=T0)
     assert len(twin.verdicts) == hours * 60
     # evaluate_until_current does the ticks in one call

@@ -432,13 +432,8 @@ def _closed_port() -> int:
 
 # -- the command ------------------------------------------------------------------------------------
 def _cli():
-    import typer
+    from surgewatch.cli.main import app
 
-    from surgewatch.ops.server import metrics_command
-
-    app = typer.Typer()
-    app.command("metrics")(metrics_command)
-    app.command("other")(lambda: None)  # two commands, so "metrics" is a subcommand as in the real CLI
     return app
 
 

@@ -15,7 +15,6 @@ from typing import Any, Iterator
 
 import pytest
 import requests
-import typer
 from typer.testing import CliRunner
 
 from surgewatch.detector.verdict import Severity, Verdict
@@ -31,7 +30,6 @@ from surgewatch.actions.slack_listener import (
     SlackActionListener,
     approved_key,
     run_traffic_control,
-    slack_listener_command,
 )
 from tests.support import write_config
 from tests.test_notifier_contract import HOSTILE, WEBHOOK_SECRET, WebhookReceiver, make_notification
@@ -301,9 +299,9 @@ def test_fake_socket_mode_refuses_a_bot_token_and_an_unknown_ticket(world: World
 
 def test_the_command_without_an_app_token_is_one_line_and_exit_1(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
-    app = typer.Typer()
-    app.command()(slack_listener_command)
-    result = CliRunner().invoke(app, ["--config", str(world.config)])
+    from surgewatch.cli.main import app
+
+    result = CliRunner().invoke(app, ["slack-listener", "--config", str(world.config)])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "SLACK_APP_TOKEN is not set" in lines[0]
@@ -311,9 +309,7 @@ def test_the_command_without_an_app_token_is_one_line_and_exit_1(world: World, m
 
 def test_the_command_listens_until_sigterm(world: World) -> None:
     env = {**os.environ, "SLACK_APP_TOKEN": APP, "SLACK_BOT_TOKEN": BOT, "PYTHONPATH": str(ROOT)}
-    code = ("import typer; from surgewatch.actions.slack_listener import slack_listener_command; "
-            "typer.run(slack_listener_command)")
-    proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(world.config)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "surgewatch", "slack-listener", "--config", str(world.config)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert world.slack.wait_for_socket(15, count=2), proc.stderr.read() if proc.poll() is not None else "no connection"

@@ -33,7 +33,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import typer
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
@@ -47,7 +46,7 @@ from surgewatch.notifier.slack import classify_slack_error
 from surgewatch.notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
 from surgewatch import clock
 from surgewatch.actions import operator
-from surgewatch.config import ConfigError, Settings, load_settings, secret_from
+from surgewatch.config import Settings, secret_from
 from surgewatch.actions.operator import OperatorError
 from surgewatch.pipeline import NOTIFY_LEASE, NotReady, Runtime, build_notification
 from surgewatch.registry import MissingCredential, build_channel
@@ -484,25 +483,3 @@ def run_listener(settings: Settings, *, stop: threading.Event | None = None, env
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         log.info("slack listener stopped")
-
-
-def slack_listener_command(
-    config: Path = typer.Option("surgewatch.yaml", "--config", "-c", envvar="SURGEWATCH_CONFIG",
-                                help="Configuration file (YAML).", show_default=True),
-) -> None:
-    """Listen for the Acknowledge / Silence 1 h / False alarm / Run buttons over Slack Socket Mode."""
-    import sys
-
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"{exc.source}: {line}", file=sys.stderr)
-        raise typer.Exit(1) from None
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run_listener(settings)
-    except ListenerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None

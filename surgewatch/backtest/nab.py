@@ -40,7 +40,6 @@ PROFILES: dict[str, CostMatrix] = {
     "reward_low_FP": CostMatrix(tp=1.0, fp=0.22, fn=1.0),
     "reward_low_FN": CostMatrix(tp=1.0, fp=0.11, fn=2.0),
 }
-NAB_PROFILE_NAMES = {"standard": "standard", "reward_low_FP": "reward_low_FP_rate", "reward_low_FN": "reward_low_FN_rate"}
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from surgewatch.config import ConfigError, Settings, load_settings
+from surgewatch.cli.common import DEFAULT_CONFIG, err, fail, load_or_exit, out
+from surgewatch.config import Settings
 
 app = typer.Typer(
     name="surgewatch",
@@ -20,27 +20,35 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True)
-
 ConfigOption = typer.Option(
-    "surgewatch.yaml", "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
+    DEFAULT_CONFIG, "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
 )
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def _version(value: bool) -> None:
+    if value:
+        from surgewatch import __version__
+
+        out.print(f"surgewatch {__version__}", highlight=False)
+        raise typer.Exit()
 
 
-def load_or_exit(path: Path) -> Settings:
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        for line in exc.errors:
-            err.print(f"{exc.source}: {line}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")] = False,
+    log_level: Annotated[str, typer.Option("--log-level", envvar="SURGEWATCH_LOG_LEVEL",
+                                           help="Log level of SurgeWatch's own log lines (secrets redacted).")] = "WARNING",
+) -> None:
+    """Warns you before your website is flooded: brand mentions -> spike detection -> alerts."""
+    # Every command logs through the redacting handler (Celery processes set it up again, at
+    # their own level, when they start).
+    from surgewatch import logs
+
+    logs.setup(log_level)
 
 
 def _use_config(path: Path) -> Settings:
@@ -452,16 +460,48 @@ def demo(
     raise typer.Exit(code)
 
 
-from surgewatch.ops.server import metrics_command  # noqa: E402
+@app.command()
+def metrics(
+    config: Path = ConfigOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."),
+    port: int = typer.Option(9464, "--port", "-p", min=0, max=65535, help="Port to listen on."),
+) -> None:
+    """Serve Prometheus /metrics and a /healthz check, read from the store (no Celery needed)."""
+    settings = load_or_exit(config)
+    from surgewatch.ops.server import make_server
+
+    try:
+        server = make_server(settings, host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    err.print(f"serving http://{host}:{server.port}/metrics and /healthz", markup=False, highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command("slack-listener")
+def slack_listener(config: Path = ConfigOption) -> None:
+    """Listen for the Acknowledge / Silence 1 h / False alarm / Run buttons over Slack Socket Mode."""
+    settings = load_or_exit(config)
+    from surgewatch import logs
+    from surgewatch.actions.slack_listener import ListenerError, run_listener
+
+    logs.setup("INFO")  # it runs for days: say what it does (tokens redacted)
+    try:
+        run_listener(settings)
+    except ListenerError as exc:
+        raise fail(str(exc)) from None
+
+
 from surgewatch.cli.reports import digest as digest_command  # noqa: E402
 from surgewatch.cli.reports import review as review_command  # noqa: E402
 
-app.command("metrics")(metrics_command)
 app.command("digest")(digest_command)
 app.command("review")(review_command)
-from surgewatch.actions.slack_listener import slack_listener_command  # noqa: E402
-
-app.command("slack-listener")(slack_listener_command)
 
 
 def main() -> None:

@@ -18,10 +18,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-import typer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from surgewatch.config import ConfigError, Settings, load_settings
+from surgewatch.config import Settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.ops.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.store.base import Store
@@ -144,42 +143,3 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(settings: Settings, host: str = "127.0.0.1", port: int = 9464, store: Store | None = None) -> OpsServer:
     """Bind (port 0 picks a free port: see ``.port``) without serving yet."""
     return OpsServer(settings, (host, port), store=store)
-
-
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 9464) -> None:
-    """Serve until interrupted."""
-    server = make_server(settings, host, port)
-    log.info("serving /metrics and /healthz on http://%s:%d", host, server.port)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-
-
-def metrics_command(
-    config: Path = typer.Option(
-        "surgewatch.yaml", "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).",
-        show_default=True,
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."),
-    port: int = typer.Option(9464, "--port", min=0, max=65535, help="Port to listen on."),
-) -> None:
-    """Serve Prometheus /metrics and a /healthz check, read from the store (no Celery needed)."""
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            typer.echo(f"{exc.source}: {line}", err=True)
-        raise typer.Exit(1) from None
-    try:
-        server = make_server(settings, host, port)
-    except OSError as exc:
-        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"serving http://{host}:{server.port}/metrics and /healthz", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

@@ -1,18 +1,18 @@
 """The plain code behind the Celery tasks, one module per stage:
 
-* :mod:`.runtime`  -- the per-process container (settings, store, collectors, channels).
-* :mod:`.collect`  -- poll one source for one brand; ingest (dedup by source, brand and id); only then
-  save the cursor.
-* :mod:`.evaluate` -- score every completed bucket with the pure detector; move the brand's incident;
-  list the transitions still to be dispatched (an outbox: re-listed until marked).
-* :mod:`.route`    -- which channels hear about a transition; escalation and repeat policies.
-* :mod:`.deliver`  -- claim (incident, transition, channel) in the store, send, record.
+* :mod:`.runtime`    -- the per-process container (settings, store, collectors, channels).
+* :mod:`.collection` -- poll one source for one brand; ingest (dedup by source, brand and id); only then
+    save the cursor.
+* :mod:`.evaluation` -- score every completed bucket with the pure detector; move the brand's incident;
+    list the transitions still to be dispatched (an outbox: re-listed until marked).
+* :mod:`.routing`    -- which channels hear about a transition; escalation and repeat policies.
+* :mod:`.delivery`   -- claim (incident, transition, channel) in the store, send, record.
 
 Each function does one unit of work idempotently, so a redelivered task is harmless.
 """
-from surgewatch.pipeline.collect import FUTURE_TOLERANCE, MAX_MENTION_AGE, CollectOutcome, admit, collect, source_outage_alert
-from surgewatch.pipeline.deliver import NotifyOutcome, build_notification, delivery_key, notify, receipt_key
-from surgewatch.pipeline.evaluate import (
+from surgewatch.pipeline.collection import FUTURE_TOLERANCE, MAX_MENTION_AGE, CollectOutcome, admit, collect, source_outage_alert
+from surgewatch.pipeline.delivery import NotifyOutcome, build_notification, delivery_key, notify, receipt_key
+from surgewatch.pipeline.evaluation import (
     MAX_TICK_BUCKETS,
     EvaluateOutcome,
     evaluate,
@@ -21,7 +21,7 @@ from surgewatch.pipeline.evaluate import (
     mark_dispatched,
 )
 from surgewatch.pipeline.ops_messages import ops_poster, send_reminders
-from surgewatch.pipeline.route import CHAT_CHANNELS, escalate, repeat, routes
+from surgewatch.pipeline.routing import CHAT_CHANNELS, escalate, repeat, routes
 from surgewatch.pipeline.runtime import NOTIFY_LEASE, NotReady, Runtime
 
 __all__ = [

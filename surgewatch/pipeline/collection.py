@@ -17,7 +17,7 @@ from surgewatch.pipeline.ops_messages import ops_poster
 from surgewatch.pipeline.runtime import Runtime
 from surgewatch.registry import MissingCredential
 
-log = logging.getLogger("surgewatch.pipeline.collect")
+log = logging.getLogger("surgewatch.pipeline.collection")
 
 MAX_MENTION_AGE = 2 * 86400  # older posts are history, not a surge: shown by `fetch`, not counted
 FUTURE_TOLERANCE = 300  # clocks disagree a little; further ahead than this is clamped to "now"

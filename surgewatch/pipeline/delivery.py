@@ -11,12 +11,12 @@ from typing import Any
 from surgewatch import clock
 from surgewatch.detector.verdict import Verdict
 from surgewatch.notifier.base import ChannelError, Notification
-from surgewatch.pipeline.route import CHAT_CHANNELS, routes
+from surgewatch.pipeline.routing import CHAT_CHANNELS, routes
 from surgewatch.pipeline.runtime import NotReady, Runtime
 from surgewatch.registry import MissingCredential
 from surgewatch.traffic import traffic_outlook
 
-log = logging.getLogger("surgewatch.pipeline.deliver")
+log = logging.getLogger("surgewatch.pipeline.delivery")
 
 
 def delivery_key(incident_id: str, no: int, channel: str) -> str:

@@ -15,10 +15,10 @@ from surgewatch.detector.verdict import Severity, Verdict
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.notifier.escape import log_text
 from surgewatch.ops.health import SourceHealth
-from surgewatch.pipeline.route import _held_back, _planned, escalate, repeat, routes
+from surgewatch.pipeline.routing import _held_back, _planned, escalate, repeat, routes
 from surgewatch.pipeline.runtime import Runtime
 
-log = logging.getLogger("surgewatch.pipeline.evaluate")
+log = logging.getLogger("surgewatch.pipeline.evaluation")
 
 FIRST_LOOK_BACK = 86400  # a new brand's first evaluation starts at its first mention within this window
 MAX_CATCH_UP = 7 * 86400  # after a long outage, do not replay more than a week
