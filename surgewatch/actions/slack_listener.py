@@ -30,7 +30,6 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 from slack_sdk import WebClient

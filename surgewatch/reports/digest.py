@@ -15,7 +15,6 @@ the digest says how many posts it looked at.
 """
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import statistics
@@ -29,8 +28,9 @@ from celery.schedules import crontab
 
 from surgewatch.collectors.base import Mention
 from surgewatch.collectors.query import parse_query
-from surgewatch.notifier.escape import html_text, slack_link, slack_text
+from surgewatch.notifier.escape import slack_link, slack_text
 from surgewatch.reports.charts import volume_chart
+from surgewatch.reports.html import md, md_link, md_table, render_page
 from surgewatch.config import Settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.reports.review import first_alert_at, incident_deliveries, traffic_peak
@@ -542,36 +542,16 @@ def _day_table(d: Digest) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _md(s: object, limit: int | None = None) -> str:
-    """Outside text in Markdown: HTML-escaped (renderers pass HTML through), no table breaks."""
-    text = "" if s is None else str(s)
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    text = re.sub(r"\s+", " ", text)
-    # < > & are what a renderer would take as HTML; quotes are harmless in Markdown text.
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
-    # Markdown punctuation that could turn a post into a link, an image or emphasis (with the
-    # brackets escaped, parentheses can no longer form a link and stay readable).
-    return re.sub(r"([\[\]*_`!~])", r"\\\1", text)
-
-
-def _md_link(url: str, label: str) -> str:
-    if re.match(r"^https?://[^\s<>()]+$", url or ""):
-        return f"[{label}]({url})"
-    return label
-
-
 def render_markdown(d: Digest) -> str:
-    lines = [f"# {_md(d.brand)} weekly digest, {d.week}", "",
+    lines = [f"# {md(d.brand)} weekly digest, {d.week}", "",
              f"{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')} ({d.timezone})", ""]
-    lines.append(_md(headline(d)))
+    lines.append(md(headline(d)))
     if d.empty:
         lines.append("")
         return "\n".join(lines)
     lines += ["", "![mentions per day](digest-chart.png)", ""]
     header, rows = _day_table(d)
-    lines += ["| " + " | ".join(map(_md, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
+    lines += md_table(header, rows)
     lines += ["", "## Spikes", ""]
     if d.spikes:
         lines += ["| opened | severity | first alert | channels | peak/min | alert vs traffic peak | acked |",
@@ -580,7 +560,7 @@ def render_markdown(d: Digest) -> str:
             lines.append(f"| {_when(s.opened_at, d.timezone)} | {s.severity}{' (false alarm)' if s.false_alarm else ''} "
                          f"| {_when(s.first_alert_at, d.timezone)} | {', '.join(s.channels) or '—'} "
                          f"| {s.peak_per_minute:.0f} | {_lead(s.lead_seconds)} "
-                         f"| {_md(s.acked_by) if s.acked_by else 'no'} |")
+                         f"| {md(s.acked_by) if s.acked_by else 'no'} |")
     else:
         lines.append("No spikes this week.")
     for title, posts, key in (("Top posts by reach", d.top_by_reach, "reach"),
@@ -589,26 +569,26 @@ def render_markdown(d: Digest) -> str:
         if not posts:
             lines.append(f"No post with a known {key} among the {d.posts_seen} posts kept.")
         for p in posts:
-            lines.append(f"- {_md_link(p.url, _md(p.text, 140) or '(no text)')} — {_md(p.source)} "
-                         f"@{_md(p.author or '?')}, reach {p.reach:,}, engagement {p.engagement:,}")
+            lines.append(f"- {md_link(p.url, md(p.text, 140) or '(no text)')} — {md(p.source)} "
+                         f"@{md(p.author or '?')}, reach {p.reach:,}, engagement {p.engagement:,}")
     lines += ["", "## Site pages linked most", ""]
-    lines += [f"- {_md_link(url, _md(url))}: {n} post{'s' if n != 1 else ''}" for url, n in d.pages] or ["None."]
+    lines += [f"- {md_link(url, md(url))}: {n} post{'s' if n != 1 else ''}" for url, n in d.pages] or ["None."]
     lines += ["", "## Terms", ""]
     if d.new_terms:
-        lines.append("New: " + ", ".join(f"{_md(t.term)} ({t.posts})" for t in d.new_terms))
+        lines.append("New: " + ", ".join(f"{md(t.term)} ({t.posts})" for t in d.new_terms))
     if d.rising_terms:
-        lines.append("Rising: " + ", ".join(f"{_md(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms))
+        lines.append("Rising: " + ", ".join(f"{md(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms))
     if not d.new_terms and not d.rising_terms:
         lines.append("No new or rising terms" + (" (no posts kept from the previous week to compare with)"
                                                  if d.posts_previous == 0 else "") + ".")
     if d.top_terms:
-        lines.append("Most used: " + ", ".join(f"{_md(t.term)} ({t.posts})" for t in d.top_terms))
+        lines.append("Most used: " + ", ".join(f"{md(t.term)} ({t.posts})" for t in d.top_terms))
     lines += ["", "## Alert scorecard", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in scorecard_rows(d)]
     lines += ["", "## Sources", ""]
-    lines += _health_lines(d, _md) or ["No source has polled yet."]
+    lines += _health_lines(d, md) or ["No source has polled yet."]
     if d.notes:
-        lines += [""] + [f"_{_md(n)}_" for n in d.notes]
+        lines += [""] + [f"_{md(n)}_" for n in d.notes]
     lines.append("")
     return "\n".join(lines)
 
@@ -625,70 +605,23 @@ def _health_lines(d: Digest, esc) -> list[str]:
     return out
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}img{max-width:100%;height:auto}.muted{color:#777}li{margin:.3em 0}"""
-
-
-def _a(url: str, label: str) -> str:
-    """A link to a post or page (fine in a self-contained page: nothing is fetched until clicked)."""
-    label_html = html_text(label)
-    if re.match(r"^https?://\S+$", url or "", re.IGNORECASE):
-        return f'<a href="{html_text(url)}" rel="noopener noreferrer nofollow">{label_html}</a>'
-    return label_html
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def render_html(d: Digest) -> str:
-    """One self-contained page: inline CSS, the chart as a data: URI, no script, nothing fetched;
-    every string that came from outside (posts, authors, URLs, errors) is HTML-escaped."""
-    p = ["<!doctype html><html><head><meta charset=\"utf-8\">",
-         f"<title>{html_text(d.brand)} weekly digest {html_text(d.week)}</title><style>{_CSS}</style></head><body>",
-         f"<h1>{html_text(d.brand)} weekly digest, {html_text(d.week)}</h1>",
-         f"<p class=\"muted\">{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')} "
-         f"({html_text(d.timezone)})</p>",
-         f"<p><strong>{html_text(headline(d))}</strong></p>"]
-    if d.empty:
-        p.append("</body></html>")
-        return "".join(p)
-    if d.chart_png:
-        p.append(f'<img alt="mentions per day" src="data:image/png;base64,{base64.b64encode(d.chart_png).decode("ascii")}">')
-    header, rows = _day_table(d)
-    p.append(_table(header, rows))
-    p.append("<h2>Spikes</h2>")
-    if d.spikes:
-        p.append(_table(("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
-                        [(_when(s.opened_at, d.timezone), s.severity + (" (false alarm)" if s.false_alarm else ""),
-                          _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", f"{s.peak_per_minute:.0f}",
-                          _lead(s.lead_seconds), s.acked_by or "no")
-                         for s in d.spikes]))
-    else:
-        p.append("<p class=\"muted\">No spikes this week.</p>")
-    for title, posts in (("Top posts by reach", d.top_by_reach), ("Top posts by engagement", d.top_by_engagement)):
-        p.append(f"<h2>{title}</h2><ol>")
-        p += [f"<li>{_a(x.url, x.text[:200] or '(no text)')} <span class=\"muted\">{html_text(x.source)} "
-              f"@{html_text(x.author or '?')} · reach {x.reach:,} · engagement {x.engagement:,}</span></li>" for x in posts]
-        p.append("</ol>" if posts else "</ol><p class=\"muted\">None known.</p>")
-    p.append("<h2>Site pages linked most</h2><ol>")
-    p += [f"<li>{_a(url, url)} — {n}</li>" for url, n in d.pages]
-    p.append("</ol>")
-    p.append("<h2>Terms</h2>")
-    if d.new_terms:
-        p.append("<p>New: " + ", ".join(f"{html_text(t.term)} ({t.posts})" for t in d.new_terms) + "</p>")
-    if d.rising_terms:
-        p.append("<p>Rising: " + ", ".join(f"{html_text(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms) + "</p>")
-    if d.top_terms:
-        p.append("<p>Most used: " + ", ".join(f"{html_text(t.term)} ({t.posts})" for t in d.top_terms) + "</p>")
-    p.append("<h2>Alert scorecard</h2>" + _table(("", ""), scorecard_rows(d)))
-    p.append("<h2>Sources</h2><ul>" + "".join(f"<li>{line[2:]}</li>" for line in _health_lines(d, html_text)) + "</ul>")
-    p += [f"<p class=\"muted\">{html_text(n)}</p>" for n in d.notes]
-    p.append("</body></html>")
-    return "".join(p)
+    """One self-contained page (templates/digest.html): inline CSS, the chart as a data: URI, no
+    script, nothing fetched; every string that came from outside is HTML-escaped by the template."""
+    day_header, day_rows = _day_table(d)
+    return render_page(
+        "digest.html", d=d, headline=headline(d),
+        period=f"{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')}",
+        day_header=day_header, day_rows=day_rows,
+        spike_header=("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
+        spike_rows=[(_when(s.opened_at, d.timezone), s.severity + (" (false alarm)" if s.false_alarm else ""),
+                     _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", f"{s.peak_per_minute:.0f}",
+                     _lead(s.lead_seconds), s.acked_by or "no") for s in d.spikes],
+        post_sections=[("Top posts by reach", d.top_by_reach, "None known."),
+                       ("Top posts by engagement", d.top_by_engagement, "None known.")],
+        scorecard=scorecard_rows(d),
+        health=[line[2:] for line in _health_lines(d, str)],
+    )
 
 
 def fallback_text(d: Digest) -> str:

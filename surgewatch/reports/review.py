@@ -23,21 +23,19 @@ The replay re-runs both thresholds on the same stored counts, so "earlier" compa
 """
 from __future__ import annotations
 
-import base64
-import html
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from surgewatch.detector.spike import DetectorParams, SpikeDetector
 from surgewatch.detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
 from surgewatch.detector.verdict import Severity, Verdict
 from surgewatch.notifier.base import human_multiple, human_rpm
-from surgewatch.notifier.escape import html_text
 from surgewatch.reports.charts import Marker, incident_chart
+from surgewatch.reports.html import md_cell, render_page
 from surgewatch.config import Settings
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
@@ -720,15 +718,10 @@ def traffic_rows(r: Review) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
-def _md(s: object) -> str:
-    """Outside text in a Markdown table cell: no pipes, no newlines, no HTML."""
-    return html.escape(str(s), quote=False).replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(r: Review) -> str:
-    lines = [f"# Post-event review: {_md(r.brand)} incident `{r.incident_id}`", "",
+    lines = [f"# Post-event review: {md_cell(r.brand)} incident `{r.incident_id}`", "",
              "![timeline](review-chart.png)", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {_md(v)} |" for k, v in summary_rows(r)]
+    lines += [f"| {k} | {md_cell(v)} |" for k, v in summary_rows(r)]
     lines += ["", "## Forecast vs real peak", ""]
     if r.forecasts:
         lines += ["| transition | made at | forecast peak | vs real |", "|---|---|---|---|"]
@@ -737,21 +730,21 @@ def render_markdown(r: Review) -> str:
         lines.append("No forecast was made (the incident never left the quiet side of the model).")
     if r.traffic_check is not None:
         lines += ["", "## Site traffic: predicted vs real", ""]
-        lines += [_md(line) for line in traffic_lines(r)]
+        lines += [md_cell(line) for line in traffic_lines(r)]
         if traffic_rows(r):
             lines += ["", "| transition | made at | predicted peak | real peak | error |", "|---|---|---|---|---|"]
-            lines += [f"| {' | '.join(_md(c) for c in row)} |" for row in traffic_rows(r)]
+            lines += [f"| {' | '.join(md_cell(c) for c in row)} |" for row in traffic_rows(r)]
     lines += ["", "## What was sent", ""]
     if r.deliveries:
         lines += ["| when | transition | channel | status | to |", "|---|---|---|---|---|"]
         for d in r.deliveries:
             lines.append(f"| {_fmt(d.at, r.timezone, False)} ({d.at_from}) | #{d.transition_no} {d.event} {d.severity} "
-                         f"| {d.channel} | {d.status}{' — ' + _md(d.error) if d.error else ''} "
-                         f"| {_md('; '.join(d.recipients)) or '—'} |")
+                         f"| {d.channel} | {d.status}{' — ' + md_cell(d.error) if d.error else ''} "
+                         f"| {md_cell('; '.join(d.recipients)) or '—'} |")
     else:
         lines.append("Nothing was sent (no channel delivered this incident).")
     lines += ["", "## Suggestions", ""]
-    lines += [f"- {_md(s)}" for s in r.suggestions] or ["- None: the alert did its job."]
+    lines += [f"- {md_cell(s)}" for s in r.suggestions] or ["- None: the alert did its job."]
     if r.replay is not None:
         rp = r.replay
         lines += ["", f"Replay: {rp.history_days:.1f} days of stored history ({_fmt(rp.history_start, r.timezone)} to "
@@ -760,43 +753,14 @@ def render_markdown(r: Review) -> str:
     return "\n".join(lines) + "\n"
 
 
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1240px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}img{max-width:100%;height:auto}.muted{color:#777}"""
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html_text(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
-    head = "".join(f"<th>{html_text(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html_text(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def render_html(r: Review) -> str:
-    """One self-contained page: inline CSS, the chart as a data: URI, every outside string escaped."""
-    parts = [
-        "<!doctype html><html><head><meta charset=\"utf-8\">",
-        f"<title>Review {html_text(r.incident_id)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Post-event review: {html_text(r.brand)} incident <code>{html_text(r.incident_id)}</code></h1>",
-        _img(r.chart_png, "mentions per source with transitions, alerts and acknowledgement marked"),
-        _table(("", ""), summary_rows(r)),
-        "<h2>Forecast vs real peak</h2>",
-        _table(("transition", "made at", "forecast peak", "vs real"), forecast_rows(r)) if r.forecasts
-        else "<p class=\"muted\">No forecast was made.</p>",
-        *(["<h2>Site traffic: predicted vs real</h2>",
-            "".join(f"<p>{html_text(line)}</p>" for line in traffic_lines(r)),
-            _table(("transition", "made at", "predicted peak", "real peak", "error"), traffic_rows(r))
-            if traffic_rows(r) else ""] if r.traffic_check is not None else []),
-        "<h2>What was sent</h2>",
-        _table(("when", "transition", "channel", "status", "to"),
-               [(f"{_fmt(d.at, r.timezone, False)} ({d.at_from})", f"#{d.transition_no} {d.event} {d.severity}", d.channel,
-                 d.status + (f" — {d.error}" if d.error else ""), "; ".join(d.recipients) or "—") for d in r.deliveries])
-        if r.deliveries else "<p class=\"muted\">Nothing was sent.</p>",
-        "<h2>Suggestions</h2><ul>",
-        "".join(f"<li>{html_text(s)}</li>" for s in r.suggestions) or "<li>None: the alert did its job.</li>",
-        "</ul></body></html>",
-    ]
-    return "".join(parts)
+    """One self-contained page (templates/review.html): inline CSS, the chart as a data: URI, every
+    outside string escaped by the template."""
+    return render_page(
+        "review.html", r=r, summary=summary_rows(r), forecasts=forecast_rows(r) if r.forecasts else [],
+        traffic_lines=traffic_lines(r) if r.traffic_check is not None else None,
+        traffic=traffic_rows(r) if r.traffic_check is not None else [],
+        deliveries=[(f"{_fmt(d.at, r.timezone, False)} ({d.at_from})", f"#{d.transition_no} {d.event} {d.severity}",
+                     d.channel, d.status + (f" — {d.error}" if d.error else ""), "; ".join(d.recipients) or "—")
+                    for d in r.deliveries],
+    )
