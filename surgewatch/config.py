@@ -211,6 +211,29 @@ class PagerDutyChannelConfig(Strict):
     timeout: float = Field(default=10.0, gt=0, le=60)
 
 
+class AppriseChannelConfig(Strict):
+    """Alerts through Apprise to Teams, Discord, e-mail, Opsgenie, Telegram and 100+ more services."""
+
+    urls: list[SecretStr] = Field(
+        min_length=1, description="Apprise URLs, one per service; write tokens as ${ENV} (never in the file)")
+    min_severity: Literal["watch", "warning", "critical"] = Field(
+        default="watch", description="Alert from this severity up (the resolve follows if it alerted)")
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("urls")
+    @classmethod
+    def _apprise_knows_them(cls, v: list[SecretStr]) -> list[SecretStr]:
+        import apprise
+
+        for i, secret in enumerate(v):
+            url = secret.get_secret_value()
+            if not apprise.Apprise().add(url):
+                shown = url.split("://", 1)[0] + "://..." if "://" in url else "(no scheme)"
+                raise ValueError(f"urls[{i}]: {shown} is not a URL Apprise supports "
+                                 "(see https://github.com/caronc/apprise/wiki)")
+        return v
+
+
 class TrafficControl(Strict):
     """A webhook action (scale up, waiting room, cache warm-up) run at a severity and undone on resolve."""
 
@@ -236,6 +259,7 @@ class Channels(Strict):
     console: ConsoleChannelConfig | None = None
     slack: SlackChannelConfig | None = None
     pagerduty: PagerDutyChannelConfig | None = None
+    apprise: AppriseChannelConfig | None = None
 
 
 # -- planned events -------------------------------------------------------------------------------

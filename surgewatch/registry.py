@@ -181,6 +181,12 @@ def _pagerduty(settings: Settings, cfg: Any, store: Any) -> Channel:
     return PagerDutyChannel(key, events_url=cfg.events_url, timeout=cfg.timeout)
 
 
+def _apprise(settings: Settings, cfg: Any, store: Any) -> Channel:
+    from surgewatch.notifier.apprise import AppriseChannel
+
+    return AppriseChannel([u.get_secret_value() for u in cfg.urls], timeout=cfg.timeout)
+
+
 def _webhook(settings: Settings, t: Any, store: Any) -> Channel:
     from surgewatch.notifier.webhook import WebhookAction
 
@@ -199,6 +205,7 @@ CHANNELS: dict[str, Registered] = {
     "console": Registered(cfgmod.ConsoleChannelConfig, _console),
     "slack": Registered(cfgmod.SlackChannelConfig, _slack),
     "pagerduty": Registered(cfgmod.PagerDutyChannelConfig, _pagerduty),
+    "apprise": Registered(cfgmod.AppriseChannelConfig, _apprise),
     "webhook": Registered(cfgmod.TrafficControl, _webhook),
 }
 

@@ -7,6 +7,7 @@ Add new shared fixtures here in their own section, with a line on what they give
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -123,3 +124,22 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 def store(make_store: Callable[..., Any]) -> Any:
     """A fresh store with default settings, once per Store implementation."""
     return make_store()
+
+
+# -- logging ----------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a CLI command in-process sets logging up as the command does (root level,
+    the redacting handler, quieter library loggers); put it back so the next test's caplog sees
+    what it expects."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: lg.level for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, lg in logging.root.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.setLevel(levels.get(name, logging.NOTSET))
+

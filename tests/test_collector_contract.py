@@ -185,7 +185,7 @@ KITS: dict[str, Any] = {
     "mastodon": "tests.test_mastodon:MastodonKit",
     "rss": RssKit,
 }
-KIT_MODULES = {"bluesky": "collectors.bluesky", "mastodon": "collectors.mastodon", "rss": "collectors.rss"}
+KIT_MODULES = {"bluesky": "surgewatch.collectors.bluesky", "mastodon": "surgewatch.collectors.mastodon", "rss": "surgewatch.collectors.rss"}
 
 
 @pytest.fixture(params=list(KITS))

@@ -243,7 +243,7 @@ def test_a_site_outage_during_a_past_surge_does_not_tilt_the_fit(monkeypatch: py
     def weighted_least_squares(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
         return float(np.sum(w * x * y) / np.sum(w * x * x))
 
-    monkeypatch.setattr("detector.traffic._huber_through_origin", weighted_least_squares)
+    monkeypatch.setattr("surgewatch.detector.traffic._huber_through_origin", weighted_least_squares)
     assert fit(world, START + 28 * DAY).elasticity < 0.55 * 0.9
 
 

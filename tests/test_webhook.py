@@ -82,7 +82,7 @@ def test_transitions_below_the_threshold_or_without_an_undo_send_nothing(receive
 
 
 def test_dry_run_logs_the_call_and_sends_nothing(receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="notifier.webhook"):
+    with caplog.at_level(logging.INFO, logger="surgewatch.notifier.webhook"):
         receipt = action(receiver.url, dry_run=True).send(make_notification())
     assert receiver.requests == []
     assert receipt is not None and receipt["dry_run"] is True and receipt["body"]["numbers"]["rate"] == 48.0

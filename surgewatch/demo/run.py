@@ -204,13 +204,26 @@ def _hhmm(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M")
 
 
+APPRISE_URL_ENV = "SURGEWATCH_DEMO_APPRISE_URL_"
+
+
+def secret_env(channels_from: Settings | None) -> dict[str, str]:
+    """The secrets the demo's own config refers to by name (never written to its file)."""
+    apprise = channels_from.channels.apprise if channels_from is not None else None
+    if apprise is None:
+        return {}
+    return {f"{APPRISE_URL_ENV}{i}": url.get_secret_value() for i, url in enumerate(apprise.urls)}
+
+
 def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) -> dict[str, Any]:
     channels: dict[str, Any] = {"console": {}}
     if channels_from is not None:
         # Secrets are not copied into the file: the worker reads them from the environment.
-        channels.update(
-            channels_from.channels.model_dump(exclude_none=True, exclude={"slack": {"token"}, "pagerduty": {"routing_key"}})
-        )
+        channels.update(channels_from.channels.model_dump(
+            exclude_none=True, exclude={"slack": {"token"}, "pagerduty": {"routing_key"}, "apprise": {"urls"}}))
+        if channels_from.channels.apprise is not None:
+            # Apprise URLs hold tokens: the file names them as environment variables (see secret_env).
+            channels["apprise"]["urls"] = [f"${{{APPRISE_URL_ENV}{i}}}" for i in range(len(channels_from.channels.apprise.urls))]
     elif os.environ.get("SLACK_BOT_TOKEN"):
         channels["slack"] = {
             "api_url": os.environ.get("SLACK_API_URL", "https://slack.com/api/"),
@@ -267,6 +280,7 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
             f"at {speed:.0f}x, brand {BRAND} ({QUERY}), {len(feeds.items)} local feeds; files in {folder}",
             as_json,
         )
+        os.environ.update(secret_env(channels_from))  # for this process's report, and the worker
         env = {**os.environ, CLOCK_ENV: clock.to_env(), "SURGEWATCH_CONFIG": str(config_path.resolve())}
         log = open(folder / "worker.log", "wb")
         worker = subprocess.Popen(

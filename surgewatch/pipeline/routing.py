@@ -14,6 +14,8 @@ def _min_severity(settings: Settings, channel: str) -> Severity | None:
     """The lowest severity a channel acts on (None: every transition)."""
     if channel == "pagerduty" and settings.channels.pagerduty is not None:
         return Severity(settings.channels.pagerduty.min_severity)
+    if channel == "apprise" and settings.channels.apprise is not None:
+        return Severity(settings.channels.apprise.min_severity)
     if channel.startswith("webhook:"):
         for t in settings.traffic_controls:
             if f"webhook:{t.name}" == channel:
@@ -21,7 +23,7 @@ def _min_severity(settings: Settings, channel: str) -> Severity | None:
     return None
 
 
-CHAT_CHANNELS = ("console", "slack")
+CHAT_CHANNELS = ("console", "slack", "apprise")  # people read them: reminders go there
 
 
 def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:

@@ -98,6 +98,8 @@ class Runtime:
             timeout = c.slack.timeout
         elif channel == "pagerduty" and c.pagerduty is not None:
             timeout = c.pagerduty.timeout
+        elif channel == "apprise" and c.apprise is not None:
+            timeout = c.apprise.timeout * len(c.apprise.urls)  # one service after the other
         elif channel.startswith("webhook:"):
             timeout = next((t.timeout for t in self.settings.traffic_controls if f"webhook:{t.name}" == channel), None)
         elif channel == "console":
