@@ -40,6 +40,9 @@ class ConsoleChannel:
                 stream.flush()
         except (OSError, ValueError) as e:  # closed pipe / closed file
             raise ChannelError(f"console: cannot write: {e}", permanent=True) from e
+        outlook = notification.traffic_outlook
+        if outlook is not None and notification.event != "resolved":
+            return {"traffic_outlook": outlook.phrase()}  # what was said, for the record
         return None
 
     def __repr__(self) -> str:

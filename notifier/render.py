@@ -64,11 +64,19 @@ def rate_phrase(n: Notification) -> str:
     return f"{number(observed)} mentions/min vs {number(expected)} expected ({ratio(n)})"
 
 
-def forecast_phrase(n: Notification) -> str | None:
-    """``peak ~120/min in ~20 min``, or None without a forecast."""
+def forecast_peak_per_minute(n: Notification) -> float | None:
+    """The forecast peak in mentions/min, never below the rate already observed (a forecast under
+    what is happening reads as "it is over" when it is not)."""
     if n.forecast_peak_rate is None:
         return None
-    peak = per_minute(n.forecast_peak_rate, n.bucket_seconds)
+    return max(n.forecast_peak_rate, n.observed) * 60.0 / n.bucket_seconds
+
+
+def forecast_phrase(n: Notification) -> str | None:
+    """``peak ~120/min in ~20 min``, or None without a forecast."""
+    peak = forecast_peak_per_minute(n)
+    if peak is None:
+        return None
     if n.forecast_seconds_to_peak is None:
         return f"peak ~{number(peak)}/min"
     return f"peak ~{number(peak)}/min in ~{duration(n.forecast_seconds_to_peak)}"

@@ -123,20 +123,20 @@ def ops_blocks(n: Notification, *, buttons: bool = True, actions: tuple[str, ...
     blocks: list[Block] = [_header(_title(n, "ops"))]
     if n.planned_event:
         blocks.append(_section(f":calendar: *{slack_text(n.planned_event, 300)}*"))
+    # What ops need first: how much traffic, and when (brands with a traffic history).
+    if n.traffic_outlook is not None and n.event != "resolved":
+        blocks.extend(_traffic_blocks(n))
     fields = [
         ("Observed", slack_text(f"{render.number(render.per_minute(n.observed, n.bucket_seconds))} mentions/min ({render.ratio(n)})")),
         ("Baseline", slack_text(f"{render.number(render.per_minute(n.expected, n.bucket_seconds))} mentions/min")),
     ]
     if n.forecast_peak_rate is not None and n.event != "resolved":
-        fields.append(("Forecast peak", slack_text(f"~{render.number(render.per_minute(n.forecast_peak_rate, n.bucket_seconds))} mentions/min")))
+        fields.append(("Forecast peak", slack_text(f"~{render.number(render.forecast_peak_per_minute(n))} mentions/min")))
         fields.append(("Time to peak", slack_text(f"~{render.duration(n.forecast_seconds_to_peak)}")))
     fields.append(("Severity", slack_text(f"{n.severity}" + (f" (was {n.previous_severity})" if n.event == "escalated" else ""))))
-    fields.append(("Score", f"{n.score:.2f}"))
     if n.site:
         fields.append(("Site", slack_link(n.site, n.site)))
     blocks.append(_fields(fields))
-    if n.traffic_outlook is not None and n.event != "resolved":
-        blocks.extend(_traffic_blocks(n))
     if n.site_pages and n.event != "resolved":
         lines = [f"• {slack_link(url, _page_label(url), 200)} — {count} posts" for url, count in n.site_pages[:MAX_SITE_PAGES]]
         blocks.append(_section("*Pages the posts link to* (warm these first)\n" + "\n".join(lines)))

@@ -389,7 +389,8 @@ def outlook_from(model: TrafficModel, verdict: Verdict, bucket_seconds: int, at:
     """The verdict's forecast through the model.  ``at``: the time the notification speaks of (epoch)."""
     per_minute = 60.0 / bucket_seconds
     forecast = verdict.forecast
-    peak = forecast.peak_rate if forecast is not None else verdict.observed
+    # never below what is already observed (the forecast can trail a steep rise)
+    peak = max(forecast.peak_rate, verdict.observed) if forecast is not None else verdict.observed
     # the forecast counts from the end of the scored bucket; the message speaks from ``at``
     to_peak = (forecast.seconds_to_peak if forecast is not None else 0.0) + verdict.at + bucket_seconds - at
     p = predict_traffic(model, mention_peak_per_min=peak * per_minute,

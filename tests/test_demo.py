@@ -35,6 +35,13 @@ def test_the_demo_alerts_after_the_onset_and_before_the_traffic_peak(tmp_path):
     assert result["lead_seconds"] == t(result["traffic_peak"]) - t(result["first_alert"]) > 0
     assert "Traceback" not in proc.stderr
     assert (tmp_path / "demo" / "surgewatch.db").exists()  # history left to look at
+    # The traffic model calibrated on the backfilled weeks: the first ops alert says what is coming.
+    import re
+
+    outlook = result["traffic_outlook"]
+    found = re.match(r"Site traffic: about ([\d.]+)x normal \(~[\d,]+ req/min vs ~[\d,]+\) in ~\d+ min", outlook or "")
+    assert found, outlook
+    assert float(found[1]) > 1.5, "a 25x mention surge must read as well above normal site traffic"
 
 
 def test_the_demo_sends_to_the_channels_of_a_config_and_nothing_twice(tmp_path, monkeypatch):

@@ -157,6 +157,94 @@ class Scenario:
         return out
 
 
+@dataclass(frozen=True)
+class History:
+    """The weeks before the scripted day, backfilled into the store so the demo starts where a real
+    deployment would be after a few weeks: a seasonal baseline of mentions, three past surges, and
+    the site's traffic for the same time (a CSV, as a brand's ``traffic: {csv: ...}``).  The traffic
+    model calibrates on it, so the alerts can say how much traffic is coming and when."""
+
+    scenario: Scenario = field(default_factory=Scenario)
+    days: int = 21
+    # (days before the scripted day, local hour, mention surge factor): the model learns from these
+    surges: tuple[tuple[int, float, float], ...] = ((17, 14.0, 8.0), (10, 19.5, 14.0), (4, 12.0, 20.0))
+    elasticity: float = 0.556  # traffic multiple = mention multiple ** elasticity: 25x mentions -> ~6x traffic
+
+    @property
+    def start(self) -> float:
+        return self.scenario.start - self.days * 86400
+
+    @property
+    def end(self) -> float:
+        return self.scenario.start - SimulatedFeeds.WINDOW  # the feeds list the rest
+
+    @staticmethod
+    def diurnal(t: float) -> float:
+        """The mention rate's daily shape (x the scripted day's 07:00 level), smooth through the day and
+        equal to the scripted morning from 07:00 to 13:00."""
+        h = (t % 86400) / 3600
+        if h < 6:
+            return 0.5
+        if h < 7:
+            return 0.5 + 0.5 * (h - 6)
+        if h < 13:
+            return 1.0 + 0.3 * math.sin(math.pi * (h - 7) / 6)
+        if h < 19:
+            return 1.0
+        return 1.0 - 0.5 * (h - 19) / 5
+
+    def _surge_shape(self, t: float) -> tuple[float, float]:
+        """(mention multiple, traffic multiple) of the past surges at ``t`` (1 outside them)."""
+        sc = self.scenario
+        for days_before, hour, factor in self.surges:
+            onset = sc.start - days_before * 86400 + (hour - 7) * 3600
+            peak = onset + sc.ramp
+            if onset <= t < peak + 6 * 3600:
+                x = ((t - onset) / sc.ramp) ** 2.5 if t < peak else 0.5 ** ((t - peak) / sc.decay_half_life)
+                mention = 1 + (factor - 1) * x
+                tt = t - sc.traffic_lag
+                y = 0.0
+                if onset <= tt < peak + 6 * 3600:
+                    y = ((tt - onset) / sc.ramp) ** 2.5 if tt < peak else 0.5 ** ((tt - peak) / sc.decay_half_life)
+                return mention, 1 + (factor ** self.elasticity - 1) * y
+            if peak <= t - sc.traffic_lag < peak + 6 * 3600:  # the traffic tail after the mentions end
+                y = 0.5 ** ((t - sc.traffic_lag - peak) / sc.decay_half_life)
+                return 1.0, 1 + (factor ** self.elasticity - 1) * y
+        return 1.0, 1.0
+
+    def mention_counts(self) -> list[tuple[float, int]]:
+        """(minute, mentions) from ``start`` to ``end``, seeded."""
+        rng = np.random.default_rng(self.scenario.seed + 1)
+        base = sum(self.scenario.baseline_per_min.values())
+        out = []
+        for t in range(int(self.start), int(self.end), 60):
+            n = int(rng.poisson(base * self.diurnal(t) * self._surge_shape(t)[0]))
+            if n:
+                out.append((float(t), n))
+        return out
+
+    def traffic_rpm(self, t: float) -> float:
+        """The site's requests/min over the history and the scripted day (seeded noise of a few %)."""
+        sc = self.scenario
+        if t >= self.end:
+            return sc.traffic_rpm(t) * (0.7 + 0.3 * self.diurnal(t)) / (0.7 + 0.3 * self.diurnal(sc.start))
+        shape = 0.7 + 0.3 * self.diurnal(t)
+        noise = 1 + 0.03 * math.sin(t / 617.0) * math.cos(t / 2011.0)
+        return sc.traffic_baseline_rpm * shape / (0.7 + 0.3 * self.diurnal(sc.start)) * self._surge_shape(t)[1] * noise
+
+    def write(self, store: Any, traffic_csv: Path) -> int:
+        """Backfill the store (as the RSS source's counts) and write the traffic CSV; the mentions written."""
+        counts = self.mention_counts()
+        day = 86400
+        for lo in range(int(self.start), int(self.end), day):  # a day per call
+            store.set_volume(BRAND, "rss", [(t, n) for t, n in counts if lo <= t < lo + day])
+        with open(traffic_csv, "w", encoding="utf-8") as f:
+            f.write("timestamp,requests_per_minute\n")
+            for t in range(int(self.start), int(self.scenario.end), 60):
+                f.write(f"{_iso(t)},{self.traffic_rpm(t):.0f}\n")
+        return sum(n for _, n in counts)
+
+
 class SimulatedFeeds:
     """``items_at`` for the feed server: what each feed shows at the simulated time now."""
 
@@ -239,6 +327,7 @@ def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) 
                 "query": QUERY,
                 "site": SITE,
                 "runbook_url": "https://wiki.acme.example/runbooks/traffic-surge",
+                "traffic": {"csv": str(folder / "traffic.csv")},
                 "actions": ["Scale the web tier to 3x", "Switch on the waiting room"],
             }
         ],
@@ -251,6 +340,34 @@ def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) 
         "detector": {"bucket_seconds": 60, "warm_up_minutes": 90},
         "timezone": "UTC",
     }
+
+
+def _backfill(config_path: Path, history: History, folder: Path) -> str:
+    """Write the weeks before the scripted day and fit the traffic model on them (as the hourly beat
+    task would), so the first alert already reads a calibrated model."""
+    from surgewatch.config import load_settings
+    from surgewatch.pipeline import Runtime
+    from surgewatch.traffic import refresh_models
+
+    from surgewatch.detector.spike import SpikeDetector
+
+    rt = Runtime(load_settings(config_path))
+    try:
+        mentions = history.write(rt.store, folder / "traffic.csv")
+        model = refresh_models(rt, history.scenario.start).get(BRAND, "")
+        # The detector as weeks of running left it (its seasonal baseline learnt), scored in-process:
+        # the past surges are history, not incidents to announce now.
+        detector, bucket = SpikeDetector(rt.detector_params()), rt.settings.detector.bucket_seconds
+        per_bucket = dict(history.mention_counts())
+        end = int(history.end) // bucket * bucket
+        for t in range(int(history.start), end, bucket):
+            n = float(sum(per_bucket.get(float(m), 0) for m in range(t, t + bucket, 60)))
+            detector.update(t, n, {"rss": n})
+        rt.store.set_states({f"detector:{BRAND}": {"next_at": end, "detector": detector.state()},
+                             f"scored:{BRAND}": {"next_at": end}})
+    finally:
+        rt.store.close()
+    return f"{history.days} days of history ({mentions:,} mentions, {len(history.surges)} past surges; traffic model {model})"
 
 
 def _say(message: str, quiet: bool) -> None:
@@ -275,9 +392,11 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
         config = demo_config(folder, [server.url(p) for p in scenario.baseline_per_min], channels_from)
         config_path = folder / "config.yaml"
         config_path.write_text("# written by `surgewatch demo`\n" + yaml.safe_dump(config, sort_keys=False))
+        backfilled = _backfill(config_path, History(scenario), folder)
         _say(
             f"SurgeWatch demo: simulated {scenario.day:%A %Y-%m-%d} {_hhmm(scenario.start)}-{_hhmm(scenario.end)} UTC "
-            f"at {speed:.0f}x, brand {BRAND} ({QUERY}), {len(feeds.items)} local feeds; files in {folder}",
+            f"at {speed:.0f}x, brand {BRAND} ({QUERY}), {len(feeds.items)} local feeds, after {backfilled}; "
+            f"files in {folder}",
             as_json,
         )
         os.environ.update(secret_env(channels_from))  # for this process's report, and the worker
@@ -322,11 +441,6 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     store = rt.store
     incidents = sorted(store.list_incidents(brand=BRAND), key=lambda i: i["opened_at"])
     bucket = rt.settings.detector.bucket_seconds
-    # The simulated site traffic, for `surgewatch review --traffic` (lead time against the traffic peak).
-    with open(folder / "traffic.csv", "w", encoding="utf-8") as f:
-        f.write("timestamp,requests_per_minute\n")
-        for t in range(int(scenario.start), int(scenario.end), 60):
-            f.write(f"{_iso(t)},{scenario.traffic_rpm(t):.0f}\n")
     alerts: list[dict[str, Any]] = []
     for inc in incidents:
         for tr in inc["transitions"]:
@@ -348,10 +462,17 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
                 }
             )
     firing = [a for a in alerts if a["event"] != "resolved"]
+    # The traffic outlook as the first alert carried it (the console's record of what it said).
+    outlook = None
+    for inc in incidents:
+        for tr in inc["transitions"]:
+            receipt = (store.delivery(f"{inc['id']}:{tr['no']}:console") or {}).get("receipt") or {}
+            if outlook is None and tr["event"] != "resolved" and receipt.get("traffic_outlook"):
+                outlook = f"Site traffic: {receipt['traffic_outlook']}"
     first_alert = min((datetime.fromisoformat(a["at"]).timestamp() for a in firing), default=None)
     lead = scenario.traffic_peak - first_alert if first_alert is not None else None
     early = [a for a in firing if datetime.fromisoformat(a["at"]).timestamp() < scenario.onset]
-    counts = store.counts(BRAND, scenario.start - 3600, scenario.end + 3600)
+    counts = store.counts(BRAND, scenario.start - SimulatedFeeds.WINDOW, scenario.end + 3600)  # not the backfill
     collected = sum(sum(series.values()) for series in counts.values())
     health = SourceHealth.load_all(store)
     # Every matching story the feeds ever list (the first poll, at 07:00 or later, sees their history).
@@ -377,6 +498,7 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
             print(f"  {_hhmm(t)}{text}")
         if lead is not None:
             print(f"Lead: the first alert went out {lead / 60:.0f} minutes before the traffic peak.")
+            print(f"Ops were told: {outlook or 'no traffic outlook (the model was not calibrated)'}")
         else:
             print("No alert fired.")
         print(f"Collected {collected} mentions of {BRAND} of {expected_posts} matching posts published "
@@ -397,6 +519,7 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         "traffic_peak": _iso(scenario.traffic_peak),
         "first_alert": _iso(first_alert) if first_alert is not None else None,
         "lead_seconds": lead,
+        "traffic_outlook": outlook,
         "mentions_collected": collected,
         "matching_posts_published": expected_posts,
         "notifications_sent": sent,
