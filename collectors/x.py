@@ -79,7 +79,7 @@ class XCollector:
         bearer_token: str,
         *,
         api_url: str = TWEEPY_HOST,
-        max_requests_per_day: int = 500,
+        max_requests_per_day: int = 400,
         max_results: int = 100,
         max_pages: int = 3,
         counts_every: float = 300.0,

@@ -138,7 +138,8 @@ class GoogleNewsSource(SourceBase):
 class XSource(SourceBase):
     api_url: str = "https://api.twitter.com"
     bearer_token: SecretStr | None = Field(default=None, description="Default: env X_BEARER_TOKEN")
-    max_requests_per_day: int = Field(default=500, ge=1, description="Budget for this source, shared by all brands")
+    max_requests_per_day: int = Field(
+        default=400, ge=1, description="Budget for this source, shared by all brands (400: USD 2 a day at USD 0.005 a request)")
     max_results: int = Field(default=100, ge=10, le=100)
     max_pages: int = Field(default=3, ge=1, le=50)
 
