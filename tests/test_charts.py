@@ -64,3 +64,25 @@ def test_rendering_never_touches_pyplot_so_workers_need_no_display():
                          env={"MPLBACKEND": "TkAgg", "PATH": "/usr/bin:/bin", "PYTHONPATH": "."})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_marker_labels_sit_above_the_plot_and_never_overprint_each_other() -> None:
+    from datetime import datetime, timezone
+
+    from surgewatch.reports.charts import Marker, _figure, _label_lane
+
+    fig = _figure(1200, 600)
+    ax = fig.add_subplot(1, 1, 1)
+    t0 = 1_764_230_400.0
+    ax.set_xlim(datetime.fromtimestamp(t0, timezone.utc), datetime.fromtimestamp(t0 + 4 * 3600, timezone.utc))
+    markers = [Marker(t0 + 600 + 60 * i, f"label number {i}", "alert") for i in range(6)] + [Marker(t0 + 3 * 3600, "far", "ack")]
+    rows = _label_lane(fig, ax, markers)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(markers) and rows >= 3  # six labels a minute apart cannot share a row
+    top = ax.get_window_extent(renderer).y1
+    assert all(b.y0 >= top for b in boxes), "a label sits over the data"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), "two labels overprint"
+    assert boxes[-1].y0 - top < 10  # the lone label far to the right takes the first row

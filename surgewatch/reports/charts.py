@@ -39,7 +39,6 @@ _MARKER_STYLE = {
     "traffic_peak": ("#333333", "-."),
     "predicted_peak": ("#999999", ":"),  # where an alert said site traffic would peak (review)
 }
-_LABEL_ROWS = 6  # marker labels cycle through this many heights so neighbours do not overprint
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -174,26 +173,46 @@ def timeline_chart(
         ax2.set_ylim(bottom=0)
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    # Markers: a line each; labels alternate in height so neighbours do not overprint.
-    for i, m in enumerate(sorted(markers, key=lambda m: m.at)):
-        if not (start <= m.at <= end):
-            continue
+    # Markers: a line each in the plot, their labels in a lane above it (never over the data), each
+    # label in the lowest row where it overprints no other.
+    shown_markers = [m for m in sorted(markers, key=lambda m: m.at) if start <= m.at <= end]
+    for m in shown_markers:
         colour, style = _MARKER_STYLE.get(m.kind, ("#555555", "--"))
-        when = datetime.fromtimestamp(m.at, timezone.utc)
-        ax.axvline(when, color=colour, linestyle=style, linewidth=1.4)
-        ax.annotate(m.label, xy=(when, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12 - 13 * (i % _LABEL_ROWS)),
-                    textcoords="offset points", fontsize=8, color=colour, rotation=0, ha="left", va="top")
+        ax.axvline(datetime.fromtimestamp(m.at, timezone.utc), color=colour, linestyle=style, linewidth=1.4)
+    rows = _label_lane(fig, ax, shown_markers)
     locator = AutoDateLocator(tz=zone)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(DateFormatter("%a %H:%M", tz=zone))
     ax.set_xlabel(f"time ({tz})")
     ax.grid(axis="y", alpha=0.3)
     if title:
-        ax.set_title(title, loc="left", fontsize=14)
+        ax.set_title(title, loc="left", fontsize=14, pad=6 + _LANE_ROW_POINTS * rows)
     if handles:
         ax.legend(handles, labels, loc="upper left", fontsize=9, frameon=False)
     fig.tight_layout()
     return _png(fig)
+
+
+_LANE_ROW_POINTS = 13  # one row of marker labels above the plot
+
+
+def _label_lane(fig: Figure, ax: object, markers: Sequence[Marker]) -> int:
+    """Write each marker's label above the plot, starting at its line, in the lowest row where it
+    overlaps no label already placed (measured with the renderer, not guessed).  Returns the rows used."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    ends: list[float] = []  # per row: the right edge (display px) of its last label
+    for m in markers:
+        colour, _ = _MARKER_STYLE.get(m.kind, ("#555555", "--"))
+        text = ax.annotate(m.label, xy=(datetime.fromtimestamp(m.at, timezone.utc), 1.0),  # type: ignore[attr-defined]
+                           xycoords=("data", "axes fraction"), xytext=(2, 3), textcoords="offset points",
+                           fontsize=8, color=colour, ha="left", va="bottom", annotation_clip=False)
+        box = text.get_window_extent(renderer)
+        row = next((i for i, right in enumerate(ends) if box.x0 > right + 4), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = box.x1
+        text.set_position((2, 3 + _LANE_ROW_POINTS * row))
+    return len(ends)
 
 
 def incident_chart(

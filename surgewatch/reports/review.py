@@ -561,8 +561,8 @@ def build_review(
             # review): show everything else and say the suggestion is missing and why.
             replay_error = f"the replay through the detector failed: {exc.__class__.__name__}: {exc}"
 
-    markers = [Marker(float(t["at"]) + bucket, f"{t['to'].upper()} ({t['event']})",
-                      "resolved" if t["event"] == "resolved" else t["event"]) for t in incident["transitions"]]
+    markers = [Marker(float(t["at"]) + bucket, _marker_label(t), "resolved" if t["event"] == "resolved" else t["event"])
+               for t in incident["transitions"]]
     if first_alert is not None:
         markers.append(Marker(first_alert, "first alert sent", "alert"))
     if incident.get("acked_at"):
@@ -614,8 +614,9 @@ def suggestions(r: Review) -> list[str]:
         f = r.forecasts[0]
         ratio = f.peak_rate / r.peak_observed if r.peak_observed else float("inf")
         if ratio < 0.5:
-            out.append(f"The first forecast ({f.peak_rate:.0f}/bucket) was under half the real peak "
-                       f"({r.peak_observed:.0f}); treat early forecasts as a floor.")
+            per_min = 60.0 / r.bucket_seconds
+            out.append(f"The first forecast ({f.peak_rate * per_min:.0f}/min) was under half the real peak "
+                       f"({r.peak_observed * per_min:.0f}/min); treat early forecasts as a floor.")
     check = r.traffic_check
     first = next((row for row in check.rows if check.error(row) is not None), None) if check else None
     if check is not None and first is not None:
@@ -648,6 +649,16 @@ def _lead_text(r: Review) -> str:
         return "unknown (no site traffic given)" if r.traffic is None else "unknown (no alert or no traffic peak)"
     word = "before" if r.lead_seconds >= 0 else "after"
     return f"{abs(r.lead_seconds) / 60:.0f} min {word} the traffic peak"
+
+
+def _marker_label(transition: dict[str, Any]) -> str:
+    """``WATCH opened``, ``→ CRITICAL``, ``resolved``, ``paged`` (what the chart's line marks)."""
+    event, to = transition["event"], str(transition["to"]).upper()
+    if event == "opened":
+        return f"{to} opened"
+    if event == "escalated":
+        return f"→ {to}"
+    return event
 
 
 def summary_rows(r: Review) -> list[tuple[str, str]]:
