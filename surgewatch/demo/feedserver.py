@@ -32,10 +32,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
+
+from surgewatch.demo.background import BackgroundHTTPServer
 
 Item = Mapping[str, Any]
 ItemsAt = Callable[[str], "list[Item] | None"]
@@ -70,11 +72,14 @@ class RecordedRequest:
     status: int  # what the server answered
 
 
-class FeedServer:
+class FeedServer(BackgroundHTTPServer):
     """See the module docstring.  Use as a context manager, or call :meth:`start` / :meth:`stop`."""
+
+    thread_name = "feed-server"
 
     def __init__(self, items_at: ItemsAt | None = None, *, title: str = "SurgeWatch test feed",
                  language: str | None = None):
+        super().__init__()
         self.items_at = items_at
         self.title = title
         self.language = language  # RSS <language> / Atom xml:lang, when set
@@ -82,42 +87,17 @@ class FeedServer:
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "FeedServer":
-        handler = type("FeedHandler", (_Handler,), {"feed_server": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        # Slow (delayed) handlers must not hold up stop(): threads are daemons and not joined.
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        # A short poll interval: shutdown() waits for the loop to notice, 0.5 s by default.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="feed-server", daemon=True
-        )
-        self._thread.start()
-        return self
+    def handler_class(self) -> type:
+        return type("FeedHandler", (_Handler,), {"feed_server": self})
 
-    def stop(self) -> None:
+    def before_stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "FeedServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("FeedServer is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)

@@ -383,8 +383,8 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
                  "worker.log"):
         (folder / name).unlink(missing_ok=True)
     speed = (scenario.end - scenario.start) / real_seconds
-    # The simulated day starts a few real seconds from now, once the worker is up.
-    clock = SimClock(sim_start=scenario.start, real_start=time.time() + 4.0, speed=speed)
+    # A provisional clock for the feeds; the real one is set once the backfill is done.
+    clock = SimClock(sim_start=scenario.start, real_start=time.time() + 3600.0, speed=speed)
     feeds = SimulatedFeeds(scenario, clock)
     server = FeedServer(items_at=feeds, title="Simulated news").start()
     worker: subprocess.Popen[bytes] | None = None
@@ -392,14 +392,18 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
         config = demo_config(folder, [server.url(p) for p in scenario.baseline_per_min], channels_from)
         config_path = folder / "config.yaml"
         config_path.write_text("# written by `surgewatch demo`\n" + yaml.safe_dump(config, sort_keys=False))
+        os.environ.update(secret_env(channels_from))  # for this process (backfill, report) and the worker
         backfilled = _backfill(config_path, History(scenario), folder)
+        # The simulated day starts a few real seconds from now, once the worker is up (not counting
+        # the backfill, which took its own time).
+        clock = SimClock(sim_start=scenario.start, real_start=time.time() + 4.0, speed=speed)
+        feeds.clock = clock
         _say(
             f"SurgeWatch demo: simulated {scenario.day:%A %Y-%m-%d} {_hhmm(scenario.start)}-{_hhmm(scenario.end)} UTC "
             f"at {speed:.0f}x, brand {BRAND} ({QUERY}), {len(feeds.items)} local feeds, after {backfilled}; "
             f"files in {folder}",
             as_json,
         )
-        os.environ.update(secret_env(channels_from))  # for this process's report, and the worker
         env = {**os.environ, CLOCK_ENV: clock.to_env(), "SURGEWATCH_CONFIG": str(config_path.resolve())}
         log = open(folder / "worker.log", "wb")
         worker = subprocess.Popen(

@@ -18,9 +18,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
+from surgewatch.demo.background import BackgroundHTTPServer
 from tests.fakes.http_server import QuietServer
 
 SEVERITIES = ("critical", "error", "warning", "info")
@@ -96,46 +97,27 @@ def validate_event(event: Any, routing_keys: set[str] | None = None) -> list[str
     return errors
 
 
-class FakePagerDuty:
+class FakePagerDuty(BackgroundHTTPServer):
     """``routing_keys``: the keys that exist (others get 400 "Invalid routing key"); ``None``
     accepts any non-blank key."""
 
     def __init__(self, routing_keys: list[str] | None = None, *, host: str = "127.0.0.1"):
+        super().__init__(host)
         self.routing_keys = set(routing_keys) if routing_keys is not None else None
-        self._host = host
         self._lock = threading.RLock()
         self._failures: list[_Failure] = []
         self.events: list[PagerDutyEvent] = []
         self.alerts: dict[str, str] = {}  # dedup_key -> triggered | acknowledged | resolved
-        self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "FakePagerDuty":
-        fake = self
+    def handler_class(self) -> type:
+        return type("Handler", (_Handler,), {"pd": self})
 
-        class Handler(_Handler):
-            pd = fake
-
-        self._server = QuietServer((self._host, 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-pagerduty", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "FakePagerDuty":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def server_class(self) -> type:
+        return QuietServer
 
     @property
     def events_url(self) -> str:
-        assert self._server is not None, "FakePagerDuty is not started"
-        return f"http://{self._host}:{self._server.server_address[1]}/v2/enqueue"
+        return f"http://{self._host}:{self.port}/v2/enqueue"
 
     def fail_next(self, status: int = 429, *, retry_after: float | None = None, delay: float = 0.0, times: int = 1) -> None:
         """Answer the next ``times`` events with ``status`` (429 or 5xx); ``delay`` sleeps first."""

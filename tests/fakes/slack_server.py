@@ -33,9 +33,10 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
+from surgewatch.demo.background import BackgroundHTTPServer
 from tests.fakes.http_server import QuietServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -95,7 +96,7 @@ def channel_id_for(name: str) -> str:
     return "C" + "".join(ch for ch in digest if ch.isalnum())[:10]
 
 
-class FakeSlack:
+class FakeSlack(BackgroundHTTPServer):
     """A threaded HTTP server on ``127.0.0.1:<free port>`` that behaves like a small Slack workspace.
 
     ``token``: the only bot token accepted (others get ``invalid_auth``); ``None`` accepts any token.
@@ -105,9 +106,9 @@ class FakeSlack:
 
     def __init__(self, token: str | None = None, *, channels: list[str] | None = None, host: str = "127.0.0.1",
                  app_token: str | None = None):
+        super().__init__(host)
         self.token = token
         self._auto_create = channels is None
-        self._host = host
         self._lock = threading.RLock()
         self._channels: dict[str, _Channel] = {}
         self._files: dict[str, dict[str, Any]] = {}
@@ -119,40 +120,17 @@ class FakeSlack:
         self._init_socket_mode(app_token)
         for name in channels or ():
             self._create_channel(name)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "FakeSlack":
-        fake = self
+    def handler_class(self) -> type:
+        return type("Handler", (_SlackHandler,), {"slack": self})
 
-        class Handler(_SlackHandler):
-            slack = fake
+    def server_class(self) -> type:
+        return QuietServer
 
-        self._server = QuietServer((self._host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def before_stop(self) -> None:
         self._close_sockets()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "FakeSlack":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "FakeSlack is not started"
-        return self._server.server_address[1]
 
     @property
     def base_url(self) -> str:
