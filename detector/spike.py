@@ -117,6 +117,10 @@ class DetectorParams:
     burst_gap_s: float = 1800.0  # a surging bucket is a new burst after this long without one
     burst_halflife_s: float = 12 * 3600.0  # memory of the count of bursts
     burst_min: float = 4.0  # bursts within about a half-life before the count is scored at all
+    # which records the score takes (the backtest's ablation switches them off; the shipped design keeps all)
+    peak_record: bool = True
+    duration_record: bool = True
+    frequency_record: bool = True
     two_sided: bool = False  # also score new lows (for series where drops matter; mentions rarely do)
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
 
@@ -609,10 +613,10 @@ class SpikeDetector:
             self._learn(b, count, hour, day, mu, var)
 
         # 0 unless the record falls; 0.5 when it is doubled (record_scale); -> 1 for a new order of magnitude
-        score = margin / (margin + p.record_scale) if margin > 0.0 else 0.0
-        if surge_margin > 0.0:
+        score = margin / (margin + p.record_scale) if margin > 0.0 and p.peak_record else 0.0
+        if surge_margin > 0.0 and p.duration_record:
             score = max(score, surge_margin / (surge_margin + p.surge_scale))
-        if burst_margin > 0.0:
+        if burst_margin > 0.0 and p.frequency_record:
             score = max(score, burst_margin / (burst_margin + p.surge_scale))
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None
         return Verdict(at=t, observed=count, expected=mu, score=score, severity=severity, warming_up=False,
