@@ -125,6 +125,13 @@ class DetectorParams:
     peak_record: bool = True
     duration_record: bool = True
     frequency_record: bool = True
+    # the rising edge: a CUSUM of the log excess over the baseline beyond rise_allowance (log ratio), fading with
+    # rise_halflife_s, against its own fading record (``surge_record_halflife_s``, ``surge_scale``).  It grows on
+    # the first buckets of a climb that none of the others has yet noticed (in the spirit of Nikolov and Shah's early
+    # trend detection: the shape of the first minutes of growth, not its height)
+    rise_record: bool = False
+    rise_allowance: float = _LN2
+    rise_halflife_s: float = 3600.0
     # -- sensitivity: with a target, the entry surprise of every level moves (by the same number of decades) so that
     # the brand's own history would have opened about this many incidents per week (watch_decades until there is
     # calibration_min_days of it).  The history is the peak surprise of each episode above calibration_floor decades
@@ -199,6 +206,7 @@ class _Rates:
         self.surge = 0.5 ** (b / p.surge_halflife_s)
         self.surge_record = 0.5 ** (b / p.surge_record_halflife_s)
         self.burst = 0.5 ** (b / p.burst_halflife_s)
+        self.rise = 0.5 ** (b / p.rise_halflife_s)
         self.burst_gap = p.burst_gap_s / b  # in buckets
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.shape_discount = 0.5 ** (1.0 / max(3.0, 900.0 / b))  # the forecast's fit: half-life of 15 minutes
@@ -307,6 +315,8 @@ class SpikeDetector:
             # the sensitivity calibration (None: no target): [buckets seen, episode peak (0: none running), buckets
             # below the floor since, weeks observed (fading), entry shift, buckets since recomputed] + histogram
             self._calib: list[float] | None = None
+            # the rising edge: CUSUM of the log excess; record and typical, in log(1 + CUSUM)
+            self._rise: list[float] | None = None
         else:
             if not isinstance(state, Mapping) or (state.get("v") != _STATE_VERSION and state.get("v") not in _MIGRATES):
                 found = state.get("v") if isinstance(state, Mapping) else type(state).__name__
@@ -334,6 +344,10 @@ class SpikeDetector:
                 self._bursts = None if bursts is None else [float(x) for x in bursts]
                 if self._bursts is not None and len(self._bursts) != 4:
                     raise ValueError("malformed detector state: bursts")
+                rise = state["rise"] if state["v"] >= 7 else None
+                self._rise = None if rise is None else [float(x) for x in rise]
+                if self._rise is not None and len(self._rise) != 3:
+                    raise ValueError("malformed detector state: rise")
                 calib = state["calib"] if state["v"] >= 7 else None
                 self._calib = None if calib is None else [float(x) for x in calib]
                 if self._calib is not None and len(self._calib) != 6 + self._rates.calibration_bins:
@@ -361,6 +375,7 @@ class SpikeDetector:
             "surge": self._surge,
             "bursts": self._bursts,
             "calib": self._calib,
+            "rise": self._rise,
         }
 
     # -- the baseline ----------------------------------------------------------------------------------------
@@ -565,6 +580,27 @@ class SpikeDetector:
         st[0], st[3] = recent, since
         return self._beat_record(st, x, seen)
 
+    def _rise_margin(self, count: float, mu: float, seen: int) -> float:
+        """Log margin by which the rising-edge CUSUM beats its own fading record, then learn it.
+
+        Each bucket adds its log excess over the baseline (counts shrunk as for the records, so a handful of
+        mentions adds little) less ``rise_allowance``; the sum fades with ``rise_halflife_s`` and never goes below
+        zero.  A climb of a few buckets at two or three times the baseline builds it before any one bucket beats the
+        peak record or enough of them run for the duration record."""
+        p = self.params
+        r = self._rates
+        noise = p.record_noise_sigmas * math.sqrt(count)
+        step = math.log((max(count - noise, 0.0) + 1.0) / (mu + 1.0)) - p.rise_allowance
+        st = self._rise
+        g = (st[0] * r.rise if st is not None else 0.0) + step
+        g = g if g > 0.0 else 0.0
+        x = math.log1p(g) if count > p.min_count else 0.0  # a handful of mentions never scores on its own
+        if st is None:
+            self._rise = [g, x, x]
+            return 0.0
+        st[0] = g
+        return self._beat_record(st, x, seen)  # the duration and frequency records' step, on [record, typical]
+
     # -- one bucket ------------------------------------------------------------------------------------------
 
     def update(self, t: float, count: float, by_source: Mapping[str, float] | None = None) -> Verdict:
@@ -608,6 +644,7 @@ class SpikeDetector:
         surging = self._surging(count, mu)
         surge_margin = self._surge_margin(surging, b.n)
         burst_margin = self._burst_margin(surging, b.n)
+        rise_margin = self._rise_margin(count, mu, b.n) if p.rise_record else 0.0
 
         # -- sources spiking together -----------------------------------------------------------------------
         spiking = 0
@@ -657,6 +694,8 @@ class SpikeDetector:
         score = margin / (margin + p.record_scale) if margin > 0.0 and p.peak_record else 0.0
         if surge_margin > 0.0 and p.duration_record:
             score = max(score, surge_margin / (surge_margin + p.surge_scale))
+        if rise_margin > 0.0:
+            score = max(score, rise_margin / (rise_margin + p.surge_scale))
         if burst_margin > 0.0 and p.frequency_record:
             score = max(score, burst_margin / (burst_margin + p.surge_scale))
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None

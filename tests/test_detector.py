@@ -500,3 +500,23 @@ def test_before_a_week_of_history_a_sensitivity_changes_nothing():
     tuned = [v.severity for v in (lambda d: [d.update(t, c) for t, c in points])(
         SpikeDetector(replace(five, alarms_per_week=0.25)))]
     assert plain == tuned
+
+
+def test_the_rising_edge_record_scores_a_climb_below_an_old_peak_that_the_peak_record_ignores():
+    five = DetectorParams(bucket_seconds=300, duration_record=False, frequency_record=False)
+    rng = np.random.default_rng(3)
+    points = []
+    for i in range(288 * 5):
+        lam = 20.0
+        if 288 * 2 <= i < 288 * 2 + 2:
+            lam = 400.0  # an old one-bucket spike: a peak record the climb will not beat
+        if i >= 288 * 4 + 100:
+            lam = 20.0 * min(1.0 + 0.4 * (i - 288 * 4 - 100), 6.0)  # a climb to 6x over an hour
+        points.append((T0 + i * 300, float(rng.poisson(lam))))
+    climb = slice(288 * 4 + 100, 288 * 4 + 120)
+    peak_only = _run(SpikeDetector(five), points)
+    rising = _run(SpikeDetector(replace(five, rise_record=True)), points)
+    assert max(v.score for v in peak_only[climb]) == 0.0
+    # ... the rising edge scores it, above anything it scored on the ordinary days since the spike
+    quiet = rising[288 * 3:288 * 4 + 100]
+    assert max(v.score for v in rising[climb]) > max(0.1, 2 * max(v.score for v in quiet))
