@@ -304,6 +304,19 @@ class DetectorConfig(Strict):
     watch_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise that opens a watch")
     warning_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a warning")
     critical_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a critical")
+
+    @model_validator(mode="after")
+    def _levels_in_order(self) -> "DetectorConfig":
+        from detector.spike import DetectorParams
+
+        d = DetectorParams()
+        levels = [v if v is not None else getattr(d, k)
+                  for k, v in (("watch_decades", self.watch_decades), ("warning_decades", self.warning_decades),
+                               ("critical_decades", self.critical_decades))]
+        if not levels[0] <= levels[1] <= levels[2]:
+            raise ValueError(f"watch_decades <= warning_decades <= critical_decades expected, got "
+                             f"{levels[0]:g}, {levels[1]:g}, {levels[2]:g} (unset ones are 5, 7, 10)")
+        return self
     warm_up_minutes: int | None = Field(
         default=None, ge=0, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
     )

@@ -133,3 +133,24 @@ def test_the_nested_protocol_scores_every_series_out_of_sample_with_designs_chos
     assert set(protocol["ablation"]) == set(designs)
     report = render_report(result)
     assert report.index("OUT OF SAMPLE") < report.index("IN SAMPLE")
+
+
+@needs_nab
+@pytest.mark.slow
+def test_on_the_shared_data_the_out_of_sample_figures_are_printed_first_and_chosen_without_the_scored_series():
+    from surgewatch.backtest import DESIGNS
+
+    result = run_backtest(NAB_DIR, LABELS, nab_results=None, progress=False, designs=DESIGNS)
+    protocol = result["protocols"]["realTweets"]
+    assert len(protocol["choices"]["standard"]) == 15  # every pair of the six series
+    for choice in protocol["choices"]["standard"]:
+        assert len(choice["chosen_on"]) == 4 and set(choice["held_out"]).isdisjoint(choice["chosen_on"])
+    tweets = result["scores"]["realTweets"]
+    # out of sample is below in-sample (the design was tuned on these series), and well above the null detector
+    for profile in ("standard", "reward_low_FP", "reward_low_FN"):
+        assert 50 < protocol["nested"][profile] < tweets[profile]
+        assert 50 < protocol["time_split"][profile]["second_half"]
+    warning = protocol["early_warning"]
+    assert warning["windows"] == 18 and warning["found"] >= 12 and warning["false_alarms_per_series_week"] < 2
+    report = render_report(result)
+    assert report.index("OUT OF SAMPLE") < report.index("IN SAMPLE") and "median lead" in report

@@ -154,6 +154,8 @@ def test_the_opening_thresholds_are_settable_and_reach_the_detector():
     params = Runtime(s).detector_params()
     assert (params.watch_decades, params.warning_decades, params.critical_decades) == (4.0, 7.0, 12.0)
     assert errors_of({**MINIMAL, "detector": {"watch_decades": 0}})
+    errs = errors_of({**MINIMAL, "detector": {"watch_decades": 8}})  # above the default warning (7)
+    assert any(e.startswith("detector") and "watch_decades <= warning_decades" in e for e in errs), errs
 
 
 def test_check_config_accepts_a_sensitivity(tmp_path):
