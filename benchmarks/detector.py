@@ -1,7 +1,7 @@
 """Detection-quality benchmark: the NAB backtest on ../shared/data/nab, out of sample first, next to the published
 detectors.
 
-Out of sample (realTweets): the design (which records, their parameters: ``surgewatch.backtest.DESIGNS``) and the
+Out of sample (realTweets): the design (which records, their parameters: ``surgewatch.backtest.replay.DESIGNS``) and the
 threshold are chosen on four series and scored on the other two, over all 15 pairs (nested leave-2-out), and chosen
 on the first half of every series and scored on the second (time split).  Then in-sample, leave-one-series-out of
 the threshold only, the ablation, the early warning (each window's lead before its labelled point, false alarms per
@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from detector.spike import DetectorParams, SpikeDetector  # noqa: E402
-from surgewatch.backtest import DESIGNS, PUBLISHED, load_series, render_report, run_backtest  # noqa: E402
+from surgewatch.detector.spike import DetectorParams, SpikeDetector  # noqa: E402
+from surgewatch.backtest.replay import DESIGNS, PUBLISHED, load_series, render_report, run_backtest  # noqa: E402
 
 COST_LIMIT_US = 20.0  # the statistical stage's budget per point (issue 14)
 

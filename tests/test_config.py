@@ -88,7 +88,7 @@ def test_an_unknown_time_zone_is_named():
 def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tmp_path):
     p = tmp_path / "broken.yaml"
     p.write_text(yaml.safe_dump({"brands": [{"name": "Acme"}], "sources": {"rss": {"interval": "often", "feeds": []}}}))
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "brands[0].query: field required" in proc.stderr
     assert "sources.rss.interval:" in proc.stderr and "sources.rss.feeds:" in proc.stderr
@@ -97,7 +97,7 @@ def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tm
 
 def test_check_config_accepts_the_example():
     proc = subprocess.run(
-        [sys.executable, "-m", "surgewatch.cli", "check-config", str(ROOT / "config" / "example.yaml")],
+        [sys.executable, "-m", "surgewatch.cli.main", "check-config", str(ROOT / "config" / "example.yaml")],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     assert proc.returncode == 0, proc.stderr
@@ -132,7 +132,7 @@ def test_dedup_must_outlast_the_age_after_which_posts_are_not_counted():
 
 @pytest.mark.parametrize("preset", ["fewer", "balanced", "more"])
 def test_a_brand_takes_a_sensitivity_preset_and_the_detector_its_target_alarm_rate(preset):
-    from detector.spike import SENSITIVITY_ALARMS_PER_WEEK
+    from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK
     from surgewatch.pipeline import Runtime
 
     s = parse_settings({"brands": [{"name": "Acme", "query": "acme", "sensitivity": preset},
@@ -161,5 +161,5 @@ def test_the_opening_thresholds_are_settable_and_reach_the_detector():
 def test_check_config_accepts_a_sensitivity(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"brands": [{"name": "Acme", "query": "acme", "sensitivity": "fewer"}]}))
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
