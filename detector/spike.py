@@ -55,10 +55,14 @@ from surgewatch.detector.verdict import Forecast, Severity, Verdict
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)
 _SQRT2 = math.sqrt(2.0)
-_STATE_VERSION = 6  # bump when the layout changes: an old state is refused with ValueError ...
-# ... unless listed here: version 4 lacks the duration and frequency records, version 5 the frequency record; a
-# missing record starts empty
-_MIGRATES = {4, 5}
+_STATE_VERSION = 7  # bump when the layout changes: an old state is refused with ValueError ...
+# ... unless listed here: version 4 lacks the duration and frequency records, version 5 the frequency record,
+# version 6 the sensitivity calibration; a missing record starts empty
+_MIGRATES = {4, 5, 6}
+# brands[].sensitivity -> the brand's own target alarm rate (incidents opened per week, real surges included)
+SENSITIVITY_ALARMS_PER_WEEK = {"fewer": 0.25, "balanced": 1.0, "more": 3.0}
+_CALIBRATION_STEP = math.log(1.25)  # bins of the calibration histogram: 25% apart in decades (surprise grows
+# with the volume: a 12x burst at 20 mentions a bucket is hundreds of decades, so the bins are geometric)
 _SETTLE = 20  # buckets before the baseline's own level is trusted enough to learn the noise around it
 _MIN_FACTOR = 0.05  # floor of a seasonal factor
 _LEVELS = (Severity.WATCH, Severity.WARNING, Severity.CRITICAL)
@@ -117,6 +121,27 @@ class DetectorParams:
     burst_gap_s: float = 1800.0  # a surging bucket is a new burst after this long without one
     burst_halflife_s: float = 12 * 3600.0  # memory of the count of bursts
     burst_min: float = 4.0  # bursts within about a half-life before the count is scored at all
+    # which records the score takes (the backtest's ablation switches them off; the shipped design keeps all)
+    peak_record: bool = True
+    duration_record: bool = True
+    frequency_record: bool = True
+    # the rising edge: a CUSUM of the log excess over the baseline beyond rise_allowance (log ratio), fading with
+    # rise_halflife_s, against its own fading record (``surge_record_halflife_s``, ``surge_scale``).  It grows on
+    # the first buckets of a climb that none of the others has yet noticed (in the spirit of Nikolov and Shah's early
+    # trend detection: the shape of the first minutes of growth, not its height)
+    rise_record: bool = False
+    rise_allowance: float = _LN2
+    rise_halflife_s: float = 3600.0
+    # -- sensitivity: with a target, the entry surprise of every level moves (by the same number of decades) so that
+    # the brand's own history would have opened about this many incidents per week (watch_decades until there is
+    # calibration_min_days of it).  The history is the peak surprise of each episode above calibration_floor decades
+    # (at watch_ratio), in a fading histogram of geometric bins; the entry is the lowest bin edge that its peaks beat
+    # at most that often
+    alarms_per_week: float | None = None
+    calibration_halflife_days: float = 28.0
+    calibration_min_days: float = 7.0
+    calibration_floor: float = 3.0  # decades: never enter watch below this surprise, however quiet the brand
+    calibration_ceiling: float = 2000.0  # ... nor need more than this
     two_sided: bool = False  # also score new lows (for series where drops matter; mentions rarely do)
     source_watch: float = 3.0  # a source is "spiking" when its own surprise exceeds this many decades
 
@@ -181,6 +206,7 @@ class _Rates:
         self.surge = 0.5 ** (b / p.surge_halflife_s)
         self.surge_record = 0.5 ** (b / p.surge_record_halflife_s)
         self.burst = 0.5 ** (b / p.burst_halflife_s)
+        self.rise = 0.5 ** (b / p.rise_halflife_s)
         self.burst_gap = p.burst_gap_s / b  # in buckets
         self.warm_up = p.warm_up_buckets if p.warm_up_buckets is not None else max(30, int(6 * 3600 / b))
         self.shape_discount = 0.5 ** (1.0 / max(3.0, 900.0 / b))  # the forecast's fit: half-life of 15 minutes
@@ -188,9 +214,21 @@ class _Rates:
         self.window_n = (2.0 - self.window) / self.window  # buckets whose plain sum has the EWMA's variance
         self.relearn = max(1, int(p.relearn_after_s / b))
         # severity ladder: (entry decades, entry ratio, stay decades, stay ratio) for watch, warning, critical
+        self.ladder = self.ladder_at(p, 0.0)
+        self.calibration = 0.5 ** (b / (p.calibration_halflife_days * 86400.0))
+        self.calibration_gap = max(1, int(1800.0 / b))  # an episode ends after half an hour below the floor
+        self.calibration_bins = int(math.log(p.calibration_ceiling / p.calibration_floor) / _CALIBRATION_STEP) + 1
+        self.calibration_min = int(p.calibration_min_days * 86400.0 / b)
+        self.calibration_every = max(1, int(3600.0 / b))  # the entry is recomputed hourly and after each episode
+        self.bucket_weeks = b / (7 * 86400.0)
+
+    @staticmethod
+    def ladder_at(p: DetectorParams, shift: float) -> tuple[tuple[float, float, float, float], ...]:
+        """(entry decades, entry ratio, stay decades, stay ratio) for watch, warning, critical, with every entry
+        surprise moved by ``shift`` decades (the sensitivity calibration)."""
         f = p.exit_fraction
-        self.ladder = tuple(
-            (d, r, d * f, r ** f)
+        return tuple(
+            (d + shift, r, (d + shift) * f, r ** f)
             for d, r in ((p.watch_decades, p.watch_ratio), (p.warning_decades, p.warning_ratio),
                          (p.critical_decades, p.critical_ratio))
         )
@@ -274,6 +312,11 @@ class SpikeDetector:
             # the frequency record: recent bursts (decaying); record and typical, in log(recent bursts); buckets
             # since the last surging one
             self._bursts: list[float] | None = None
+            # the sensitivity calibration (None: no target): [buckets seen, episode peak (0: none running), buckets
+            # below the floor since, weeks observed (fading), entry shift, buckets since recomputed] + histogram
+            self._calib: list[float] | None = None
+            # the rising edge: CUSUM of the log excess; record and typical, in log(1 + CUSUM)
+            self._rise: list[float] | None = None
         else:
             if not isinstance(state, Mapping) or (state.get("v") != _STATE_VERSION and state.get("v") not in _MIGRATES):
                 found = state.get("v") if isinstance(state, Mapping) else type(state).__name__
@@ -301,8 +344,20 @@ class SpikeDetector:
                 self._bursts = None if bursts is None else [float(x) for x in bursts]
                 if self._bursts is not None and len(self._bursts) != 4:
                     raise ValueError("malformed detector state: bursts")
+                rise = state["rise"] if state["v"] >= 7 else None
+                self._rise = None if rise is None else [float(x) for x in rise]
+                if self._rise is not None and len(self._rise) != 3:
+                    raise ValueError("malformed detector state: rise")
+                calib = state["calib"] if state["v"] >= 7 else None
+                self._calib = None if calib is None else [float(x) for x in calib]
+                if self._calib is not None and len(self._calib) != 6 + self._rates.calibration_bins:
+                    self._calib = None  # calibrated with other bins (params changed): learn again
             except (KeyError, TypeError) as exc:
                 raise ValueError(f"malformed detector state: {exc!r}") from exc
+
+        self._ladder = self._rates.ladder
+        if self._calib is not None and self.params.alarms_per_week is not None and self._calib[4] != 0.0:
+            self._ladder = _Rates.ladder_at(self.params, self._calib[4])
 
     def state(self) -> dict:
         return {
@@ -319,6 +374,8 @@ class SpikeDetector:
             "record": self._record,
             "surge": self._surge,
             "bursts": self._bursts,
+            "calib": self._calib,
+            "rise": self._rise,
         }
 
     # -- the baseline ----------------------------------------------------------------------------------------
@@ -523,6 +580,27 @@ class SpikeDetector:
         st[0], st[3] = recent, since
         return self._beat_record(st, x, seen)
 
+    def _rise_margin(self, count: float, mu: float, seen: int) -> float:
+        """Log margin by which the rising-edge CUSUM beats its own fading record, then learn it.
+
+        Each bucket adds its log excess over the baseline (counts shrunk as for the records, so a handful of
+        mentions adds little) less ``rise_allowance``; the sum fades with ``rise_halflife_s`` and never goes below
+        zero.  A climb of a few buckets at two or three times the baseline builds it before any one bucket beats the
+        peak record or enough of them run for the duration record."""
+        p = self.params
+        r = self._rates
+        noise = p.record_noise_sigmas * math.sqrt(count)
+        step = math.log((max(count - noise, 0.0) + 1.0) / (mu + 1.0)) - p.rise_allowance
+        st = self._rise
+        g = (st[0] * r.rise if st is not None else 0.0) + step
+        g = g if g > 0.0 else 0.0
+        x = math.log1p(g) if count > p.min_count else 0.0  # a handful of mentions never scores on its own
+        if st is None:
+            self._rise = [g, x, x]
+            return 0.0
+        st[0] = g
+        return self._beat_record(st, x, seen)  # the duration and frequency records' step, on [record, typical]
+
     # -- one bucket ------------------------------------------------------------------------------------------
 
     def update(self, t: float, count: float, by_source: Mapping[str, float] | None = None) -> Verdict:
@@ -566,6 +644,7 @@ class SpikeDetector:
         surging = self._surging(count, mu)
         surge_margin = self._surge_margin(surging, b.n)
         burst_margin = self._burst_margin(surging, b.n)
+        rise_margin = self._rise_margin(count, mu, b.n) if p.rise_record else 0.0
 
         # -- sources spiking together -----------------------------------------------------------------------
         spiking = 0
@@ -593,7 +672,10 @@ class SpikeDetector:
             return Verdict(at=t, observed=count, expected=mu, score=0.0, severity=Severity.QUIET, warming_up=True,
                            sources_spiking=spiking)
 
-        severity = self._severity_for(((s_point, point_ratio), (s_window, window_ratio)))
+        views = ((s_point, point_ratio), (s_window, window_ratio))
+        if p.alarms_per_week is not None:
+            self._calibrate(views)
+        severity = self._severity_for(views)
         # The forecast fits the shape of the current episode only: buckets that are clearly part of a surge, from
         # its first one.  Older buckets would bend the curve (their leverage grows as t^4), and noise selected
         # for being above the baseline would fake an acceleration.
@@ -604,15 +686,17 @@ class SpikeDetector:
         self._alarm_buckets = self._alarm_buckets + 1 if severity is not Severity.QUIET else 0
         # The baseline learns only from unremarkable buckets (clipped), so a surge -- even its early ramp, before
         # it alarms -- never becomes "normal", unless it has lasted so long that it is the new normal.
-        suspect = s_window >= r.ladder[0][2] and window_ratio >= r.ladder[0][3]
+        suspect = s_window >= self._ladder[0][2] and window_ratio >= self._ladder[0][3]
         if (severity is Severity.QUIET and not suspect) or self._alarm_buckets >= r.relearn:
             self._learn(b, count, hour, day, mu, var)
 
         # 0 unless the record falls; 0.5 when it is doubled (record_scale); -> 1 for a new order of magnitude
-        score = margin / (margin + p.record_scale) if margin > 0.0 else 0.0
-        if surge_margin > 0.0:
+        score = margin / (margin + p.record_scale) if margin > 0.0 and p.peak_record else 0.0
+        if surge_margin > 0.0 and p.duration_record:
             score = max(score, surge_margin / (surge_margin + p.surge_scale))
-        if burst_margin > 0.0:
+        if rise_margin > 0.0:
+            score = max(score, rise_margin / (rise_margin + p.surge_scale))
+        if burst_margin > 0.0 and p.frequency_record:
             score = max(score, burst_margin / (burst_margin + p.surge_scale))
         forecast = self._forecast(count, mu) if severity is not Severity.QUIET else None
         return Verdict(at=t, observed=count, expected=mu, score=score, severity=severity, warming_up=False,
@@ -621,7 +705,7 @@ class SpikeDetector:
     def _severity_for(self, views: tuple[tuple[float, float], ...]) -> Severity:
         """Highest level whose entry thresholds (surprise and ratio) one view meets; hold a level while a view
         meets its lower stay thresholds, and step down only after ``cooldown_buckets`` below them."""
-        ladder = self._rates.ladder
+        ladder = self._ladder
         entered = Severity.QUIET
         held = Severity.QUIET
         for level, (d_in, r_in, d_stay, r_stay) in zip(_LEVELS, ladder):
@@ -643,6 +727,63 @@ class SpikeDetector:
             self._below_exit = 0
             self._severity = held if held.rank > entered.rank else entered
         return self._severity
+
+    def _calibrate(self, views: tuple[tuple[float, float], ...]) -> None:
+        """Learn this bucket into the brand's own alarm history and, hourly or when an episode ends, move the entry
+        surprise of every level so that the episodes of that history would have opened about ``alarms_per_week``.
+
+        An episode is a run of buckets whose surprise (at ``watch_ratio`` or more) reaches ``calibration_floor``,
+        ending after half an hour below it; its peak goes into a histogram of ``_CALIBRATION_STEP``-decade bins that
+        fades with ``calibration_halflife_days`` (lazily: the bins are faded when read), as does the count of weeks
+        it covers.  O(1) per bucket but for the hourly read of the bins.  The entry moves warning and critical by
+        the same number of decades (their gaps are kept)."""
+        p = self.params
+        r = self._rates
+        c = self._calib
+        if c is None:
+            c = self._calib = [0.0] * (6 + r.calibration_bins)
+        c[0] += 1.0
+        c[3] = c[3] * r.calibration + r.bucket_weeks
+        c[5] += 1.0
+        strength = 0.0
+        for s, ratio in views:
+            if ratio >= p.watch_ratio and s > strength:
+                strength = s
+        ended = False
+        if strength >= p.calibration_floor:
+            c[1] = strength if strength > c[1] else c[1]
+            c[2] = 0.0
+        elif c[1] > 0.0:
+            c[2] += 1.0
+            ended = c[2] >= r.calibration_gap
+        if not ended and c[0] % r.calibration_every:
+            return
+        bins = c[6:]
+        fade = r.calibration ** c[5]
+        for j in range(len(bins)):
+            bins[j] *= fade
+        c[5] = 0.0
+        if ended:
+            j = int(math.log(min(c[1], p.calibration_ceiling) / p.calibration_floor) / _CALIBRATION_STEP)
+            bins[j] += 1.0
+            c[1] = c[2] = 0.0
+        c[6:] = bins
+        if c[0] < r.calibration_min:
+            return
+        # the lowest bin edge whose peaks (that bin and above) come at most alarms_per_week over the weeks seen
+        allowed = p.alarms_per_week * c[3]
+        k = len(bins)
+        tail = 0.0
+        for j in range(len(bins) - 1, -1, -1):
+            if tail + bins[j] > allowed:
+                break
+            tail += bins[j]
+            k = j
+        entry = min(p.calibration_floor * math.exp(k * _CALIBRATION_STEP), p.calibration_ceiling)
+        shift = entry - p.watch_decades
+        if shift != c[4]:
+            c[4] = shift
+            self._ladder = _Rates.ladder_at(p, shift)
 
     def _learn_shape(self, count: float, mu: float) -> None:
         """Add this bucket to the discounted straight-line fit of the log excess over the baseline.

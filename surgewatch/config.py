@@ -84,6 +84,11 @@ class BrandConfig(Strict):
     traffic: TrafficHistoryConfig | None = Field(
         default=None, description="The site's traffic history: calibrates 'about 6x normal traffic in ~25 min'"
     )
+    sensitivity: Literal["fewer", "balanced", "more"] | None = Field(
+        default=None,
+        description="Alert rate calibrated on this brand's own history: fewer (about one alert a month), balanced "
+                    "(about one a week), more (about three a week); unset: the fixed detector.*_decades thresholds",
+    )
 
     @field_validator("query")
     @classmethod
@@ -319,6 +324,24 @@ class DetectorConfig(Strict):
         default="watch", description="Lowest severity that opens an incident"
     )
     resolve_after_quiet_buckets: int = Field(default=10, ge=1)
+    # the surprise (decades of improbability: 5 = a one-in-100,000 bucket) that each level needs, with the ratio to
+    # the baseline; unset: the detector's defaults (5, 7, 10).  Lower opens incidents sooner and more often
+    watch_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise that opens a watch")
+    warning_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a warning")
+    critical_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a critical")
+
+    @model_validator(mode="after")
+    def _levels_in_order(self) -> "DetectorConfig":
+        from surgewatch.detector.spike import DetectorParams
+
+        d = DetectorParams()
+        levels = [v if v is not None else getattr(d, k)
+                  for k, v in (("watch_decades", self.watch_decades), ("warning_decades", self.warning_decades),
+                               ("critical_decades", self.critical_decades))]
+        if not levels[0] <= levels[1] <= levels[2]:
+            raise ValueError(f"watch_decades <= warning_decades <= critical_decades expected, got "
+                             f"{levels[0]:g}, {levels[1]:g}, {levels[2]:g} (unset ones are 5, 7, 10)")
+        return self
     warm_up_minutes: int | None = Field(
         default=None, ge=0, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
     )

@@ -14,21 +14,24 @@ LABELS = NAB_DIR / "combined_windows.json"
 needs_nab = pytest.mark.skipif(not LABELS.is_file(), reason=f"NAB data not found at {NAB_DIR} (../shared is absent)")
 
 
-def _tiny_corpus(root: Path) -> Path:
-    """One synthetic series, 5-minute buckets, a clear burst in its labelled window."""
-    rows = []
-    for i in range(3000):
-        value = 20 + (i % 7)
-        if 2000 <= i < 2004:
-            value = 400
-        rows.append((f"2015-03-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00", value))
+def _tiny_corpus(root: Path, names=("X",), burst_at=(2000,)) -> Path:
+    """Synthetic series, 5-minute buckets, a clear burst in each one's labelled window (centred on row 2000)."""
+    windows = {}
     (root / "realTweets").mkdir(parents=True)
-    with (root / "realTweets" / "Twitter_volume_X.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["timestamp", "value"])
-        w.writerows(rows)
+    for k, (name, at) in enumerate(zip(names, burst_at)):
+        rows = []
+        for i in range(3000):
+            value = 20 + ((i + k) % 7)
+            if at <= i < at + 4:
+                value = 400
+            rows.append((f"2015-03-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00", value))
+        with (root / "realTweets" / f"Twitter_volume_{name}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["timestamp", "value"])
+            w.writerows(rows)
+        windows[f"realTweets/Twitter_volume_{name}.csv"] = [[rows[1900][0] + ".000000", rows[2100][0] + ".000000"]]
     labels = root / "windows.json"
-    labels.write_text(json.dumps({"realTweets/Twitter_volume_X.csv": [[rows[1900][0] + ".000000", rows[2100][0] + ".000000"]]}))
+    labels.write_text(json.dumps(windows))
     return labels
 
 
@@ -99,5 +102,55 @@ def test_the_cli_thins_on_request_and_prints_the_json_line_last(tmp_path):
     assert done.exit_code == 0, done.output
     last = json.loads(done.output.strip().splitlines()[-1])
     assert last["thin"] == 0.5 and last["scores"]["realTweets"]["standard"] > 80
+    assert "early_warning_in_sample" in last and "protocols" in last
     refused = runner.invoke(app, ["backtest", str(tmp_path / "data"), "--labels", str(labels), "--thin", "0"])
     assert refused.exit_code == 1 and "--thin must be above 0" in refused.output
+
+
+def test_early_warning_counts_each_window_at_its_labelled_point_and_false_alarms_per_week(tmp_path):
+    # bursts at the labelled point (row 2000, the window's centre) and one hour (12 rows) before it
+    labels = _tiny_corpus(tmp_path / "data", names=("X", "Y"), burst_at=(2000, 1988))
+    result = run_backtest(tmp_path / "data", labels, nab_results=None, progress=False)
+    warning = result["early_warning_in_sample"]["realTweets"]
+    assert warning["windows"] == 2 and warning["found"] == 2
+    assert warning["at_or_before_label"] == 2
+    assert warning["median_lead_min"] == 30.0  # leads 0 and 60 minutes
+    assert warning["false_alarms_per_series_week"] == 0.0
+    assert "median lead +30 min" in render_report(result)
+
+
+def test_the_nested_protocol_scores_every_series_out_of_sample_with_designs_chosen_without_it(tmp_path):
+    labels = _tiny_corpus(tmp_path / "data", names=("A", "B", "C", "D"), burst_at=(2000, 1995, 2010, 1990))
+    designs = {"shipped": {}, "peak only": {"duration_record": False, "frequency_record": False}}
+    result = run_backtest(tmp_path / "data", labels, nab_results=None, progress=False, designs=designs)
+    protocol = result["protocols"]["realTweets"]
+    assert len(protocol["choices"]["standard"]) == 6  # every pair of the four series held out once
+    for choice in protocol["choices"]["standard"]:
+        assert set(choice["held_out"]).isdisjoint(choice["chosen_on"]) and len(choice["chosen_on"]) == 2
+        assert choice["design"] in designs
+    assert protocol["nested"]["standard"] > 80  # a clear burst per series is found out of sample too
+    assert protocol["early_warning"]["windows"] == 4 and protocol["early_warning"]["found"] == 4
+    assert set(protocol["ablation"]) == set(designs)
+    report = render_report(result)
+    assert report.index("OUT OF SAMPLE") < report.index("IN SAMPLE")
+
+
+@needs_nab
+@pytest.mark.slow
+def test_on_the_shared_data_the_out_of_sample_figures_are_printed_first_and_chosen_without_the_scored_series():
+    from surgewatch.backtest.replay import DESIGNS
+
+    result = run_backtest(NAB_DIR, LABELS, nab_results=None, progress=False, designs=DESIGNS)
+    protocol = result["protocols"]["realTweets"]
+    assert len(protocol["choices"]["standard"]) == 15  # every pair of the six series
+    for choice in protocol["choices"]["standard"]:
+        assert len(choice["chosen_on"]) == 4 and set(choice["held_out"]).isdisjoint(choice["chosen_on"])
+    tweets = result["scores"]["realTweets"]
+    # out of sample is below in-sample (the design was tuned on these series), and well above the null detector
+    for profile in ("standard", "reward_low_FP", "reward_low_FN"):
+        assert 50 < protocol["nested"][profile] < tweets[profile]
+        assert 50 < protocol["time_split"][profile]["second_half"]
+    warning = protocol["early_warning"]
+    assert warning["windows"] == 18 and warning["found"] >= 12 and warning["false_alarms_per_series_week"] < 2
+    report = render_report(result)
+    assert report.index("OUT OF SAMPLE") < report.index("IN SAMPLE") and "median lead" in report

@@ -128,3 +128,38 @@ def test_dedup_must_outlast_the_age_after_which_posts_are_not_counted():
     assert parse_settings({"brands": [{"name": "A", "query": "a"}]}).store.dedup_ttl_days * 86400 > MAX_MENTION_AGE
     with pytest.raises(ConfigError, match=r"store.dedup_ttl_days"):
         parse_settings({"brands": [{"name": "A", "query": "a"}], "store": {"dedup_ttl_days": 1}})
+
+
+@pytest.mark.parametrize("preset", ["fewer", "balanced", "more"])
+def test_a_brand_takes_a_sensitivity_preset_and_the_detector_its_target_alarm_rate(preset):
+    from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK
+    from surgewatch.pipeline import Runtime
+
+    s = parse_settings({"brands": [{"name": "Acme", "query": "acme", "sensitivity": preset},
+                                   {"name": "Other", "query": "other"}]}, env={})
+    rt = Runtime(s)
+    assert rt.detector_params("Acme").alarms_per_week == SENSITIVITY_ALARMS_PER_WEEK[preset]
+    assert rt.detector_params("Other").alarms_per_week is None  # unset: the fixed thresholds
+
+
+def test_an_unknown_sensitivity_is_named_with_its_path():
+    errs = errors_of({"brands": [{"name": "Acme", "query": "acme", "sensitivity": "loud"}]})
+    assert any("brands[0].sensitivity" in e and "fewer" in e for e in errs), errs
+
+
+def test_the_opening_thresholds_are_settable_and_reach_the_detector():
+    from surgewatch.pipeline import Runtime
+
+    s = parse_settings({**MINIMAL, "detector": {"watch_decades": 4, "critical_decades": 12}}, env={})
+    params = Runtime(s).detector_params()
+    assert (params.watch_decades, params.warning_decades, params.critical_decades) == (4.0, 7.0, 12.0)
+    assert errors_of({**MINIMAL, "detector": {"watch_decades": 0}})
+    errs = errors_of({**MINIMAL, "detector": {"watch_decades": 8}})  # above the default warning (7)
+    assert any(e.startswith("detector") and "watch_decades <= warning_decades" in e for e in errs), errs
+
+
+def test_check_config_accepts_a_sensitivity(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"brands": [{"name": "Acme", "query": "acme", "sensitivity": "fewer"}]}))
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

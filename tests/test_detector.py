@@ -310,6 +310,12 @@ def test_a_state_of_an_older_layout_is_refused_or_migrated_so_the_pipeline_never
     migrated = SpikeDetector(MINUTE, v5)
     assert migrated.state()["surge"] == learned.state()["surge"] is not None and migrated.state()["bursts"] is None
     migrated.update(T0 + 60 * 600, 5.0)  # and it runs on
+    # version 6 lacks the sensitivity calibration: everything else is kept, the calibration starts empty
+    v6 = {k: v for k, v in learned.state().items() if k != "calib"} | {"v": 6}
+    migrated = SpikeDetector(replace(MINUTE, alarms_per_week=1.0), v6)
+    assert migrated.state()["bursts"] == learned.state()["bursts"] and migrated.state()["calib"] is None
+    migrated.update(T0 + 60 * 600, 5.0)
+    assert migrated.state()["calib"] is not None  # and it starts learning one
     with pytest.raises(ValueError):
         SpikeDetector(MINUTE, {**current, "v": 99})
     with pytest.raises(ValueError):
@@ -439,3 +445,78 @@ def test_an_hour_of_spikes_with_short_dips_is_one_burst():
     assert 0.8 < one <= 1.0  # one burst, a little faded
     assert recent_bursts({4 * DAY + 2 * k: 300 for k in range(12)}) == pytest.approx(one)
     assert recent_bursts({4 * DAY + 12 * k: 300 for k in range(2)}) > 1.5 * one  # an hour apart: two
+
+
+# -- sensitivity: a target alarm rate calibrated on the brand's own history -------------------------------------
+
+def _news_brand(days=35, seed=5):
+    """Five-minute buckets, ~20 mentions each, and on most days one burst of random size (1.5x to 12x for 30
+    minutes): the kind of ordinary news a busy brand has every week."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in range(days):
+        burst_at = rng.integers(60, 250) if rng.random() < 0.8 else -99
+        size = float(np.exp(rng.uniform(math.log(1.5), math.log(12.0))))
+        for i in range(288):
+            lam = 20.0 * (size if burst_at <= i < burst_at + 6 else 1.0)
+            out.append((T0 + (d * 288 + i) * 300, float(rng.poisson(lam))))
+    return out
+
+
+def _openings_after(params, points, after):
+    det = SpikeDetector(params)
+    opened, prev = [], Severity.QUIET
+    for t, c in points:
+        v = det.update(t, c)
+        if v.severity is not Severity.QUIET and prev is Severity.QUIET and t >= after:
+            opened.append(t)
+        prev = v.severity
+    return opened, det
+
+
+def test_each_sensitivity_opens_about_its_target_rate_of_incidents_on_the_brands_own_history():
+    points = _news_brand()
+    five = DetectorParams(bucket_seconds=300)
+    after = T0 + 14 * 86400  # two weeks to calibrate; then three weeks are counted
+    weeks = (points[-1][0] - after) / (7 * 86400)
+    rates = {}
+    for name, target in (("fewer", 0.25), ("balanced", 1.0), ("more", 3.0)):
+        opened, det = _openings_after(replace(five, alarms_per_week=target), points, after)
+        rates[name] = len(opened) / weeks
+        assert det.state()["calib"] is not None
+    fixed, _ = _openings_after(five, points, after)
+    print(rates, len(fixed) / weeks)
+    # ordered as named, each near its target (a few weeks of history: within a factor of about two) ...
+    assert rates["fewer"] <= rates["balanced"] <= rates["more"]
+    assert rates["fewer"] <= 0.7 and 0.3 <= rates["balanced"] <= 2.0 and 1.5 <= rates["more"] <= 6.0
+    # ... where the fixed thresholds open whatever the brand's news makes them open
+    assert len(fixed) / weeks > rates["fewer"]
+
+
+def test_before_a_week_of_history_a_sensitivity_changes_nothing():
+    points = _news_brand(days=5)
+    five = DetectorParams(bucket_seconds=300)
+    plain = [v.severity for v in (lambda d: [d.update(t, c) for t, c in points])(SpikeDetector(five))]
+    tuned = [v.severity for v in (lambda d: [d.update(t, c) for t, c in points])(
+        SpikeDetector(replace(five, alarms_per_week=0.25)))]
+    assert plain == tuned
+
+
+def test_the_rising_edge_record_scores_a_climb_below_an_old_peak_that_the_peak_record_ignores():
+    five = DetectorParams(bucket_seconds=300, duration_record=False, frequency_record=False)
+    rng = np.random.default_rng(3)
+    points = []
+    for i in range(288 * 5):
+        lam = 20.0
+        if 288 * 2 <= i < 288 * 2 + 2:
+            lam = 400.0  # an old one-bucket spike: a peak record the climb will not beat
+        if i >= 288 * 4 + 100:
+            lam = 20.0 * min(1.0 + 0.4 * (i - 288 * 4 - 100), 6.0)  # a climb to 6x over an hour
+        points.append((T0 + i * 300, float(rng.poisson(lam))))
+    climb = slice(288 * 4 + 100, 288 * 4 + 120)
+    peak_only = _run(SpikeDetector(five), points)
+    rising = _run(SpikeDetector(replace(five, rise_record=True)), points)
+    assert max(v.score for v in peak_only[climb]) == 0.0
+    # ... the rising edge scores it, above anything it scored on the ordinary days since the spike
+    quiet = rising[288 * 3:288 * 4 + 100]
+    assert max(v.score for v in rising[climb]) > max(0.1, 2 * max(v.score for v in quiet))

@@ -90,3 +90,78 @@ def test_leave_one_out_scores_each_file_at_the_threshold_the_others_chose():
     assert nab.score_leave_one_out([a, b], "standard") < nab.score_corpus([a, b], "standard").normalised
     with pytest.raises(ValueError):
         nab.score_leave_one_out([a], "standard")
+
+
+def _scored(n=100, window=(50, 59), at=(), name="s"):
+    scores = [0.0] * n
+    for i in at:
+        scores[i] = 0.9
+    return nab.LabelledSeries(name, scores, [window])
+
+
+def _two_designs(poison_first=False):
+    # "late" detects each window in its middle; "early" at its start but with one false alarm before it, which still
+    # pays (0.89 against 0.86 a series).  Poisoned, "early" has twenty false alarms on the first series only.
+    late = [_scored(at=(55,), name=f"s{i}") for i in range(3)]
+    early = [_scored(at=(30, 50), name=f"s{i}") for i in range(3)]
+    if poison_first:
+        early[0] = _scored(at=tuple(range(20, 40)) + (50,), name="s0")
+    return {"late": late, "early": early}
+
+
+def test_a_nested_fold_chooses_without_the_series_it_scores_and_with_the_ones_it_trains_on():
+    clean = nab.score_nested(_two_designs(), "standard", leave_out=1)
+    poisoned = nab.score_nested(_two_designs(poison_first=True), "standard", leave_out=1)
+    choice = {c.scored: c.design for c in poisoned.choices}
+    # the fold scoring s0 never sees its twenty false alarms: it still chooses "early", and s0 pays for them
+    assert {c.scored: c.design for c in clean.choices} == {("s0",): "early", ("s1",): "early", ("s2",): "early"}
+    assert choice[("s0",)] == "early"
+    assert poisoned.held_out_raw["s0"] < -1.0
+    # the folds that train on s0 do see them, and choose "late"
+    assert choice[("s1",)] == choice[("s2",)] == "late"
+    assert all(set(c.scored).isdisjoint(c.train) for c in poisoned.choices)
+    # choosing on everything (in-sample) picks "late" for all three and scores above the nested figure
+    name, _ = nab.choose_design(_two_designs(poison_first=True), "standard")
+    assert name == "late"
+    assert poisoned.normalised < nab.score_corpus(_two_designs(poison_first=True)["late"], "standard").normalised
+
+
+def test_nested_leave_two_out_runs_every_pair_and_scores_each_series_in_as_many_folds():
+    designs = {"a": [_scored(at=(52,), name=f"s{i}") for i in range(4)]}
+    nested = nab.score_nested(designs, "standard", leave_out=2)
+    assert len(nested.choices) == 6
+    assert sorted(s for c in nested.choices for s in c.scored) == sorted([f"s{i}" for i in range(4)] * 3)
+    with pytest.raises(ValueError):
+        nab.score_nested(designs, "standard", leave_out=4)
+    with pytest.raises(ValueError):
+        nab.score_nested({"a": designs["a"], "b": designs["a"][::-1]}, "standard")
+
+
+def test_a_time_split_cuts_outside_windows_and_chooses_on_the_first_halves_only():
+    # windows in both halves; "a" detects the first-half window, "b" the second-half one
+    def series(at):
+        s = [0.0] * 200
+        for i in at:
+            s[i] = 0.9
+        return nab.LabelledSeries("x", s, [(40, 49), (95, 104), (150, 159)])
+    first, second = nab.split_in_time(series(()))
+    assert len(first.scores) + len(second.scores) == 200
+    assert len(first.scores) not in range(95, 105)  # not inside the middle window
+    assert second.probation == 0.0 and second.windows == [(w[0] - len(first.scores), w[1] - len(first.scores))
+                                                           for w in [(95, 104), (150, 159)] if w[0] >= len(first.scores)]
+    split = nab.score_time_split({"a": [series((40,))], "b": [series((150,))]}, "standard")
+    assert split.choice.design == "a"  # the only one that finds anything in the first half
+    assert split.normalised < split.in_sample
+
+
+def test_the_vectorised_sweep_matches_a_row_by_row_count():
+    # rows before any window cost fp; a window is worth the weight of its earliest detected row
+    s = nab.LabelledSeries("s", [0.0] * 20 + [0.7] + [0.0] * 29 + [0.2, 0.8] + [0.0] * 48, [(50, 59)])
+    cost = nab.PROFILES["standard"]
+    threshold, raw = nab._best_threshold(nab._sweep_points(s, cost, 0), cost, 1)
+    # at 0.8 only the window's second row: its weight (best); at 0.7 the false alarm too; at 0.2 the first row
+    # (worth 1) with the false alarm
+    second = nab.scaled_sigmoid(-(59 - 51 + 1) / 10) / nab.scaled_sigmoid(-1.0)
+    assert raw == pytest.approx(second) and threshold == 0.8
+    assert nab.score_file(s, cost, 0.7) == pytest.approx(second - 0.11)
+    assert nab.score_file(s, cost, 0.2) == pytest.approx(1.0 - 0.11)

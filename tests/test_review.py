@@ -208,6 +208,33 @@ PSEUDO = 0.2  # mentions per minute
 REAL_PEAK_AT = SURGE_AT + 50 * 60
 
 
+def test_the_threshold_suggestion_names_a_key_that_check_config_accepts_and_the_detector_reads(scored, tmp_path):
+    store, settings, data, incident = scored
+    rp = build_review(store, settings, incident["id"]).replay
+    assert rp.setting == "detector.watch_decades" and rp.setting_value == f"{rp.lowered:g}"
+    text = " ".join(build_review(store, settings, incident["id"]).suggestions)
+    assert f"Setting detector.watch_decades: {rp.setting_value} (now {rp.current_value})" in text or \
+        f"Setting detector.watch_decades: {rp.setting_value} would not" in text
+    # written into the config as suggested, it passes check-config and is the threshold the replay lowered
+    raw = settings.model_dump(mode="json", exclude_none=True)
+    section, key = rp.setting.split(".")
+    raw[section][key] = float(rp.setting_value)
+    applied = parse_settings(raw, "test")
+    assert getattr(Runtime(applied, store).detector_params("Acme"), rp.threshold) == rp.lowered
+
+
+def test_a_brand_with_a_sensitivity_is_told_which_preset_to_set(scored, tmp_path):
+    store, settings, data, incident = scored
+    raw = settings.model_dump(mode="json", exclude_none=True)
+    raw["brands"][0]["sensitivity"] = "balanced"
+    tuned = parse_settings(raw, "test")
+    rp = build_review(store, tuned, incident["id"]).replay
+    assert (rp.setting, rp.setting_value, rp.current_value) == ("brands[Acme].sensitivity", "more", "balanced")
+    assert rp.threshold == "alarms_per_week" and rp.lowered > rp.current
+    raw["brands"][0]["sensitivity"] = rp.setting_value
+    assert parse_settings(raw, "test").brands[0].sensitivity == "more"
+
+
 def normal_rpm(t: float) -> float:
     """The hand-made model's normal: it rises by the hour, so a real multiple depends on when the peak came."""
     slot = (int(t // 3600) + 3 * 24) % 168  # 1970-01-01 was a Thursday; slot 0 is Monday 00:00

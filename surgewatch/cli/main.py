@@ -426,9 +426,13 @@ def backtest(
         None, "--thin", min=0.0, max=1.0,
         help="Replay count series as a smaller brand: keep each mention with this probability (e.g. 0.25)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of --thin."),
+    nested: bool = typer.Option(
+        True, "--nested/--in-sample-only",
+        help="Also score out of sample: nested leave-2-series-out and a time split, each choosing the design and the "
+             "threshold without the data it scores (realTweets; runs every design, about 10x slower)."),
 ) -> None:
-    """Run the detector over NAB series and score it with NAB's published scoring."""
-    from surgewatch.backtest.replay import render_report, run_backtest
+    """Run the detector over NAB series and score it with NAB's published scoring, out of sample and in-sample."""
+    from surgewatch.backtest.replay import DESIGNS, render_report, run_backtest
 
     if not data_dir.is_dir():
         raise fail(f"{data_dir} is not a folder")
@@ -436,7 +440,8 @@ def backtest(
         raise fail(f"{labels}: labels file not found")
     if thin is not None and thin <= 0:
         raise fail("--thin must be above 0 (the share of mentions kept)")
-    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty(), thin=thin, seed=seed)
+    result = run_backtest(data_dir, labels, nab_results=nab_results, progress=sys.stderr.isatty(), thin=thin, seed=seed,
+                          designs=DESIGNS if nested else None)
     print(render_report(result))
     if as_json:
         print(json.dumps(result))

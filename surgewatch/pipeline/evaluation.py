@@ -98,7 +98,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     # buckets close): read and decode the detector state (~5 KB) only where there is work.
     due = [b for b in brands if (states[f"scored:{b}"] or {}).get("next_at", -math.inf) < ends[b]]
     states.update(zip((f"detector:{b}" for b in due), store.get_states([f"detector:{b}" for b in due])))
-    params = rt.detector_params()
+    params = {b: rt.detector_params(b) for b in due}  # per brand: its sensitivity
     # Where each brand's scoring resumes: its saved detector, or (a new brand, or a state from an
     # older detector version) its first counted mention within the last day -- scoring the empty
     # buckets before it would teach the detector a baseline of zero.
@@ -109,7 +109,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
         detector, start = None, end - FIRST_LOOK_BACK
         if saved:
             try:
-                detector, start = SpikeDetector(params, saved["detector"]), saved["next_at"]
+                detector, start = SpikeDetector(params[b], saved["detector"]), saved["next_at"]
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("detector state for %s not usable (%s); starting a fresh baseline", b, exc)
         start = max(start, end - MAX_CATCH_UP // bucket * bucket)
@@ -129,7 +129,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
             first = min((t for s in series.values() for t, c in s.items() if c > 0), default=None)
             if first is None:
                 continue  # nothing counted yet: no history to start from
-            detector, start = SpikeDetector(params), int(first)
+            detector, start = SpikeDetector(params[b]), int(first)
             end = min(end, start + MAX_TICK_BUCKETS * bucket)
         incident = open_incidents.get(b)
         touched = touched_by_brand[b] = {}

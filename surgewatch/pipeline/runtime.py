@@ -6,7 +6,7 @@ from typing import Any
 
 from surgewatch.collectors.base import BrandSpec, Collector
 from surgewatch.config import BrandConfig, Settings
-from surgewatch.detector.spike import DetectorParams
+from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK, DetectorParams
 from surgewatch.notifier.base import Channel
 from surgewatch.ops.health import SourceHealth
 from surgewatch.registry import build_channel, build_collector
@@ -110,10 +110,17 @@ class Runtime:
         b = self.brand(brand)
         return BrandSpec(name=b.name, query=b.query, site=b.site)
 
-    def detector_params(self) -> DetectorParams:
+    def detector_params(self, brand: str | None = None) -> DetectorParams:
+        """The detector's parameters from ``detector:``, and for ``brand`` its ``sensitivity`` (a target alarm
+        rate the detector calibrates on the brand's own history)."""
         d = self.settings.detector
         warm_up = None if d.warm_up_minutes is None else max(1, d.warm_up_minutes * 60 // d.bucket_seconds)
-        return DetectorParams(bucket_seconds=d.bucket_seconds, warm_up_buckets=warm_up)
+        thresholds = {k: v for k in ("watch_decades", "warning_decades", "critical_decades")
+                      if (v := getattr(d, k)) is not None}
+        sensitivity = self.brand(brand).sensitivity if brand is not None else None
+        rate = SENSITIVITY_ALARMS_PER_WEEK[sensitivity] if sensitivity is not None else None
+        return DetectorParams(bucket_seconds=d.bucket_seconds, warm_up_buckets=warm_up, alarms_per_week=rate,
+                              **thresholds)
 
     def evaluation_lag(self) -> float:
         """Extra wait after a bucket is complete (every working source has polled past it) before

@@ -30,13 +30,13 @@ from datetime import datetime
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
-from surgewatch.detector.spike import DetectorParams, SpikeDetector
+from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK, DetectorParams, SpikeDetector
 from surgewatch.detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
 from surgewatch.detector.verdict import Severity, Verdict
 from surgewatch.notifier.base import human_multiple, human_rpm
 from surgewatch.reports.charts import Marker, incident_chart
 from surgewatch.reports.html import md_cell, render_page
-from surgewatch.config import Settings
+from surgewatch.config import DetectorConfig, Settings
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
 from surgewatch.registry import configured_channels
@@ -200,7 +200,7 @@ def threshold_knob(params: DetectorParams, severity: str) -> tuple[str, float]:
 
 @dataclass
 class ReplayResult:
-    threshold: str  # the detector parameter lowered (the opening severity's threshold)
+    threshold: str  # the detector parameter changed (the opening severity's threshold, or the alarm rate)
     current: float
     lowered: float
     history_start: float
@@ -211,6 +211,10 @@ class ReplayResult:
     current_alerts: int  # incidents the current threshold opens over the replayed history
     lowered_alerts: int
     extra_alerts: list[float] = field(default_factory=list)  # opened_at of alerts only the lower threshold raises
+    # what a user writes in the config to get the lowered replay: a key path check-config accepts, and its value
+    setting: str = ""
+    setting_value: str = ""
+    current_value: str = ""
 
     @property
     def history_days(self) -> float:
@@ -228,7 +232,11 @@ def suggest_threshold(
     """Replay up to ``days`` of stored history before the incident (and the incident itself) with the
     current opening threshold and with it lowered by ``step`` (default: the knob's own step)."""
     rt = Runtime(settings, store)
-    params = rt.detector_params()
+    try:
+        brand = rt.brand(str(incident["brand"]))
+    except KeyError:
+        brand = None  # no longer configured: the global settings
+    params = rt.detector_params(brand.name if brand is not None else None)
     policy = IncidentPolicy(open_severity=Severity(settings.detector.open_severity),
                             resolve_after=settings.detector.resolve_after_quiet_buckets)
     bucket = params.bucket_seconds
@@ -240,9 +248,20 @@ def suggest_threshold(
     if not stamps:
         return None
     start = min(stamps)  # the brand's history starts with its first counted bucket
-    knob, default_step = threshold_knob(params, policy.open_severity.value)
-    current = float(getattr(params, knob))
-    lowered_value = round(current - (default_step if step is None else step), 4)
+    if brand is not None and brand.sensitivity is not None and brand.sensitivity != "more":
+        # a calibrated brand: its entry follows its own history whatever watch_decades says; the lever is the preset
+        index = list(SENSITIVITY_ALARMS_PER_WEEK).index(brand.sensitivity)
+        preset = list(SENSITIVITY_ALARMS_PER_WEEK)[index + 1]
+        knob, current = "alarms_per_week", float(params.alarms_per_week or 0.0)
+        lowered_value = SENSITIVITY_ALARMS_PER_WEEK[preset]
+        setting, setting_value, current_value = (f"brands[{brand.name}].sensitivity", preset, brand.sensitivity)
+    else:
+        knob, default_step = threshold_knob(params, policy.open_severity.value)
+        current = float(getattr(params, knob))
+        lowered_value = round(current - (default_step if step is None else step), 4)
+        # the config key that sets it (check-config rejects anything else): detector.<knob>
+        setting = f"detector.{knob}" if knob in DetectorConfig.model_fields else f"the detector's {knob}"
+        setting_value, current_value = f"{lowered_value:g}", f"{current:g}"
     lowered = replace(params, **{knob: lowered_value})
     now_runs = replay_incidents(counts, start, end, params, policy)
     low_runs = replay_incidents(counts, start, end, lowered, policy)
@@ -259,7 +278,7 @@ def suggest_threshold(
     extra = [r.opened_at for r in low_runs
              if not _overlaps(r, span_start, span_end) and not any(_overlaps(r, c.opened_at, c.ended_at) for c in now_runs)]
     return ReplayResult(knob, current, lowered_value, start, end, ref_open, low_open, earlier,
-                        len(now_runs), len(low_runs), extra)
+                        len(now_runs), len(low_runs), extra, setting, setting_value, current_value)
 
 
 # -- site traffic: what the alerts predicted, what came ---------------------------------------------------
@@ -604,12 +623,13 @@ def suggestions(r: Review) -> list[str]:
         extra = len(rp.extra_alerts)
         if rp.minutes_earlier and rp.minutes_earlier > 0:
             out.append(
-                f"Lowering the detector's {rp.threshold} to {rp.lowered:g} (now {rp.current:g}) for this brand would have alerted "
+                f"Setting {rp.setting}: {rp.setting_value} (now {rp.current_value}) would have alerted "
                 f"{rp.minutes_earlier:.0f} min earlier, at the cost of {extra} extra alert{'s' if extra != 1 else ''} "
                 f"in the {rp.history_days:.1f} days of stored history where the current threshold stayed quiet.")
         elif rp.lowered_opened_at is not None:
-            out.append(f"Lowering {rp.threshold} to {rp.lowered:g} would not have alerted earlier "
-                       f"({extra} extra alert{'s' if extra != 1 else ''} in {rp.history_days:.1f} days); keep {rp.current:g}.")
+            out.append(f"Setting {rp.setting}: {rp.setting_value} would not have alerted earlier "
+                       f"({extra} extra alert{'s' if extra != 1 else ''} in {rp.history_days:.1f} days); keep "
+                       f"{rp.current_value}.")
     if r.forecasts and r.peak_observed:
         f = r.forecasts[0]
         ratio = f.peak_rate / r.peak_observed if r.peak_observed else float("inf")
@@ -759,8 +779,8 @@ def render_markdown(r: Review) -> str:
     if r.replay is not None:
         rp = r.replay
         lines += ["", f"Replay: {rp.history_days:.1f} days of stored history ({_fmt(rp.history_start, r.timezone)} to "
-                  f"{_fmt(rp.history_end, r.timezone)}); {rp.threshold} {rp.current:g} opens {rp.current_alerts} "
-                  f"incident(s), {rp.lowered:g} opens {rp.lowered_alerts}."]
+                  f"{_fmt(rp.history_end, r.timezone)}); {rp.setting} {rp.current_value} opens {rp.current_alerts} "
+                  f"incident(s), {rp.setting_value} opens {rp.lowered_alerts}."]
     return "\n".join(lines) + "\n"
 
 
