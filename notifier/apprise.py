@@ -8,7 +8,6 @@ took the message and others did not, the error carries a partial receipt naming 
 and the retry sends to the others only, so nobody gets the alert twice."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import apprise
@@ -19,15 +18,6 @@ from surgewatch.notifier.escape import log_text
 
 NOTIFY_TYPES = {"watch": apprise.NotifyType.INFO, "warning": apprise.NotifyType.WARNING,
                 "critical": apprise.NotifyType.FAILURE}
-# Chat services turn these into mass mentions (Discord, Teams, Mattermost): outside text must not.
-_MASS_MENTION = re.compile(r"@(?=(everyone|here|channel|all)\b)", re.IGNORECASE)
-
-
-def plain_text(s: object, limit: int = 300) -> str:
-    """Outside text for a plain-text alert: one line, no control or bidi characters, no @everyone."""
-    return _MASS_MENTION.sub("@\u2060", log_text(s, limit))  # a word joiner breaks the mention
-
-
 def scheme(url: str) -> str:
     """The part of an Apprise URL that is safe to show (the rest may hold a token)."""
     return url.split("://", 1)[0] if "://" in url else "?"
@@ -49,24 +39,7 @@ class AppriseChannel:
             self._services.append(one)
 
     def message(self, n: Notification) -> tuple[str, str]:
-        """(title, body): the same facts as the console line, one per line."""
-        severity = n.severity.upper() if n.event != "resolved" else "RESOLVED"
-        title = plain_text(f"[{severity}] {n.brand} {render.event_phrase(n)}", 200)
-        lines = [plain_text(render.summary(n), 500)]
-        if n.event != "resolved":
-            outlook = n.traffic_outlook
-            if outlook is not None and outlook.calibrated:
-                lines.append(plain_text(f"Site traffic: {outlook.phrase()}", 300))
-            if n.planned_event:
-                lines.append(plain_text(n.planned_event, 200))
-            for m in n.top_mentions[:3]:
-                lines.append(plain_text(f'{m.source} @{m.author or "?"}: "{m.text}" {m.url}', 400))
-            if n.runbook_url:
-                lines.append(plain_text(f"Runbook: {n.runbook_url}", 300))
-        if n.acknowledged_by:
-            lines.append(plain_text(f"Acknowledged by {n.acknowledged_by}", 200))
-        lines.append(f"Incident {plain_text(n.incident_id, 100)} at {render.iso(n.at)}")
-        return title, "\n".join(lines)
+        return render.plain_message(n)
 
     def send(self, n: Notification) -> dict[str, Any] | None:
         title, body = self.message(n)

@@ -4,9 +4,11 @@ Detector numbers are per bucket; people think per minute, so rates are shown per
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from surgewatch.notifier.base import Notification
+from surgewatch.notifier.escape import log_text
 
 
 def per_minute(count_per_bucket: float | None, bucket_seconds: int) -> float | None:
@@ -98,3 +100,35 @@ def summary(n: Notification) -> str:
     if fc and n.event != "resolved":
         parts.append(fc)
     return "; ".join(parts)
+
+
+# Chat services turn these into mass mentions (Discord, Teams, Mattermost): outside text must not.
+_MASS_MENTION = re.compile(r"@(?=(everyone|here|channel|all)\b)", re.IGNORECASE)
+
+
+def plain_text(s: object, limit: int = 300) -> str:
+    """Outside text for a plain-text alert: one line, no control or bidi characters, no @everyone."""
+    return _MASS_MENTION.sub("@\u2060", log_text(s, limit))  # a word joiner breaks the mention
+
+
+def plain_message(n: Notification) -> tuple[str, str]:
+    """(title, body) of a plain-text alert (Apprise services, e-mail): the console line's facts, one
+    per line, every outside string through :func:`plain_text`."""
+    severity = n.severity.upper() if n.event != "resolved" else "RESOLVED"
+    title = plain_text(f"[{severity}] {n.brand} {event_phrase(n)}", 200)
+    lines = [plain_text(summary(n), 500)]
+    if n.event != "resolved":
+        outlook = n.traffic_outlook
+        if outlook is not None and outlook.calibrated:
+            lines.append(plain_text(f"Site traffic: {outlook.phrase()}", 300))
+        if n.planned_event:
+            lines.append(plain_text(n.planned_event, 200))
+        for m in n.top_mentions[:3]:
+            lines.append(plain_text(f'{m.source} @{m.author or "?"}: "{m.text}" {m.url}', 400))
+        if n.runbook_url:
+            lines.append(plain_text(f"Runbook: {n.runbook_url}", 300))
+    if n.acknowledged_by:
+        lines.append(plain_text(f"Acknowledged by {n.acknowledged_by}", 200))
+    lines.append(f"Incident {plain_text(n.incident_id, 100)} at {iso(n.at)}")
+    return title, "\n".join(lines)
+

@@ -240,6 +240,32 @@ class AppriseChannelConfig(Strict):
         return v
 
 
+class EmailChannelConfig(Strict):
+    """The weekly digest by e-mail (HTML with its chart inline, and plain text), and alerts from
+    ``min_severity`` up when set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    smtp_host: str = Field(min_length=1)
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS before logging in")
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, description="Default: env SMTP_PASSWORD")
+    sender: str = Field(alias="from", description="The From address")
+    to: list[str] = Field(min_length=1)
+    min_severity: Literal["watch", "warning", "critical"] | None = Field(
+        default=None, description="Alerts by e-mail from this severity up; null: the digest only")
+    timeout: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("sender", "to")
+    @classmethod
+    def _addresses(cls, v: Any) -> Any:
+        for address in [v] if isinstance(v, str) else v:
+            if not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", address):
+                raise ValueError(f"not an e-mail address: {address!r}")
+        return v
+
+
 class TrafficControl(Strict):
     """A webhook action (scale up, waiting room, cache warm-up) run at a severity and undone on resolve."""
 
@@ -266,6 +292,7 @@ class Channels(Strict):
     slack: SlackChannelConfig | None = None
     pagerduty: PagerDutyChannelConfig | None = None
     apprise: AppriseChannelConfig | None = None
+    email: EmailChannelConfig | None = None
 
 
 # -- planned events -------------------------------------------------------------------------------
@@ -560,4 +587,6 @@ def configured_channels(settings: Settings) -> list[str]:
     ``webhook:<name>`` per traffic control."""
     c = settings.channels
     names = [name for name in type(c).model_fields if getattr(c, name) is not None]
+    if c.email is not None and c.email.min_severity is None:
+        names.remove("email")  # the digest only: no alerts by e-mail
     return names + [f"webhook:{t.name}" for t in settings.traffic_controls]

@@ -187,6 +187,16 @@ def _apprise(settings: Settings, cfg: Any, store: Any) -> Channel:
     return AppriseChannel([u.get_secret_value() for u in cfg.urls], timeout=cfg.timeout)
 
 
+def _email(settings: Settings, cfg: Any, store: Any) -> Channel:
+    from surgewatch.notifier.email import EmailChannel
+
+    password = secret_from(cfg.password, "SMTP_PASSWORD")
+    if cfg.username and not password:
+        raise MissingCredential("channels.email needs SMTP_PASSWORD in the environment (or ${SMTP_PASSWORD} in the config)")
+    return EmailChannel(smtp_host=cfg.smtp_host, smtp_port=cfg.smtp_port, starttls=cfg.starttls, username=cfg.username,
+                        password=password, sender=cfg.sender, to=list(cfg.to), timeout=cfg.timeout)
+
+
 def _webhook(settings: Settings, t: Any, store: Any) -> Channel:
     from surgewatch.notifier.webhook import WebhookAction
 
@@ -206,6 +216,7 @@ CHANNELS: dict[str, Registered] = {
     "slack": Registered(cfgmod.SlackChannelConfig, _slack),
     "pagerduty": Registered(cfgmod.PagerDutyChannelConfig, _pagerduty),
     "apprise": Registered(cfgmod.AppriseChannelConfig, _apprise),
+    "email": Registered(cfgmod.EmailChannelConfig, _email),
     "webhook": Registered(cfgmod.TrafficControl, _webhook),
 }
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 from surgewatch import clock
 from surgewatch.config import Settings, secret_from
 
-from surgewatch.cli.common import DEFAULT_CONFIG, ConfigPath, fail, load_or_exit, open_store_or_exit
+from surgewatch.cli.common import DEFAULT_CONFIG, ConfigPath, err, fail, load_or_exit, open_store_or_exit
 
 
 def read_traffic(path: Path) -> list[tuple[float, float]]:
@@ -30,22 +30,22 @@ def read_traffic(path: Path) -> list[tuple[float, float]]:
 
 def digest(
     config: ConfigPath = DEFAULT_CONFIG,
-    brand: Optional[str] = typer.Option(None, "--brand", help="One brand (default: every brand in the config)."),
-    week: Optional[str] = typer.Option(None, "--week", help="ISO week such as 2026-W47 (default: the last complete week)."),
-    out: Path = typer.Option(Path("digests"), "--out", help="Folder for the Markdown, HTML and PNG files."),
-    send: bool = typer.Option(False, "--send", help="Also post it to Slack (channels.slack, env SLACK_BOT_TOKEN)."),
+    brand: Optional[str] = typer.Option(None, "--brand", "-b", help="One brand (default: every brand in the config)."),
+    week: Optional[str] = typer.Option(None, "--week", "-w", help="ISO week such as 2026-W47 (default: the last complete week)."),
+    out: Path = typer.Option(Path("digests"), "--out", "-o", help="Folder for the Markdown, HTML and PNG files."),
+    send: bool = typer.Option(False, "--send", help="Also deliver it to every digest channel of the config: Slack "
+                              "(channels.slack, env SLACK_BOT_TOKEN) and e-mail (channels.email, env SMTP_PASSWORD)."),
     channel: Optional[str] = typer.Option(None, "--channel", help="Slack channel (default: the marketing channel)."),
     traffic: Optional[Path] = typer.Option(None, "--traffic", help="CSV of timestamp,requests_per_minute for lead times."),
 ) -> None:
     """Write the weekly trend digest (Markdown, self-contained HTML, chart PNG) for each brand."""
-    from surgewatch.reports.digest import DigestError, build_digest, render_html, render_markdown, send_digest_to_slack
+    from surgewatch.reports.digest import DigestError, build_digest, render_html, render_markdown
 
     settings = load_or_exit(config)
     brands = [brand] if brand else [b.name for b in settings.brands]
     points = read_traffic(traffic) if traffic else None
-    client = target = None
-    if send:
-        client, target = _slack_client(settings, channel)
+    senders = _digest_senders(settings, channel) if send else []
+    failed = 0
     store = open_store_or_exit(settings)
     try:
         for name in brands:
@@ -63,16 +63,63 @@ def digest(
                 written.append("digest-chart.png")
             typer.echo(f"{d.brand} {d.week}: {d.total:,} mentions, {len(d.spikes)} spike(s) -> "
                        + ", ".join(str(folder / w) for w in written))
-            if client is not None and target is not None:
-                from slack_sdk.errors import SlackApiError
-
+            # Each channel on its own: one that fails is said, and the others still get the digest.
+            for deliver in senders:
                 try:
-                    receipt = send_digest_to_slack(d, client, target)
-                except SlackApiError as exc:
-                    raise fail(f"Slack refused the digest: {exc.response.get('error', 'unknown error')}") from None
-                typer.echo(f"  sent to Slack {receipt['channel']} (ts {receipt['ts']})")
+                    typer.echo(f"  sent {deliver(d)}")
+                except DigestSendError as exc:
+                    failed += 1
+                    err.print(f"  error: {exc}", markup=False, highlight=False)
     finally:
         store.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+class DigestSendError(Exception):
+    """A digest channel refused or could not be reached (one line, in the service's words)."""
+
+
+def _digest_senders(settings: Settings, channel: str | None) -> list[Callable[[Any], str]]:
+    """One ``deliver(digest) -> what was done`` per configured digest channel."""
+    senders: list[Callable[[Any], str]] = []
+    if settings.channels.slack is not None:
+        client, target = _slack_client(settings, channel)
+
+        def to_slack(d: Any) -> str:
+            from slack_sdk.errors import SlackApiError
+
+            from surgewatch.reports.digest import send_digest_to_slack
+
+            try:
+                receipt = send_digest_to_slack(d, client, target)
+            except SlackApiError as exc:
+                raise DigestSendError(f"Slack refused the digest: {exc.response.get('error', 'unknown error')}") from None
+            return f"to Slack {receipt['channel']} (ts {receipt['ts']})"
+
+        senders.append(to_slack)
+    if settings.channels.email is not None:
+        from surgewatch.notifier.base import ChannelError
+        from surgewatch.registry import MissingCredential, build_channel
+
+        try:
+            email = build_channel(settings, "email")
+        except MissingCredential as exc:
+            raise fail(str(exc)) from None
+
+        def by_email(d: Any) -> str:
+            from surgewatch.reports.digest import digest_email
+
+            try:
+                email.deliver(digest_email(d, email))
+            except ChannelError as exc:
+                raise DigestSendError(str(exc)) from None
+            return f"by e-mail to {', '.join(email.to)}"
+
+        senders.append(by_email)
+    if not senders:
+        raise fail("--send needs a digest channel in the config: channels.slack or channels.email")
+    return senders
 
 
 def _slack_client(settings: Settings, channel: str | None):

@@ -308,7 +308,7 @@ def demo_config(folder: Path, feeds: list[str], channels_from: Settings | None) 
     if channels_from is not None:
         # Secrets are not copied into the file: the worker reads them from the environment.
         channels.update(channels_from.channels.model_dump(
-            exclude_none=True, exclude={"slack": {"token"}, "pagerduty": {"routing_key"}, "apprise": {"urls"}}))
+            exclude_none=True, exclude={"slack": {"token"}, "pagerduty": {"routing_key"}, "apprise": {"urls"}, "email": {"password"}}))
         if channels_from.channels.apprise is not None:
             # Apprise URLs hold tokens: the file names them as environment variables (see secret_env).
             channels["apprise"]["urls"] = [f"${{{APPRISE_URL_ENV}{i}}}" for i in range(len(channels_from.channels.apprise.urls))]

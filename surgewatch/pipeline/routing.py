@@ -16,6 +16,8 @@ def _min_severity(settings: Settings, channel: str) -> Severity | None:
         return Severity(settings.channels.pagerduty.min_severity)
     if channel == "apprise" and settings.channels.apprise is not None:
         return Severity(settings.channels.apprise.min_severity)
+    if channel == "email" and settings.channels.email is not None and settings.channels.email.min_severity:
+        return Severity(settings.channels.email.min_severity)
     if channel.startswith("webhook:"):
         for t in settings.traffic_controls:
             if f"webhook:{t.name}" == channel:

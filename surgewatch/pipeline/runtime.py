@@ -98,6 +98,8 @@ class Runtime:
             timeout = c.slack.timeout
         elif channel == "pagerduty" and c.pagerduty is not None:
             timeout = c.pagerduty.timeout
+        elif channel == "email" and c.email is not None:
+            timeout = c.email.timeout
         elif channel == "apprise" and c.apprise is not None:
             timeout = c.apprise.timeout * len(c.apprise.urls)  # one service after the other
         elif channel.startswith("webhook:"):

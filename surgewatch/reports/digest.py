@@ -605,12 +605,13 @@ def _health_lines(d: Digest, esc) -> list[str]:
     return out
 
 
-def render_html(d: Digest) -> str:
-    """One self-contained page (templates/digest.html): inline CSS, the chart as a data: URI, no
-    script, nothing fetched; every string that came from outside is HTML-escaped by the template."""
+def render_html(d: Digest, chart_src: str | None = None) -> str:
+    """One self-contained page (templates/digest.html): inline CSS, the chart as a data: URI (or
+    ``chart_src``, e.g. an e-mail's ``cid:``), no script, nothing fetched; every string that came
+    from outside is HTML-escaped by the template."""
     day_header, day_rows = _day_table(d)
     return render_page(
-        "digest.html", d=d, headline=headline(d),
+        "digest.html", d=d, headline=headline(d), chart_src=chart_src,
         period=f"{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')}",
         day_header=day_header, day_rows=day_rows,
         spike_header=("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
@@ -687,6 +688,15 @@ def send_digest_to_slack(d: Digest, client: Any, channel: str) -> dict[str, Any]
         files = up.get("files") or ([up.get("file")] if up.get("file") else [])
         receipt["file"] = files[0].get("id") if files else None
     return receipt
+
+
+def digest_email(d: Digest, channel: Any) -> Any:
+    """The digest as one e-mail for ``channel`` (an EmailChannel): the Markdown as the plain-text part,
+    the HTML page with its chart as an inline image (mail clients block ``data:`` images)."""
+    cid = channel.new_cid()
+    html = render_html(d, chart_src=f"cid:{cid}" if d.chart_png else None)
+    return channel.digest_message(f"{d.brand} weekly digest {d.week}: {headline(d)}", render_markdown(d), html,
+                                  d.chart_png, cid)
 
 
 def deliver_weekly_digests(rt: Any) -> list[dict[str, Any]]:
