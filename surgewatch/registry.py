@@ -45,6 +45,7 @@ def build_collector(settings: Settings, name: str) -> Collector:
             max_requests_per_day=max(1, cfg.max_requests_per_day // len(settings.brands)),
             max_results=cfg.max_results,
             max_pages=cfg.max_pages,
+            timeout=cfg.timeout,
             now=now,
         )
     if name == "reddit":
@@ -59,12 +60,14 @@ def build_collector(settings: Settings, name: str) -> Collector:
             subreddits=list(cfg.subreddits),
             comment_subreddits=list(cfg.comment_subreddits),
             limit=cfg.limit,
+            timeout=cfg.timeout,
             now=now,
         )
     if name == "hackernews":
         from collectors.hackernews import HackerNewsCollector
 
-        return HackerNewsCollector(api_url=cfg.api_url, hits_per_page=cfg.hits_per_page, now=now)
+        return HackerNewsCollector(api_url=cfg.api_url, hits_per_page=cfg.hits_per_page, timeout=cfg.timeout,
+                                   now=now)
     if name == "bluesky":
         from collectors.bluesky import BlueskyCollector
 
@@ -73,13 +76,15 @@ def build_collector(settings: Settings, name: str) -> Collector:
             auth_url=cfg.auth_url,
             handle=os.environ.get("BLUESKY_HANDLE") or None,
             app_password=os.environ.get("BLUESKY_APP_PASSWORD") or None,
+            timeout=cfg.timeout,
             now=now,
         )
     if name == "mastodon":
         from collectors.mastodon import MastodonCollector
 
         return MastodonCollector(
-            api_url=cfg.api_url, hashtags=list(cfg.hashtags), access_token=os.environ.get("MASTODON_ACCESS_TOKEN"), now=now
+            api_url=cfg.api_url, hashtags=list(cfg.hashtags), access_token=os.environ.get("MASTODON_ACCESS_TOKEN"),
+            timeout=cfg.timeout, now=now
         )
     raise KeyError(f"unknown source {name!r}")
 
