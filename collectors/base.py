@@ -119,9 +119,24 @@ _CREDENTIAL_PATTERNS = (
 )
 
 
+_SECRETS: dict[str, None] = {}  # the credentials collectors were built with (remember_secret), oldest first
+MAX_SECRETS = 64  # Bluesky's access tokens are renewed every two hours: keep the recent ones
+
+
+def remember_secret(value: str | None) -> None:
+    """Scrub ``value`` from every SourceError from now on: a service may echo a token back bare,
+    without the "Bearer" that the patterns recognise."""
+    if value and len(value) >= 8:
+        _SECRETS.pop(value, None)
+        _SECRETS[value] = None
+        while len(_SECRETS) > MAX_SECRETS:
+            del _SECRETS[next(iter(_SECRETS))]
+
+
 def scrub(text: str, secrets: tuple[str, ...] | list[str] = ()) -> str:
-    """``text`` with credential-looking values and each of ``secrets`` masked as ``***``."""
-    for secret in secrets:
+    """``text`` with credential-looking values, the remembered secrets and each of ``secrets``
+    masked as ``***``."""
+    for secret in (*secrets, *sorted(_SECRETS, key=len, reverse=True)):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     for pattern in _CREDENTIAL_PATTERNS:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
+from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
@@ -66,6 +66,7 @@ class BlueskyCollector:
         self.auth_url = auth_url.rstrip("/")
         self.handle = handle or None
         self._password = app_password or None
+        remember_secret(app_password)
         self.limit = min(100, max(1, int(limit)))  # the lexicon's maximum
         self.max_pages = max(1, int(max_pages))
         self.overlap_seconds = float(overlap_seconds)
@@ -160,6 +161,7 @@ class BlueskyCollector:
         if not isinstance(token, str) or not token:
             raise SourceError("bluesky: login answer without an access token")
         self._access_jwt = token
+        remember_secret(token)
         return token
 
     # -- mapping -------------------------------------------------------------------------------
@@ -208,15 +210,9 @@ class BlueskyCollector:
 
 def _links(record: BlueskyRecord, text: str) -> list[str]:
     """Links live in facets (the text shows them shortened) and in external embeds (cards)."""
-    urls: list[str] = []
-    for facet in record.facets or []:
-        for feature in (facet.get("features") or []) if isinstance(facet, dict) else []:
-            if isinstance(feature, dict) and isinstance(feature.get("uri"), str):
-                urls.append(feature["uri"])
-    embed = record.embed or {}
-    external = embed.get("external") if isinstance(embed.get("external"), dict) else {}
-    if isinstance(external.get("uri"), str):
-        urls.append(external["uri"])
+    urls = [feature.uri for facet in record.facets or [] for feature in facet.features or [] if feature.uri]
+    if record.embed and record.embed.external and record.embed.external.uri:
+        urls.append(record.embed.external.uri)
     return urls + extract_urls(text)
 
 

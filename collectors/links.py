@@ -47,6 +47,10 @@ def snowflake_time(snowflake_id: int | str) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
 def parse_time(value: Any) -> datetime | None:
     """An ISO-8601 string ("2026-11-28T00:01:02.000Z") or epoch seconds, as aware UTC; None if
     absent or unreadable (callers fall back to something they know)."""
@@ -54,7 +58,8 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+            parsed = datetime.fromtimestamp(float(value), tz=timezone.utc)
+            return parsed if EARLIEST <= parsed <= LATEST else None
         text = str(value).strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
@@ -63,7 +68,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    parsed = parsed.astimezone(timezone.utc)
+    # "1111111111111111111111111111111111111111" reads as the year 1111: no post is from before
+    # the epoch or after 2100, so such a time is unreadable and the caller falls back.
+    return parsed if EARLIEST <= parsed <= LATEST else None
 
 
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -277,7 +285,7 @@ def json_body(source: str, response: requests.Response) -> Any:
     error page or a truncated body is usually gone on the next poll)."""
     try:
         return response.json()
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested 100 000 deep
         snippet = " ".join(response.text[:80].split())
         raise SourceError(
             f"{source}: malformed JSON from {response.url.split('?')[0]} "

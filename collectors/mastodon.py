@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
+from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from collectors.links import (
     FIRST_POLL_LOOKBACK,
     as_int,
@@ -69,6 +69,7 @@ class MastodonCollector:
         self.api_url = api_url.rstrip("/")
         self.hashtags = [h.strip().lstrip("#") for h in hashtags or [] if h.strip().lstrip("#")]
         self._token = access_token or None
+        remember_secret(access_token)
         self.limit = min(40, max(1, int(limit)))  # Mastodon's maximum page
         self.max_pages = max(1, int(max_pages))
         self.now = now

@@ -29,7 +29,7 @@ import prawcore
 from prawcore.rate_limit import RateLimiter
 from prawcore.sessions import FiniteRetryStrategy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
+from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from collectors.links import (
     ResponseTooLarge,
     as_int,
@@ -107,6 +107,7 @@ class RedditCollector:
     ):
         if not client_id or not client_secret:
             raise SourceError(f"reddit: missing credentials; {CREDENTIAL_HINT}", permanent=True)
+        remember_secret(client_secret)
         self.subreddits = [s.strip().removeprefix("r/") for s in subreddits or [] if s.strip()]
         self.comment_subreddits = [s.strip().removeprefix("r/") for s in comment_subreddits or []
                                    if s.strip()]
@@ -327,7 +328,8 @@ class _RedditErrors:
             raise transport_error("reddit", original if isinstance(original, BaseException) else exc) from None
         if isinstance(exc, ResponseTooLarge):
             raise transport_error("reddit", exc) from None
-        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+                            OverflowError)):
             # praw builds its objects from whatever JSON came back; an answer of the wrong shape
             # surfaces as one of these.  Transient: the next poll may get a proper listing.
             raise SourceError(f"reddit: unexpected answer from r/{self.subs} ({type(exc).__name__})") from None

@@ -338,8 +338,10 @@ def _entry_time(entry: Any, now: datetime) -> datetime:
         if stamp:
             try:
                 when = datetime(*stamp[:6], tzinfo=timezone.utc)  # feedparser normalises to UTC
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
+            if when.year < 1970:
+                continue  # "1e20" reads as the year 999, "1900" is a typo: not a time to count at
             return now if when > now + FUTURE_SLACK else when
     return now
 

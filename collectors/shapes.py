@@ -135,12 +135,24 @@ class HackerNewsSearch(Answer):
 
 # -- Bluesky ----------------------------------------------------------------------------------------
 # https://docs.bsky.app/docs/api/app-bsky-feed-search-posts
+class BlueskyLink(Answer):
+    uri: Short | None = None  # a facet's link feature, or an external embed (a card)
+
+
+class BlueskyFacet(Answer):
+    features: list[BlueskyLink] | None = None
+
+
+class BlueskyEmbed(Answer):
+    external: BlueskyLink | None = None
+
+
 class BlueskyRecord(Answer):
     createdAt: Short | None = None
     text: Text | None = None
     langs: list[Short] | None = None
-    facets: list[dict[str, Any]] | None = None
-    embed: dict[str, Any] | None = None
+    facets: list[BlueskyFacet] | None = None
+    embed: BlueskyEmbed | None = None
 
 
 class BlueskyAuthor(Answer):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import requests
 import tweepy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, scrub, skip
+from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, scrub, skip
 from collectors.query import QueryError
 from collectors.links import (
     GuardedAdapter,
@@ -105,6 +105,7 @@ class XCollector:
         adapter = GuardedAdapter(rewrite_from=TWEEPY_HOST, rewrite_to=api_url.rstrip("/"),
                                  timeout=(timeout, timeout), deadline=timeout)
         self._secrets = (bearer_token,)  # scrubbed from any error X echoes it into
+        remember_secret(bearer_token)
         self._client.session.mount(TWEEPY_HOST, adapter)
         self._client.session.mount(api_url.rstrip("/"), adapter)
         # Per endpoint: epoch until which X told us (remaining == 0) not to call it.  Rate limits
