@@ -261,7 +261,7 @@ def fetch(
             tag = f" [skipped: {reason}]" if reason else ""
             stamp = f"{when:%Y-%m-%d %H:%M}" if when is not epoch else "(no time)       "
             out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
-                      f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False)
+                      f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
         err.print(f"note: {log_text(note, 500)}", markup=False, highlight=False)
     if not as_json:
