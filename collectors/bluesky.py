@@ -23,7 +23,6 @@ from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_sec
 from collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
-    as_int,
     clip,
     brand_query,
     extract_urls,

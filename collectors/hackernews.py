@@ -19,7 +19,6 @@ from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
 from collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
-    as_int,
     clip,
     brand_query,
     extract_urls,

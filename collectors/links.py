@@ -7,8 +7,6 @@ Bluesky, Mastodon) need them; RSS has feedparser's own machinery.
 from __future__ import annotations
 
 import html
-import json
-import math
 import re
 import time
 from datetime import datetime, timezone

@@ -24,7 +24,6 @@ import requests
 from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from collectors.links import (
     FIRST_POLL_LOOKBACK,
-    as_int,
     clip,
     brand_query,
     extract_urls,

@@ -32,7 +32,6 @@ from prawcore.sessions import FiniteRetryStrategy
 from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from collectors.links import (
     ResponseTooLarge,
-    as_int,
     brand_query,
     extract_urls,
     guarded_session,
