@@ -185,12 +185,14 @@ def test_a_dripping_server_is_abandoned_at_the_configured_timeout(make):
 def x_runtime(tmp_path, monkeypatch):
     monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
     with FakeX(bearer_token=TOKEN) as server:
-        _, settings = write_config(tmp_path, {
+        path, settings = write_config(tmp_path, {
             "brands": [{"name": "Acme", "query": "acme"}],
             "sources": {"x": {"api_url": server.url, "alert_after_minutes": 15}},
             "channels": {"console": {}},
             "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
-        yield Runtime(settings), server
+        rt = Runtime(settings)
+        rt.settings_path = path
+        yield rt, server
 
 
 def test_pipeline_collect_records_a_wrong_shaped_answer_after_a_good_poll(x_runtime):
@@ -235,6 +237,25 @@ def test_the_token_x_echoes_is_not_stored_logged_or_alerted(x_runtime, caplog, c
     assert "Source x for Acme is disabled" in alert
     for where in (stored, caplog.text, alert, outcome.message):
         assert TOKEN not in where
+    status = subprocess.run([sys.executable, "-m", "surgewatch.cli", "status", "--json", "--config",
+                             str(rt.settings_path)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert "Bearer ***" in status.stdout and TOKEN not in status.stdout + status.stderr
+
+
+def test_a_worker_poll_against_a_dripping_server_ends_at_the_configured_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("X_BEARER_TOKEN", TOKEN)
+    with DripServer(every=2.0, body=b'{"data": []}' + b" " * 200) as drip:
+        _, settings = write_config(tmp_path, {
+            "brands": [{"name": "Acme", "query": "acme"}],
+            "sources": {"x": {"api_url": drip.url, "timeout": 2}},
+            "channels": {"console": {}},
+            "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+        started = time.monotonic()
+        outcome = pipeline.collect(Runtime(settings), "x", "Acme", now=time.time())
+        took = time.monotonic() - started
+    assert outcome.status == "failed" and "within 2s" in outcome.message
+    assert took < 10, took  # a Celery worker is held for the timeout, not until the soft time limit
 
 
 def test_a_source_backing_off_past_alert_after_minutes_raises_the_outage_alert(x_runtime, capsys):
