@@ -22,6 +22,7 @@ Epoch = Annotated[float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]  # 
 SnowflakeId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,19}$")]  # 63-bit
 Text = Annotated[str, StringConstraints(max_length=1_000_000)]
 Short = Annotated[str, StringConstraints(max_length=4096)]
+Link = Annotated[str, StringConstraints(max_length=65_536)]  # a long URL is odd, not a reason to drop a poll
 
 
 class Answer(BaseModel):
@@ -39,8 +40,8 @@ class XMetrics(Answer):
 
 
 class XUrl(Answer):
-    expanded_url: Short | None = None
-    unwound_url: Short | None = None
+    expanded_url: Link | None = None
+    unwound_url: Link | None = None
 
 
 class XEntities(Answer):
@@ -107,8 +108,8 @@ class RedditThing(Answer):
     title: Text | None = None
     selftext: Text | None = None
     body: Text | None = None
-    permalink: Short | None = None
-    url: Short | None = None
+    permalink: Link | None = None
+    url: Link | None = None
     num_comments: Count | None = None
     score: Score | None = None
 
@@ -122,7 +123,7 @@ class HackerNewsHit(Answer):
     title: Text | None = None
     story_text: Text | None = None
     comment_text: Text | None = None
-    url: Short | None = None
+    url: Link | None = None
     author: Short | None = None
     points: Score | None = None
     num_comments: Count | None = None
@@ -136,7 +137,7 @@ class HackerNewsSearch(Answer):
 # -- Bluesky ----------------------------------------------------------------------------------------
 # https://docs.bsky.app/docs/api/app-bsky-feed-search-posts
 class BlueskyLink(Answer):
-    uri: Short | None = None  # a facet's link feature, or an external embed (a card)
+    uri: Link | None = None  # a facet's link feature, or an external embed (a card)
 
 
 class BlueskyFacet(Answer):
@@ -161,7 +162,7 @@ class BlueskyAuthor(Answer):
 
 
 class BlueskyPost(Answer):
-    uri: Short
+    uri: Link
     indexedAt: Short | None = None
     record: BlueskyRecord | None = None
     author: BlueskyAuthor | None = None
@@ -184,13 +185,13 @@ class MastodonAccount(Answer):
 
 
 class MastodonCard(Answer):
-    url: Short | None = None
+    url: Link | None = None
 
 
 class MastodonStatus(Answer):
     id: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_-]{1,40}$")]
-    uri: Short | None = None
-    url: Short | None = None
+    uri: Link | None = None
+    url: Link | None = None
     created_at: Short | None = None
     content: Text | None = None
     spoiler_text: Text | None = None

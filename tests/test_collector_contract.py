@@ -273,6 +273,23 @@ class RssKit(Kit):
             yield label, lambda b=body: server.route(self.path, body=b, content_type="application/rss+xml")
 
 
+class GoogleNewsKit(RssKit):
+    """Google News: an RSS search feed whose URL carries the brand's query."""
+
+    name = source = "google_news"
+    path = "/rss/search"
+
+    def collector(self, server, *, page_size, secret=SECRET):
+        from collectors.google_news import GoogleNewsCollector
+
+        return GoogleNewsCollector(api_url=server.url(self.path) + f"?token={secret}", timeout=5)
+
+    def collector_at(self, url, *, timeout):
+        from collectors.google_news import GoogleNewsCollector
+
+        return GoogleNewsCollector(api_url=url + self.path + f"?token={SECRET}", timeout=timeout)
+
+
 # Kits of sources whose fakes live in their own test modules are resolved when a test runs, not
 # at import: those modules import this one (circular at collection time otherwise).
 KITS: dict[str, Any] = {
@@ -282,6 +299,7 @@ KITS: dict[str, Any] = {
     "bluesky": "tests.test_bluesky:BlueskyKit",
     "mastodon": "tests.test_mastodon:MastodonKit",
     "rss": RssKit,
+    "google_news": GoogleNewsKit,
 }
 KIT_MODULES = {"bluesky": "collectors.bluesky", "mastodon": "collectors.mastodon", "rss": "collectors.rss"}
 
