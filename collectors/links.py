@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import re
+import socket
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -15,6 +17,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from collectors.base import SourceError
@@ -145,6 +149,53 @@ class ResponseTooSlow(requests.Timeout):
     holds.  A ``requests.Timeout``, so the clients (tweepy, prawcore) treat it as one."""
 
 
+# The deadline of the request this thread is sending (set by GuardedAdapter.send), read by the
+# connections below while they wait for the status line and headers.
+_request_deadline = threading.local()
+
+
+class _HeaderDeadline:
+    """Mixed into urllib3's connections: a per-read timeout never trips against a server that
+    drips its status line and headers a byte at a time, so a timer shuts the socket down when the
+    request's deadline passes (the read then fails at once, and the adapter reports the deadline)."""
+
+    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        deadline = getattr(_request_deadline, "value", None)
+        if deadline is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._abort)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            timer.cancel()
+
+    def _abort(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _DeadlineHTTPConnection(_HeaderDeadline, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_HeaderDeadline, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
 class GuardedAdapter(HTTPAdapter):
     """A requests adapter that (1) gives every request the configured timeout and an overall
     deadline that covers the body, (2) refuses bodies larger than ``max_bytes`` without reading
@@ -177,11 +228,23 @@ class GuardedAdapter(HTTPAdapter):
         read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
         self.deadline = float(deadline if deadline is not None else read_timeout)
 
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
     def send(self, request, stream=False, timeout=None, **kwargs):  # type: ignore[override]
         if self.rewrite_from and self.rewrite_to and request.url.startswith(self.rewrite_from):
             request.url = self.rewrite_to + request.url[len(self.rewrite_from) :]
         deadline = time.monotonic() + self.deadline
-        response = super().send(request, stream=True, timeout=self.timeout, **kwargs)
+        _request_deadline.value = deadline
+        try:
+            response = super().send(request, stream=True, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            if time.monotonic() >= deadline:  # the timer above cut a dripping status line or headers
+                raise ResponseTooSlow(f"answer not complete within {self.deadline:g}s") from None
+            raise
+        finally:
+            _request_deadline.value = None
         if stream:
             return response
         try:

@@ -29,7 +29,7 @@ import requests
 
 from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
 from collectors.http import FetchFailure, get_capped, redact_url, utc_now
-from collectors.links import site_links
+from collectors.links import GuardedAdapter, site_links
 from collectors.query import Query, QueryError, parse_query
 
 SEEN_PER_FEED = 500  # ids remembered per feed; feeds carry 10-100 entries, Google News up to 100
@@ -74,7 +74,14 @@ class RssCollector:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
-        self.session = session or requests.Session()
+        if session is None:
+            # The status line and headers are bound by the same overall deadline as the body
+            # (get_capped: 3 x timeout): a server dripping its headers never trips a read timeout.
+            session = requests.Session()
+            adapter = GuardedAdapter(timeout=(timeout, timeout), max_bytes=max_bytes, deadline=3 * timeout)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.now = now
 
     def __repr__(self) -> str:

@@ -620,20 +620,22 @@ def test_every_hostile_answer_is_a_source_error_or_a_sane_batch(kit: Kit):
                 why = "a failing answer was taken as a success"
             if why:
                 failures.append(f"{label}: {why}")
-    # A server that answers at once and then drips its body a byte every 2 s.
+    # A server that drips its body (or its status line and headers too) a byte every 2 s.
     from tests.fakes.drip import DripServer
 
-    with DripServer(every=2.0, body=b'{"data": [], "hits": [], "posts": []}' + b" " * 200) as drip:
-        tried += 1
-        started = time.monotonic()
-        why, outcome = _handled(kit, lambda: kit.collector_at(drip.url, timeout=2).fetch(BRAND, None))
-        took = time.monotonic() - started
-        if why is None and not isinstance(outcome, SourceError):
-            why = "a dripped answer was taken as a success"
-        if took > 15:
-            why = f"took {took:.0f}s with timeout 2s"
-        if why:
-            failures.append(f"drip: {why}")
+    for what, headers_too in (("body", False), ("status line and headers", True)):
+        with DripServer(every=2.0, body=b'{"data": [], "hits": [], "posts": []}' + b" " * 200,
+                        headers_too=headers_too) as drip:
+            tried += 1
+            started = time.monotonic()
+            why, outcome = _handled(kit, lambda: kit.collector_at(drip.url, timeout=2).fetch(BRAND, None))
+            took = time.monotonic() - started
+            if why is None and not isinstance(outcome, SourceError):
+                why = "a dripped answer was taken as a success"
+            if took > 15:
+                why = f"took {took:.0f}s with timeout 2s"
+            if why:
+                failures.append(f"drip ({what}): {why}")
     HOSTILE_TALLY[kit.name] = (tried, tried - len(failures))
     print(f"\nhostile answers for {kit.name}: {tried} tried, {tried - len(failures)} handled")
     print(json.dumps({"hostile": kit.name, "tried": tried, "handled": tried - len(failures)}))

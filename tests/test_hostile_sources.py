@@ -170,8 +170,9 @@ def test_a_reddit_first_poll_lists_the_posts_older_than_its_look_back_with_the_r
     lambda url: XCollector(TOKEN, api_url=url, timeout=2),
     lambda url: RedditCollector("id", REDDIT_SECRET, "ua", api_url=url, auth_url=url, timeout=2),
 ], ids=["x", "reddit"])
-def test_a_dripping_server_is_abandoned_at_the_configured_timeout(make):
-    with DripServer(every=0.5, body=b'{"data": []}' + b" " * 200) as drip:
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "status line and headers"])
+def test_a_dripping_server_is_abandoned_at_the_configured_timeout(make, headers_too):
+    with DripServer(every=0.5, body=b'{"data": []}' + b" " * 200, headers_too=headers_too) as drip:
         started = time.monotonic()
         with pytest.raises(SourceError) as caught:
             make(drip.url).fetch(BRAND, None)

@@ -13,8 +13,9 @@ from surgewatch.fakehttp import QuietServer
 
 class DripServer:
     def __init__(self, *, every: float = 2.0, body: bytes = b'{"data": [], "meta": {}}',
-                 content_type: str = "application/json", max_seconds: float = 60.0):
+                 content_type: str = "application/json", max_seconds: float = 60.0, headers_too: bool = False):
         self.every, self.body, self.content_type, self.max_seconds = every, body, content_type, max_seconds
+        self.headers_too = headers_too  # drip the status line and headers as well (slowloris in reverse)
         self.requests = 0
         self.url = ""
         self._server: QuietServer | None = None
@@ -34,12 +35,24 @@ class DripServer:
                 if length:
                     self.rfile.read(length)
                 drip.requests += 1
+                started = time.monotonic()
+                if drip.headers_too:
+                    head = (f"HTTP/1.0 200 OK\r\nContent-Type: {drip.content_type}\r\n"
+                            f"Content-Length: {len(drip.body)}\r\n\r\n").encode() + drip.body
+                    try:
+                        for byte in head:
+                            if drip._stop.wait(drip.every) or time.monotonic() - started > drip.max_seconds:
+                                return
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                    except (BrokenPipeError, ConnectionResetError, OSError):
+                        pass
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", drip.content_type)
                 self.send_header("Content-Length", str(len(drip.body)))
                 self.end_headers()
                 self.wfile.flush()
-                started = time.monotonic()
                 try:
                     for byte in drip.body:
                         if drip._stop.wait(drip.every) or time.monotonic() - started > drip.max_seconds:
