@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
+from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
     clip,
@@ -33,7 +33,7 @@ from collectors.links import (
     site_links,
     transport_error,
 )
-from collectors.shapes import BlueskyPost, BlueskyRecord, BlueskySearch, checked
+from surgewatch.collectors.shapes import BlueskyPost, BlueskyRecord, BlueskySearch, checked
 
 SEARCH = "/xrpc/app.bsky.feed.searchPosts"
 CREATE_SESSION = "/xrpc/com.atproto.server.createSession"

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, skip
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, skip
+from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
     clip,
@@ -30,7 +30,7 @@ from collectors.links import (
     site_links,
     transport_error,
 )
-from collectors.shapes import HackerNewsHit, HackerNewsSearch, checked
+from surgewatch.collectors.shapes import HackerNewsHit, HackerNewsSearch, checked
 
 MAX_GROUPS = 5  # OR-groups searched per poll: each one is a request
 class HackerNewsCollector:

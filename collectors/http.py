@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 import urllib3
 
-from collectors.waits import parse_retry_after  # noqa: F401  (re-exported: one parser for every collector)
+from surgewatch.collectors.waits import parse_retry_after  # noqa: F401  (re-exported: one parser for every collector)
 
 # Query parameters whose values are secrets in some feed URLs (private feeds, API gateways).
 _SECRET_PARAM = re.compile(r"(key|token|secret|pass|pwd|sig|auth|session|credential)", re.IGNORECASE)

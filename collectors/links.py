@@ -21,10 +21,10 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
-from collectors.base import SourceError
-from collectors.http import BodyError, read_capped
-from collectors.query import Query, QueryError, parse_query
-from collectors.waits import wait_from_headers
+from surgewatch.collectors.base import SourceError
+from surgewatch.collectors.http import BodyError, read_capped
+from surgewatch.collectors.query import Query, QueryError, parse_query
+from surgewatch.collectors.waits import wait_from_headers
 
 # Twitter's snowflake epoch (2010-11-04T01:42:54.657Z), in milliseconds.  The top 41 bits of a
 # tweet id are milliseconds since then, which is how a tweet without ``created_at`` gets a time.

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
+from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     clip,
     brand_query,
@@ -35,7 +35,7 @@ from collectors.links import (
     site_links,
     transport_error,
 )
-from collectors.shapes import MastodonStatus, checked
+from surgewatch.collectors.shapes import MastodonStatus, checked
 
 RESET_HEADERS = ("x-ratelimit-reset",)  # an ISO 8601 time on Mastodon
 MAX_STREAMS = 10

@@ -29,8 +29,8 @@ import prawcore
 from prawcore.rate_limit import RateLimiter
 from prawcore.sessions import FiniteRetryStrategy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
+from surgewatch.collectors.links import (
     ResponseTooLarge,
     brand_query,
     extract_urls,
@@ -42,8 +42,8 @@ from collectors.links import (
     site_links,
     transport_error,
 )
-from collectors.shapes import RedditThing, checked
-from collectors.waits import MAX_WAIT
+from surgewatch.collectors.shapes import RedditThing, checked
+from surgewatch.collectors.waits import MAX_WAIT
 
 MAX_INLINE_WAIT = 2.0  # seconds of prawcore pacing we accept inside a poll
 _KINDS = {"Submission": "t3", "Comment": "t1"}

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from collectors.base import SourceError
+from surgewatch.collectors.base import SourceError
 
 Count = Annotated[int, Field(ge=0, le=10**13)]  # likes, views, followers: X's biggest are ~10^11
 Score = Annotated[int, Field(ge=-10**13, le=10**13)]  # Reddit scores go negative

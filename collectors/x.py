@@ -28,9 +28,9 @@ from typing import Any, Callable
 import requests
 import tweepy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, scrub, skip
-from collectors.query import QueryError
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, scrub, skip
+from surgewatch.collectors.query import QueryError
+from surgewatch.collectors.links import (
     GuardedAdapter,
     brand_query,
     clip,
@@ -41,8 +41,8 @@ from collectors.links import (
     snowflake_time,
     transport_error,
 )
-from collectors.shapes import XCounts, XMetrics, XSearch, XSearchMeta, XTweet, XUser, checked
-from collectors.waits import MAX_WAIT, parse_reset
+from surgewatch.collectors.shapes import XCounts, XMetrics, XSearch, XSearchMeta, XTweet, XUser, checked
+from surgewatch.collectors.waits import MAX_WAIT, parse_reset
 
 TWEEPY_HOST = "https://api.twitter.com"  # hard-coded in tweepy.client.BaseClient.request
 SEARCH_ROUTE = "/2/tweets/search/recent"

@@ -11,9 +11,9 @@ from typing import Mapping
 
 import requests
 
-from collectors.waits import header, parse_retry_after
-from notifier.base import ChannelError
-from notifier.escape import log_text
+from surgewatch.collectors.waits import header, parse_retry_after
+from surgewatch.notifier.base import ChannelError
+from surgewatch.notifier.escape import log_text
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

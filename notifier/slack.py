@@ -23,9 +23,9 @@ from typing import Any, Callable, Mapping
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 
-from notifier import slack_blocks
-from notifier.base import ChannelError, Notification
-from notifier.escape import log_text
+from surgewatch.notifier import slack_blocks
+from surgewatch.notifier.base import ChannelError, Notification
+from surgewatch.notifier.escape import log_text
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class SlackChannelError(ChannelError):
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
     # The one Retry-After parser (collectors/waits.py): seconds or an HTTP date, capped at an hour.
-    from collectors.waits import header, parse_retry_after
+    from surgewatch.collectors.waits import header, parse_retry_after
 
     value = header(headers, "retry-after")
     value = value[0] if isinstance(value, (list, tuple)) and value else value

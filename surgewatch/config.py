@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 if TYPE_CHECKING:
-    from surgewatch.calendar import PlannedEvent
+    from surgewatch.incidents.calendar import PlannedEvent
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -88,7 +88,7 @@ class BrandConfig(Strict):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, v: str) -> str:
-        from collectors.query import QueryError, parse_query
+        from surgewatch.collectors.query import QueryError, parse_query
 
         try:
             parse_query(v)
@@ -400,7 +400,7 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _calendar_loads(self) -> "Settings":
-        from surgewatch.calendar import CalendarError, load_calendar
+        from surgewatch.incidents.calendar import CalendarError, load_calendar
 
         names = {b.name.casefold() for b in self.brands}
         unknown = sorted({e.brand for e in self.calendar.events if e.brand.casefold() not in names})
@@ -413,7 +413,7 @@ class Settings(Strict):
         return self
 
     def planned_events(self) -> "list[PlannedEvent]":
-        from surgewatch.calendar import load_calendar
+        from surgewatch.incidents.calendar import load_calendar
 
         return load_calendar([e.model_dump(exclude_none=True) for e in self.calendar.events], self.timezone)
 

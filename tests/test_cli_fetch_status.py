@@ -8,13 +8,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from surgewatch import pipeline
-from surgewatch.feedserver import FeedServer
+from surgewatch.demo.feedserver import FeedServer
 from surgewatch.pipeline import Runtime
 from tests.support import write_config
 
 
 def cli(*args, config):
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args, "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from collectors.base import Batch, BrandSpec, Collector, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Collector, SourceError
 
 BRAND = BrandSpec(name="acme", query='acme -pie OR "acme cloud"', site="acme.com")
 SECRET = "s3cr3t-do-not-leak"
@@ -90,13 +90,13 @@ class XKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakex import FakeX
+        from tests.fakes.x_server import FakeX
 
         with FakeX(bearer_token=SECRET) as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.x import XCollector
+        from surgewatch.collectors.x import XCollector
 
         # X's smallest page is 10; enough pages to read everything the cases publish.
         return XCollector(secret, api_url=server.url, max_results=max(10, page_size), max_pages=50,
@@ -109,12 +109,12 @@ class XKit(Kit):
         server.rate_limited(path="/2/", reset_in=reset_in)
 
     def collector_at(self, url, *, timeout):
-        from collectors.x import XCollector
+        from surgewatch.collectors.x import XCollector
 
         return XCollector(SECRET, api_url=url, timeout=timeout, quiet_posts_every=0)
 
     def hostile_routes(self, now):
-        from surgewatch.fakex import COUNTS_PATH, SEARCH_PATH, TWITTER_EPOCH_MS, iso_z
+        from tests.fakes.x_server import COUNTS_PATH, SEARCH_PATH, TWITTER_EPOCH_MS, iso_z
 
         tweet_id = str((int((now - 60) * 1000) - TWITTER_EPOCH_MS) << 22)
         minute = now - now % 60
@@ -136,13 +136,13 @@ class RedditKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakereddit import FakeReddit
+        from tests.fakes.reddit_server import FakeReddit
 
         with FakeReddit(client_secret=SECRET) as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.reddit import RedditCollector
+        from surgewatch.collectors.reddit import RedditCollector
 
         return RedditCollector("test-client", secret, "surgewatch-tests/0.1 by u/surgewatch",
                                api_url=server.url, auth_url=server.url, limit=1000)
@@ -162,7 +162,7 @@ class RedditKit(Kit):
         super().answer(server, path, body, status=status, headers=headers, streamed=streamed)
 
     def collector_at(self, url, *, timeout):
-        from collectors.reddit import RedditCollector
+        from surgewatch.collectors.reddit import RedditCollector
 
         return RedditCollector("test-client", SECRET, "surgewatch-tests/0.1", api_url=url, auth_url=url,
                                timeout=timeout)
@@ -181,13 +181,13 @@ class HackerNewsKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakehn import FakeHackerNews
+        from tests.fakes.hn_server import FakeHackerNews
 
         with FakeHackerNews() as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.hackernews import HackerNewsCollector
+        from surgewatch.collectors.hackernews import HackerNewsCollector
 
         return HackerNewsCollector(api_url=server.url + "/api/v1", hits_per_page=page_size,
                                    max_pages=50, retries=1)
@@ -199,12 +199,12 @@ class HackerNewsKit(Kit):
         server.rate_limited()
 
     def collector_at(self, url, *, timeout):
-        from collectors.hackernews import HackerNewsCollector
+        from surgewatch.collectors.hackernews import HackerNewsCollector
 
         return HackerNewsCollector(api_url=url + "/api/v1", retries=1, timeout=timeout)
 
     def hostile_routes(self, now):
-        from surgewatch.fakex import iso_z
+        from tests.fakes.x_server import iso_z
 
         hit = {"objectID": "41000001", "created_at": iso_z(now - 60), "created_at_i": int(now - 60),
                "title": "acme hostile table", "url": "https://acme.com/sale", "author": "pg", "points": 3,
@@ -220,7 +220,7 @@ class RssKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.feedserver import FeedServer
+        from surgewatch.demo.feedserver import FeedServer
 
         with FeedServer() as server:
             server.items = []
@@ -228,7 +228,7 @@ class RssKit(Kit):
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.rss import RssCollector
+        from surgewatch.collectors.rss import RssCollector
 
         return RssCollector([server.url(self.path) + f"?token={secret}"], timeout=5)
 
@@ -256,7 +256,7 @@ class RssKit(Kit):
         server.route(self.path, items=server.items)
 
     def collector_at(self, url, *, timeout):
-        from collectors.rss import RssCollector
+        from surgewatch.collectors.rss import RssCollector
 
         return RssCollector([url + self.path + f"?token={SECRET}"], timeout=timeout)
 
@@ -280,12 +280,12 @@ class GoogleNewsKit(RssKit):
     path = "/rss/search"
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.google_news import GoogleNewsCollector
+        from surgewatch.collectors.google_news import GoogleNewsCollector
 
         return GoogleNewsCollector(api_url=server.url(self.path) + f"?token={secret}", timeout=5)
 
     def collector_at(self, url, *, timeout):
-        from collectors.google_news import GoogleNewsCollector
+        from surgewatch.collectors.google_news import GoogleNewsCollector
 
         return GoogleNewsCollector(api_url=url + self.path + f"?token={SECRET}", timeout=timeout)
 

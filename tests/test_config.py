@@ -88,7 +88,7 @@ def test_an_unknown_time_zone_is_named():
 def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tmp_path):
     p = tmp_path / "broken.yaml"
     p.write_text(yaml.safe_dump({"brands": [{"name": "Acme"}], "sources": {"rss": {"interval": "often", "feeds": []}}}))
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "brands[0].query: field required" in proc.stderr
     assert "sources.rss.interval:" in proc.stderr and "sources.rss.feeds:" in proc.stderr
@@ -97,7 +97,7 @@ def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tm
 
 def test_check_config_accepts_the_example():
     proc = subprocess.run(
-        [sys.executable, "-m", "surgewatch.cli", "check-config", str(ROOT / "config" / "example.yaml")],
+        [sys.executable, "-m", "surgewatch.cli.main", "check-config", str(ROOT / "config" / "example.yaml")],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     assert proc.returncode == 0, proc.stderr

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.reddit import RedditCollector
-from collectors.waits import MAX_WAIT, parse_reset, parse_retry_after, wait_from_headers
-from collectors.x import XCollector
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.reddit import RedditCollector
+from surgewatch.collectors.waits import MAX_WAIT, parse_reset, parse_retry_after, wait_from_headers
+from surgewatch.collectors.x import XCollector
 from surgewatch import pipeline
-from surgewatch.fakereddit import FakeReddit
-from surgewatch.fakex import COUNTS_PATH, SEARCH_PATH, FakeX
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import SourceHealth
+from tests.fakes.reddit_server import FakeReddit
+from tests.fakes.x_server import COUNTS_PATH, SEARCH_PATH, FakeX
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime
 from tests.fakes.drip import DripServer
 from tests.support import write_config
@@ -56,15 +56,15 @@ def test_reset_headers_read_as_an_epoch_seconds_or_an_iso_time_and_are_capped():
 
 
 def test_the_notifiers_and_every_collector_share_the_one_parser():
-    import collectors.http as feed_http
-    import collectors.links as links
+    import surgewatch.collectors.http as feed_http
+    import surgewatch.collectors.links as links
 
     assert feed_http.parse_retry_after is parse_retry_after
     assert links.retry_after_from({"Retry-After": "999999999"}, time.time) == MAX_WAIT
 
 
 def test_an_rss_503_with_retry_after_999999999_waits_an_hour_at_most():
-    from collectors.rss import RssCollector
+    from surgewatch.collectors.rss import RssCollector
 
     with FeedServer() as feed:
         feed.route("/down.rss", status=503, retry_after=999999999)
@@ -134,7 +134,7 @@ def _reddit(server: FakeReddit, **kw) -> RedditCollector:
 
 @pytest.mark.parametrize("created_utc", [1e20, "nan", float("inf"), -5, "lots"])
 def test_a_reddit_created_utc_out_of_range_is_a_source_error(created_utc):
-    from surgewatch.fakereddit import FakeThing, _thing_json
+    from tests.fakes.reddit_server import FakeThing, _thing_json
 
     post = _thing_json(FakeThing("t3", "abc1", "test", 0.0, title="acme is down"))
     post["created_utc"] = created_utc
@@ -238,7 +238,7 @@ def test_the_token_x_echoes_is_not_stored_logged_or_alerted(x_runtime, caplog, c
     assert "Source x for Acme is disabled" in alert
     for where in (stored, caplog.text, alert, outcome.message):
         assert TOKEN not in where
-    status = subprocess.run([sys.executable, "-m", "surgewatch.cli", "status", "--json", "--config",
+    status = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "status", "--json", "--config",
                              str(rt.settings_path)], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert "Bearer ***" in status.stdout and TOKEN not in status.stdout + status.stderr
@@ -295,7 +295,7 @@ def test_a_paused_source_alerts_after_alert_after_minutes_without_a_failure(x_ru
 
 # -- the CLI: one line naming the source, no exception name, no token, in bounded time ---------------
 def _cli(*args: str, config: Path, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args, "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": os.getcwd(), **env})
 

@@ -8,7 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from surgewatch.fakehttp import QuietServer
+from tests.fakes.http_server import QuietServer
 
 
 class DripServer:

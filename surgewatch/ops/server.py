@@ -22,11 +22,11 @@ import typer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from surgewatch.config import ConfigError, Settings, load_settings
-from surgewatch.health import SourceHealth
-from surgewatch.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
+from surgewatch.ops.health import SourceHealth
+from surgewatch.ops.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.store.base import Store
 
-log = logging.getLogger("surgewatch.ops_http")
+log = logging.getLogger("surgewatch.ops.server")
 
 REQUEST_TIMEOUT = 10.0
 MAX_ERROR_CHARS = 300  # error texts can quote an outside service's answer: keep them short

@@ -6,13 +6,13 @@ import os
 import random
 from functools import lru_cache
 
-from notifier.base import ChannelError
+from surgewatch.notifier.base import ChannelError
 from surgewatch import clock, pipeline
-from surgewatch.celery_app import app
-from surgewatch.celery_settings import CONFIG_ENV
+from surgewatch.worker.app import app
+from surgewatch.worker.settings import CONFIG_ENV
 from surgewatch.config import load_settings
 
-log = logging.getLogger("surgewatch.tasks")
+log = logging.getLogger("surgewatch.worker.tasks")
 
 
 @lru_cache(maxsize=1)
@@ -74,9 +74,9 @@ def traffic_models() -> dict:
     return refresh_models(runtime(), clock.now())
 
 
-@app.task(name="surgewatch.digest")
+@app.task(name="surgewatch.reports.digest")
 def digest() -> dict:
-    from surgewatch.digest import deliver_weekly_digests
+    from surgewatch.reports.digest import deliver_weekly_digests
 
     return {"digests": deliver_weekly_digests(runtime())}
 

@@ -15,7 +15,7 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
-log = logging.getLogger("surgewatch.beat")
+log = logging.getLogger("surgewatch.worker.beat")
 
 RETRY_SECONDS = 5.0
 

@@ -70,11 +70,11 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
             "options": {"queue": "detect", "expires": 3600 / speed},
         }
     if settings.digest.enabled and speed == 1.0:
-        from surgewatch.digest import digest_schedule
+        from surgewatch.reports.digest import digest_schedule
 
         d = settings.digest
         schedule["weekly-digest"] = {
-            "task": "surgewatch.digest",
+            "task": "surgewatch.reports.digest",
             "schedule": digest_schedule(settings, d.day_of_week, d.hour, d.minute, timezone=d.timezone),
             "options": {"queue": "notify"},
         }
@@ -99,7 +99,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.collect": {"queue": "collect"},
             "surgewatch.evaluate": {"queue": "detect"},
             "surgewatch.notify": {"queue": "notify"},
-            "surgewatch.digest": {"queue": "notify"},
+            "surgewatch.reports.digest": {"queue": "notify"},
             "surgewatch.reminders": {"queue": "notify"},
             "surgewatch.traffic_models": {"queue": "detect"},
         },
@@ -121,7 +121,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["broker_transport_options"] = {"visibility_timeout": 600}
         # Two beats must never both schedule: RedBeat keeps the schedule in Redis behind a lock, so a
         # second beat (a mistaken deploy, a failover) waits for the lock instead of doubling every task.
-        conf["beat_scheduler"] = "surgewatch.beat:ResilientRedBeatScheduler"
+        conf["beat_scheduler"] = "surgewatch.worker.beat:ResilientRedBeatScheduler"
         conf["redbeat_redis_url"] = broker_url
         conf["redbeat_key_prefix"] = "surgewatch:redbeat:"
         conf["redbeat_lock_timeout"] = 60
