@@ -19,11 +19,10 @@ from typing import Any, Callable
 
 import requests
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
-    as_int,
     clip,
     brand_query,
     extract_urls,
@@ -34,6 +33,7 @@ from surgewatch.collectors.links import (
     site_links,
     transport_error,
 )
+from surgewatch.collectors.shapes import BlueskyPost, BlueskyRecord, BlueskySearch, checked
 
 SEARCH = "/xrpc/app.bsky.feed.searchPosts"
 CREATE_SESSION = "/xrpc/com.atproto.server.createSession"
@@ -58,17 +58,20 @@ class BlueskyCollector:
         limit: int = 100,
         max_pages: int = 3,
         overlap_seconds: float = 300.0,
+        timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ):
         self.api_url = api_url.rstrip("/")
         self.auth_url = auth_url.rstrip("/")
         self.handle = handle or None
         self._password = app_password or None
+        remember_secret(app_password)
         self.limit = min(100, max(1, int(limit)))  # the lexicon's maximum
         self.max_pages = max(1, int(max_pages))
         self.overlap_seconds = float(overlap_seconds)
         self.now = now
-        self._session = guarded_session(retries=1, user_agent="surgewatch (brand mention monitor)")
+        self._session = guarded_session(retries=1, timeout=(timeout, timeout), deadline=timeout,
+                                        user_agent="surgewatch (brand mention monitor)")
         self._access_jwt: str | None = None
 
     def __repr__(self) -> str:
@@ -96,13 +99,14 @@ class BlueskyCollector:
                     params["lang"] = query.lang
                 if page_cursor:
                     params["cursor"] = page_cursor
-                body = self._search(params, batch)
-                for post in body.get("posts") or []:
-                    mention = self._take(post, window, brand, query) if isinstance(post, dict) else None
+                body = checked(BlueskySearch, self._search(params, batch), source="bluesky",
+                               brand=brand.name, what="search answer")
+                for post in body.posts or []:
+                    mention = self._take(post, window, brand, query, batch)
                     if mention is not None:
                         batch.mentions.append(mention)
-                page_cursor = body.get("cursor") if isinstance(body.get("cursor"), str) else None
-                if not page_cursor or not body.get("posts"):
+                page_cursor = body.cursor
+                if not page_cursor or not body.posts:
                     break
         if len(query.any_of) > MAX_GROUPS:
             batch.notes.append(f"bluesky: only the first {MAX_GROUPS} OR-groups are searched")
@@ -156,31 +160,37 @@ class BlueskyCollector:
         if not isinstance(token, str) or not token:
             raise SourceError("bluesky: login answer without an access token")
         self._access_jwt = token
+        remember_secret(token)
         return token
 
     # -- mapping -------------------------------------------------------------------------------
-    def _take(self, post: dict[str, Any], window: TimeWindowCursor, brand: BrandSpec,
-              query) -> Mention | None:
-        uri = post.get("uri")
-        if not isinstance(uri, str) or not uri:
+    def _take(self, post: BlueskyPost, window: TimeWindowCursor, brand: BrandSpec,
+              query, batch: Batch) -> Mention | None:
+        uri = post.uri
+        if not uri:
             return None
-        record = post.get("record") if isinstance(post.get("record"), dict) else {}
-        indexed = parse_time(post.get("indexedAt"))
-        created = parse_time(record.get("createdAt")) or indexed
+        record = post.record or BlueskyRecord()
+        indexed = parse_time(post.indexedAt)
+        created = parse_time(record.createdAt) or indexed
         now = self.now()
         if created is None or created.timestamp() > now + FUTURE_SLACK:
             # A client clock far ahead must not put a post in a bucket that has not happened.
             sane_index = indexed is not None and indexed.timestamp() <= now + FUTURE_SLACK
             created = indexed if sane_index else datetime.fromtimestamp(now, tz=timezone.utc)
+        text = record.text or ""
+        handle = (post.author.handle or post.author.did or "") if post.author else ""
+        if window.is_older(created.timestamp()):
+            skip(batch, "bluesky", uri, text, "older than the look-back", created_at=created, url=_web_url(uri, handle))
+            return None
         if not window.take(uri, created.timestamp()):
+            skip(batch, "bluesky", uri, text, "already taken", created_at=created, url=_web_url(uri, handle))
             return None
-        text = str(record.get("text") or "")
-        langs = record.get("langs") if isinstance(record.get("langs"), list) else []
-        lang = str(langs[0]) if langs else ""
+        langs = record.langs or []
+        lang = langs[0] if langs else ""
         if not query.matches(text) or not query.accepts_lang(lang):
+            skip(batch, "bluesky", uri, text, "does not match the query (or its language)", created_at=created,
+                 url=_web_url(uri, handle))
             return None
-        author = post.get("author") if isinstance(post.get("author"), dict) else {}
-        handle = str(author.get("handle") or author.get("did") or "")
         return Mention(
             source="bluesky",
             id=uri,
@@ -189,25 +199,19 @@ class BlueskyCollector:
             created_at=created,
             url=_web_url(uri, handle),
             author=handle,
-            likes=as_int(post.get("likeCount")),
-            reposts=as_int(post.get("repostCount")) + as_int(post.get("quoteCount")),
-            replies=as_int(post.get("replyCount")),
+            likes=post.likeCount or 0,
+            reposts=(post.repostCount or 0) + (post.quoteCount or 0),
+            replies=post.replyCount or 0,
             lang=lang,
             site_links=site_links(_links(record, text), brand.site),
         )
 
 
-def _links(record: dict[str, Any], text: str) -> list[str]:
+def _links(record: BlueskyRecord, text: str) -> list[str]:
     """Links live in facets (the text shows them shortened) and in external embeds (cards)."""
-    urls: list[str] = []
-    for facet in record.get("facets") or []:
-        for feature in (facet.get("features") or []) if isinstance(facet, dict) else []:
-            if isinstance(feature, dict) and isinstance(feature.get("uri"), str):
-                urls.append(feature["uri"])
-    embed = record.get("embed") if isinstance(record.get("embed"), dict) else {}
-    external = embed.get("external") if isinstance(embed.get("external"), dict) else {}
-    if isinstance(external.get("uri"), str):
-        urls.append(external["uri"])
+    urls = [feature.uri for facet in record.facets or [] for feature in facet.features or [] if feature.uri]
+    if record.embed and record.embed.external and record.embed.external.uri:
+        urls.append(record.embed.external.uri)
     return urls + extract_urls(text)
 
 

@@ -15,11 +15,10 @@ from typing import Any, Callable
 
 import requests
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, skip
 from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
-    as_int,
     clip,
     brand_query,
     extract_urls,
@@ -31,6 +30,7 @@ from surgewatch.collectors.links import (
     site_links,
     transport_error,
 )
+from surgewatch.collectors.shapes import HackerNewsHit, HackerNewsSearch, checked
 
 MAX_GROUPS = 5  # OR-groups searched per poll: each one is a request
 class HackerNewsCollector:
@@ -44,6 +44,7 @@ class HackerNewsCollector:
         max_pages: int = 3,
         overlap_seconds: float = 300.0,
         retries: int = 2,
+        timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ):
         self.api_url = api_url.rstrip("/")
@@ -51,7 +52,8 @@ class HackerNewsCollector:
         self.max_pages = max(1, int(max_pages))
         self.overlap_seconds = float(overlap_seconds)
         self.now = now
-        self._session = guarded_session(retries=retries, user_agent="surgewatch (brand mention monitor)")
+        self._session = guarded_session(retries=retries, timeout=(timeout, timeout), deadline=timeout,
+                                        user_agent="surgewatch (brand mention monitor)")
 
     def fetch(self, brand: BrandSpec, cursor: dict[str, Any] | None) -> Batch:
         query = brand_query("hackernews", brand.query)
@@ -64,13 +66,14 @@ class HackerNewsCollector:
             batch.notes.append(f"hackernews: only the first {MAX_GROUPS} OR-groups are searched")
         for words in groups[:MAX_GROUPS]:
             for page in range(self.max_pages):
-                body = self._get(words, since, page)
+                body = checked(HackerNewsSearch, self._get(words, since, page), source="hackernews",
+                               brand=brand.name, what="search answer")
                 batch.requests_made += 1
-                for hit in body.get("hits") or []:
-                    mention = self._take(hit, window, brand, query) if isinstance(hit, dict) else None
+                for hit in body.hits or []:
+                    mention = self._take(hit, window, brand, query, batch)
                     if mention is not None:
                         batch.mentions.append(mention)
-                if page + 1 >= as_int(body.get("nbPages")):
+                if page + 1 >= (body.nbPages or 0):
                     break
             else:
                 batch.notes.append(f"hackernews: more than {self.max_pages} pages for {words!r}; "
@@ -91,26 +94,31 @@ class HackerNewsCollector:
             raise SourceError("hackernews: unexpected answer (not a JSON object)")
         return body
 
-    def _take(self, hit: dict[str, Any], window: TimeWindowCursor, brand: BrandSpec,
-              query) -> Mention | None:
-        object_id = str(hit.get("objectID") or "")
+    def _take(self, hit: HackerNewsHit, window: TimeWindowCursor, brand: BrandSpec,
+              query, batch: Batch) -> Mention | None:
+        object_id = hit.objectID
         if not object_id:
             return None
-        created_i = hit.get("created_at_i")
-        when = (datetime.fromtimestamp(float(created_i), tz=timezone.utc)
-                if isinstance(created_i, (int, float)) else parse_time(hit.get("created_at")))
+        when = (datetime.fromtimestamp(hit.created_at_i, tz=timezone.utc)
+                if hit.created_at_i is not None else parse_time(hit.created_at))
         if when is None:
             when = datetime.fromtimestamp(self.now(), tz=timezone.utc)
-        if not window.take(object_id, when.timestamp()):
-            return None
-        title = str(hit.get("title") or "")
-        body = str(hit.get("story_text") or hit.get("comment_text") or "")
+        title = hit.title or ""
+        body = hit.story_text or hit.comment_text or ""
         text = "\n\n".join(p for p in (title, html_to_text(body)) if p)
+        link = f"https://news.ycombinator.com/item?id={object_id}"
+        if window.is_older(when.timestamp()):
+            skip(batch, "hackernews", object_id, text, "older than the look-back", created_at=when, url=link)
+            return None
+        if not window.take(object_id, when.timestamp()):
+            skip(batch, "hackernews", object_id, text, "already taken", created_at=when, url=link)
+            return None
         if not query.matches(text):
+            skip(batch, "hackernews", object_id, text, "does not match the query", created_at=when, url=link)
             return None
         urls = extract_urls(body)
-        if isinstance(hit.get("url"), str):
-            urls.insert(0, hit["url"])
+        if hit.url:
+            urls.insert(0, hit.url)
         return Mention(
             source="hackernews",
             id=object_id,
@@ -118,8 +126,8 @@ class HackerNewsCollector:
             text=clip(text),
             created_at=when,
             url=f"https://news.ycombinator.com/item?id={object_id}",
-            author=str(hit.get("author") or ""),
-            replies=as_int(hit.get("num_comments")),
-            score=as_int(hit.get("points")),
+            author=hit.author or "",
+            replies=hit.num_comments or 0,
+            score=hit.points or 0,
             site_links=site_links(urls, brand.site),
         )

@@ -7,18 +7,24 @@ Bluesky, Mastodon) need them; RSS has feedparser's own machinery.
 from __future__ import annotations
 
 import html
-import json
 import re
+import socket
+import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from surgewatch.collectors.base import SourceError
+from surgewatch.collectors.http import BodyError, read_capped
 from surgewatch.collectors.query import Query, QueryError, parse_query
+from surgewatch.collectors.waits import wait_from_headers
 
 # Twitter's snowflake epoch (2010-11-04T01:42:54.657Z), in milliseconds.  The top 41 bits of a
 # tweet id are milliseconds since then, which is how a tweet without ``created_at`` gets a time.
@@ -43,6 +49,10 @@ def snowflake_time(snowflake_id: int | str) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
 def parse_time(value: Any) -> datetime | None:
     """An ISO-8601 string ("2026-11-28T00:01:02.000Z") or epoch seconds, as aware UTC; None if
     absent or unreadable (callers fall back to something they know)."""
@@ -50,7 +60,8 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+            parsed = datetime.fromtimestamp(float(value), tz=timezone.utc)
+            return parsed if EARLIEST <= parsed <= LATEST else None
         text = str(value).strip()
         if text.endswith("Z"):
             text = text[:-1] + "+00:00"
@@ -59,7 +70,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    parsed = parsed.astimezone(timezone.utc)
+    # "1111111111111111111111111111111111111111" reads as the year 1111: no post is from before
+    # the epoch or after 2100, so such a time is unreadable and the caller falls back.
+    return parsed if EARLIEST <= parsed <= LATEST else None
 
 
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -129,11 +143,66 @@ class ResponseTooLarge(requests.RequestException):
     """The server kept sending past :data:`MAX_RESPONSE_BYTES`."""
 
 
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter that (1) gives every request a timeout, (2) refuses bodies larger than
-    ``max_bytes`` without reading them whole, and (3) optionally rewrites a vendor's fixed base URL
-    to another one.
+class ResponseTooSlow(requests.Timeout):
+    """The whole answer (headers and body) did not arrive within the request's overall deadline: a
+    server dripping a byte every second never trips a per-read timeout, so this is the one that
+    holds.  A ``requests.Timeout``, so the clients (tweepy, prawcore) treat it as one."""
 
+
+# The deadline of the request this thread is sending (set by GuardedAdapter.send), read by the
+# connections below while they wait for the status line and headers.
+_request_deadline = threading.local()
+
+
+class _HeaderDeadline:
+    """Mixed into urllib3's connections: a per-read timeout never trips against a server that
+    drips its status line and headers a byte at a time, so a timer shuts the socket down when the
+    request's deadline passes (the read then fails at once, and the adapter reports the deadline)."""
+
+    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        deadline = getattr(_request_deadline, "value", None)
+        if deadline is None:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._abort)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            timer.cancel()
+
+    def _abort(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _DeadlineHTTPConnection(_HeaderDeadline, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_HeaderDeadline, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """A requests adapter that (1) gives every request the configured timeout and an overall
+    deadline that covers the body, (2) refuses bodies larger than ``max_bytes`` without reading
+    them whole, and (3) optionally rewrites a vendor's fixed base URL to another one.
+
+    (1) overrides whatever timeout the client passes (prawcore's 16 s, tweepy's none): the
+    source's ``timeout`` from the config is what ops set and what ``fetch`` and the workers honour.
     (3) exists for tweepy, whose ``Client`` hard-codes ``https://api.twitter.com`` and has no
     base-URL option; mounting this adapter on ``client.session`` sends its requests to a proxy or a
     local test server instead.
@@ -147,27 +216,47 @@ class GuardedAdapter(HTTPAdapter):
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         max_bytes: int = MAX_RESPONSE_BYTES,
         max_retries: Retry | int = 0,
+        deadline: float | None = None,
     ):
         super().__init__(max_retries=max_retries)
         self.rewrite_from = rewrite_from.rstrip("/") if rewrite_from else None
         self.rewrite_to = rewrite_to.rstrip("/") if rewrite_to else None
         self.timeout = timeout
         self.max_bytes = max_bytes
+        # The whole request, body included; by default the read timeout (one slow answer may
+        # take as long as one silent read would have).
+        read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
+        self.deadline = float(deadline if deadline is not None else read_timeout)
+
+    def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
 
     def send(self, request, stream=False, timeout=None, **kwargs):  # type: ignore[override]
         if self.rewrite_from and self.rewrite_to and request.url.startswith(self.rewrite_from):
             request.url = self.rewrite_to + request.url[len(self.rewrite_from) :]
-        response = super().send(request, stream=True, timeout=timeout or self.timeout, **kwargs)
+        deadline = time.monotonic() + self.deadline
+        _request_deadline.value = deadline
+        try:
+            response = super().send(request, stream=True, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError:
+            if time.monotonic() >= deadline:  # the timer above cut a dripping status line or headers
+                raise ResponseTooSlow(f"answer not complete within {self.deadline:g}s") from None
+            raise
+        finally:
+            _request_deadline.value = None
         if stream:
             return response
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        try:
+            body = read_capped(response, max_bytes=self.max_bytes, deadline=deadline)
+        except BodyError as exc:
             response.close()
-            raise ResponseTooLarge(f"response of {declared} bytes exceeds {self.max_bytes}")
-        body = response.raw.read(self.max_bytes + 1, decode_content=True)
-        if len(body) > self.max_bytes:
-            response.close()
-            raise ResponseTooLarge(f"response larger than {self.max_bytes} bytes")
+            if exc.kind == "too_large":
+                size = f"of {exc.size} bytes " if exc.size is not None else ""
+                raise ResponseTooLarge(f"response {size}larger than the {self.max_bytes}-byte limit") from None
+            if exc.kind in ("too_slow", "timed_out"):
+                raise ResponseTooSlow(f"answer not complete within {self.deadline:g}s") from None
+            raise requests.ConnectionError(f"body read failed ({exc.cause})") from None
         # What requests itself does after a non-streamed read (Response.content).
         response._content = body
         response._content_consumed = True
@@ -178,6 +267,7 @@ class GuardedAdapter(HTTPAdapter):
 def guarded_session(
     *,
     retries: int = 0,
+    deadline: float | None = None,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     max_bytes: int = MAX_RESPONSE_BYTES,
     user_agent: str | None = None,
@@ -203,7 +293,7 @@ def guarded_session(
             respect_retry_after_header=False,
         )
     session = requests.Session()
-    adapter = GuardedAdapter(timeout=timeout, max_bytes=max_bytes, max_retries=retry)
+    adapter = GuardedAdapter(timeout=timeout, max_bytes=max_bytes, max_retries=retry, deadline=deadline)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     if user_agent:
@@ -212,26 +302,9 @@ def guarded_session(
 
 
 def retry_after_from(headers: Any, now: Callable[[], float], *reset_names: str) -> float | None:
-    """Seconds to wait, from ``Retry-After`` (seconds) or a reset header.  X and Mastodon send the
-    reset as epoch seconds / an ISO time; Reddit sends seconds-until-reset.  Callers name theirs."""
-    value = headers.get("retry-after")
-    if value and value.strip().isdigit():
-        return max(1.0, float(value))
-    for name in reset_names:
-        raw = headers.get(name)
-        if not raw:
-            continue
-        raw = raw.strip()
-        try:
-            number = float(raw)
-        except ValueError:
-            when = parse_time(raw)
-            if when is not None:
-                return max(1.0, when.timestamp() - now())
-            continue
-        # An epoch (X, Bluesky) is far larger than any seconds-until-reset (Reddit's is < 600).
-        return max(1.0, number - now()) if number > 1e9 else max(1.0, number)
-    return None
+    """Seconds to wait, from ``Retry-After`` or a reset header (callers name theirs), capped at an
+    hour: see :mod:`collectors.waits`, the one parser every collector uses."""
+    return wait_from_headers(headers, now, *reset_names)
 
 
 def raise_for_http(source: str, response: requests.Response, now: Callable[[], float],
@@ -273,7 +346,7 @@ def json_body(source: str, response: requests.Response) -> Any:
     error page or a truncated body is usually gone on the next poll)."""
     try:
         return response.json()
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested 100 000 deep
         snippet = " ".join(response.text[:80].split())
         raise SourceError(
             f"{source}: malformed JSON from {response.url.split('?')[0]} "
@@ -283,7 +356,7 @@ def json_body(source: str, response: requests.Response) -> Any:
 
 def transport_error(source: str, exc: BaseException) -> SourceError:
     """A network-level failure (timeout, refused connection, oversized body): transient."""
-    if isinstance(exc, ResponseTooLarge):
+    if isinstance(exc, (ResponseTooLarge, ResponseTooSlow)):
         return SourceError(f"{source}: {exc}")
     if isinstance(exc, requests.Timeout):
         return SourceError(f"{source}: timed out")

@@ -21,10 +21,9 @@ from typing import Any, Callable
 
 import requests
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
-    as_int,
     clip,
     brand_query,
     extract_urls,
@@ -36,13 +35,14 @@ from surgewatch.collectors.links import (
     site_links,
     transport_error,
 )
+from surgewatch.collectors.shapes import MastodonStatus, checked
 
 RESET_HEADERS = ("x-ratelimit-reset",)  # an ISO 8601 time on Mastodon
 MAX_STREAMS = 10
 
 
-def _time(status: dict[str, Any]) -> float | None:
-    when = parse_time(status.get("created_at"))
+def _time(status: MastodonStatus) -> float | None:
+    when = parse_time(status.created_at)
     return when.timestamp() if when else None
 
 
@@ -62,15 +62,18 @@ class MastodonCollector:
         access_token: str | None = None,
         limit: int = 40,
         max_pages: int = 3,
+        timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ):
         self.api_url = api_url.rstrip("/")
         self.hashtags = [h.strip().lstrip("#") for h in hashtags or [] if h.strip().lstrip("#")]
         self._token = access_token or None
+        remember_secret(access_token)
         self.limit = min(40, max(1, int(limit)))  # Mastodon's maximum page
         self.max_pages = max(1, int(max_pages))
         self.now = now
-        self._session = guarded_session(retries=1, user_agent="surgewatch (brand mention monitor)")
+        self._session = guarded_session(retries=1, timeout=(timeout, timeout), deadline=timeout,
+                                        user_agent="surgewatch (brand mention monitor)")
 
     def __repr__(self) -> str:
         return f"MastodonCollector(api_url={self.api_url!r}, hashtags={self.hashtags!r}, token={'set' if self._token else 'none'})"
@@ -108,10 +111,10 @@ class MastodonCollector:
     def _forward(self, key, path, params, newest: str, brand, query, batch, taken) -> str:
         """Pages immediately newer than the cursor, oldest page first."""
         for _ in range(self.max_pages):
-            statuses = self._page(path, {**params, "min_id": newest}, batch)
+            statuses = self._page(path, {**params, "min_id": newest}, batch, brand)
             if not statuses:
                 return newest
-            newest = max([newest, *(str(s["id"]) for s in statuses)], key=_id_key)
+            newest = max([newest, *(s.id for s in statuses)], key=_id_key)
             self._collect(statuses, brand, query, batch, taken)
             if len(statuses) < self.limit:
                 return newest  # a short page is the end
@@ -124,13 +127,18 @@ class MastodonCollector:
         newest: str | None = None
         oldest: str | None = None
         for _ in range(self.max_pages):
-            statuses = self._page(path, {**params, "max_id": oldest} if oldest else params, batch)
+            statuses = self._page(path, {**params, "max_id": oldest} if oldest else params, batch, brand)
             if not statuses:
                 break
-            ids = [str(s["id"]) for s in statuses]
+            ids = [s.id for s in statuses]
             newest = max(ids + ([newest] if newest else []), key=_id_key)
             oldest = min(ids, key=_id_key)
             recent = [s for s in statuses if (_time(s) or horizon) >= horizon]
+            for old in statuses:
+                if (_time(old) or horizon) < horizon:
+                    skip(batch, "mastodon", old.uri or old.id, html_to_text(old.content or ""),
+                         "older than the first poll's look-back", created_at=parse_time(old.created_at),
+                         url=old.url or "")
             self._collect(recent, brand, query, batch, taken)
             if len(recent) < len(statuses) or len(statuses) < self.limit:
                 break
@@ -139,11 +147,18 @@ class MastodonCollector:
     def _collect(self, statuses, brand, query, batch, taken) -> None:
         for status in statuses:
             mention = self._mention(status, brand, query)
-            if mention is not None and mention.id not in taken:
+            if mention is None:
+                why = "a boost of a post counted where it was written" if status.reblog else "does not match the query"
+                skip(batch, "mastodon", status.uri or status.id, html_to_text(status.content or ""), why,
+                     created_at=parse_time(status.created_at), url=status.url or "")
+            elif mention.id in taken:
+                skip(batch, "mastodon", mention.id, mention.text, "already taken from another stream",
+                     created_at=mention.created_at, url=mention.url)
+            else:
                 taken.add(mention.id)
                 batch.mentions.append(mention)
 
-    def _page(self, path: str, params: dict[str, Any], batch: Batch) -> list[dict]:
+    def _page(self, path: str, params: dict[str, Any], batch: Batch, brand: BrandSpec) -> list[MastodonStatus]:
         params = {**params, "limit": self.limit}
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
@@ -158,41 +173,39 @@ class MastodonCollector:
         if isinstance(body, dict):  # /api/v2/search wraps statuses
             body = body.get("statuses")
         if not isinstance(body, list):
-            raise SourceError(f"mastodon: unexpected answer from {path} (no list of statuses)")
-        return [s for s in body if isinstance(s, dict) and s.get("id") is not None]
+            raise SourceError(f"mastodon: unexpected answer from {path} for brand {brand.name!r} (no list of statuses)")
+        return [checked(MastodonStatus, s, source="mastodon", brand=brand.name, what=f"status from {path}")
+                for s in body]
 
-    def _mention(self, status: dict[str, Any], brand: BrandSpec, query) -> Mention | None:
-        if status.get("reblog"):
+    def _mention(self, status: MastodonStatus, brand: BrandSpec, query) -> Mention | None:
+        if status.reblog:
             return None  # a boost repeats a post already counted where it was written
-        content = str(status.get("content") or "")
+        content = status.content or ""
         text = html_to_text(content)
-        spoiler = str(status.get("spoiler_text") or "")
+        spoiler = status.spoiler_text or ""
         if spoiler:
             text = f"{spoiler}\n\n{text}"
-        lang = str(status.get("language") or "")
+        lang = status.language or ""
         if not query.matches(text) or not query.accepts_lang(lang):
             return None
-        created = parse_time(status.get("created_at"))
+        created = parse_time(status.created_at)
         if created is None:
             created = datetime.fromtimestamp(self.now(), tz=timezone.utc)
-        account = status.get("account") if isinstance(status.get("account"), dict) else {}
-        card = status.get("card") if isinstance(status.get("card"), dict) else {}
         urls = extract_urls(content)
-        if isinstance(card.get("url"), str):
-            urls.insert(0, card["url"])
-        followers = account.get("followers_count")
+        if status.card and status.card.url:
+            urls.insert(0, status.card.url)
         return Mention(
             source="mastodon",
-            id=str(status.get("uri") or status["id"]),  # the uri is global; the id is per instance
+            id=status.uri or status.id,  # the uri is global; the id is per instance
             brand=brand.name,
             text=clip(text),
             created_at=created,
-            url=str(status.get("url") or status.get("uri") or ""),
-            author=str(account.get("acct") or ""),
-            likes=as_int(status.get("favourites_count")),
-            reposts=as_int(status.get("reblogs_count")),
-            replies=as_int(status.get("replies_count")),
-            reach=as_int(followers) if followers is not None else None,
+            url=status.url or status.uri or "",
+            author=(status.account.acct or "") if status.account else "",
+            likes=status.favourites_count or 0,
+            reposts=status.reblogs_count or 0,
+            replies=status.replies_count or 0,
+            reach=status.account.followers_count if status.account else None,
             lang=lang,
             site_links=site_links(urls, brand.site),
         )

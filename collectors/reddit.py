@@ -29,10 +29,9 @@ import prawcore
 from prawcore.rate_limit import RateLimiter
 from prawcore.sessions import FiniteRetryStrategy
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, skip
 from surgewatch.collectors.links import (
     ResponseTooLarge,
-    as_int,
     brand_query,
     extract_urls,
     guarded_session,
@@ -43,6 +42,8 @@ from surgewatch.collectors.links import (
     site_links,
     transport_error,
 )
+from surgewatch.collectors.shapes import RedditThing, checked
+from surgewatch.collectors.waits import MAX_WAIT
 
 MAX_INLINE_WAIT = 2.0  # seconds of prawcore pacing we accept inside a poll
 _KINDS = {"Submission": "t3", "Comment": "t1"}
@@ -56,6 +57,8 @@ CREDENTIAL_HINT = (
 
 class _MustWait(Exception):
     def __init__(self, seconds: float):
+        # Capped: a reset of 315360000 s (ten years) is a broken header, not a reason to stop.
+        seconds = min(seconds, MAX_WAIT)
         super().__init__(f"rate limit: wait {seconds:.0f} s")
         self.seconds = seconds
 
@@ -98,10 +101,12 @@ class RedditCollector:
         comment_subreddits: list[str] | None = None,
         limit: int = 100,
         overlap_seconds: float = 300.0,
+        timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ):
         if not client_id or not client_secret:
             raise SourceError(f"reddit: missing credentials; {CREDENTIAL_HINT}", permanent=True)
+        remember_secret(client_secret)
         self.subreddits = [s.strip().removeprefix("r/") for s in subreddits or [] if s.strip()]
         self.comment_subreddits = [s.strip().removeprefix("r/") for s in comment_subreddits or []
                                    if s.strip()]
@@ -109,7 +114,8 @@ class RedditCollector:
         self.overlap_seconds = float(overlap_seconds)
         self.now = now
         self._requests = 0
-        session = guarded_session()
+        # The config's timeout bounds each request as a whole (prawcore's own 16 s is overridden).
+        session = guarded_session(timeout=(timeout, timeout), deadline=timeout)
         session.hooks["response"].append(self._count_request)
         try:
             self._reddit = praw.Reddit(
@@ -146,7 +152,7 @@ class RedditCollector:
                 self._reddit.subreddit(subs).search(
                     query.to_reddit(), sort="new", syntax="lucene",
                     time_filter=self._time_filter(search_state), limit=self.limit),
-                search_state, brand, query)
+                search_state, brand, query, batch)
             batch.mentions += mentions
             if truncated:
                 batch.notes.append(f"reddit: search hit the limit of {self.limit} posts per poll; "
@@ -156,7 +162,7 @@ class RedditCollector:
                 comment_subs = "+".join(self.comment_subreddits)
                 mentions, comment_state, truncated = self._stream(
                     self._reddit.subreddit(comment_subs).comments(limit=self.limit),
-                    cursor.get("comments") or {}, brand, query)
+                    cursor.get("comments") or {}, brand, query, batch)
                 batch.mentions += mentions
                 if truncated:
                     batch.notes.append(f"reddit: r/{comment_subs} had more than {self.limit} new "
@@ -184,9 +190,10 @@ class RedditCollector:
         return self._requests
 
     def _stream(self, things: Iterable[Any], state: dict[str, Any], brand: BrandSpec,
-                query) -> tuple[list[Mention], dict[str, Any], bool]:
+                query, batch: Batch) -> tuple[list[Mention], dict[str, Any], bool]:
         """(mentions, new state, truncated): truncated when ``limit`` items were read without
-        reaching the cursor, so posts between the two were not seen."""
+        reaching the cursor, so posts between the two were not seen.  What is not taken is noted
+        in ``batch.skipped`` with its reason."""
         window = TimeWindowCursor(state, self.overlap_seconds,
                                   first_poll_since=self.now() - FIRST_POLL_LOOKBACK)
         mentions: list[Mention] = []
@@ -194,37 +201,64 @@ class RedditCollector:
         reached_cursor = False
         for thing in things:
             items += 1
-            data = vars(thing)  # vars(), not attributes: a missing attribute makes praw fetch it
-            created = _float(data.get("created_utc"))
+            fields = self._fields(thing, brand)
+            created = fields.created_utc
             if created is None:
                 created = self.now()  # an answer without a time: count it now rather than lose it
+            fullname = fields.name or f"{_KINDS.get(type(thing).__name__, 't3')}_{fields.id}"
             if window.is_older(created):
                 reached_cursor = True
-                break  # newest first: everything further is older than the cursor covers
-            fullname = str(data.get("name") or f"{_KINDS.get(type(thing).__name__, 't3')}_{data.get('id')}")
+                # Newest first: everything further is older than the cursor covers.  The rest of
+                # the page already read is shown as skipped; no further page is requested.
+                self._skip_old(batch, fields, fullname, created, window)
+                for rest in _rest_of_page(things):
+                    rest_fields = self._fields(rest, brand)
+                    rest_name = rest_fields.name or f"{_KINDS.get(type(rest).__name__, 't3')}_{rest_fields.id}"
+                    self._skip_old(batch, rest_fields, rest_name, rest_fields.created_utc or created, window)
+                break
             if not window.take(fullname, created):
+                skip(batch, "reddit", fullname, _text(fields, fullname), "already taken by an earlier poll",
+                     created_at=_utc(created), url=_url(fields))
                 continue
-            mention = self._mention(data, fullname, created, brand, query)
+            mention = self._mention(fields, fullname, created, brand, query)
             if mention is not None:
                 mentions.append(mention)
+            else:
+                skip(batch, "reddit", fullname, _text(fields, fullname), "does not match the query",
+                     created_at=_utc(created), url=_url(fields))
         truncated = not reached_cursor and items >= self.limit
         return mentions, window.state(), truncated
 
     @staticmethod
-    def _mention(data: dict[str, Any], fullname: str, created: float, brand: BrandSpec,
+    def _fields(thing: Any, brand: BrandSpec) -> RedditThing:
+        # vars(), not attributes: a missing attribute makes praw fetch it.  Only the fields read
+        # here are checked (praw turns author and subreddit into objects of its own).
+        data = {k: v for k, v in vars(thing).items() if k in RedditThing.model_fields and k != "author"}
+        author = vars(thing).get("author")
+        data["author"] = str(author)[:200] if author is not None else ""
+        return checked(RedditThing, data, source="reddit", brand=brand.name, what="listing item")
+
+    def _skip_old(self, batch: Batch, fields: RedditThing, fullname: str, created: float,
+                  window: TimeWindowCursor) -> None:
+        since = datetime.fromtimestamp(max(0.0, window.floor), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        why = "first poll's look-back" if not window.after else "cursor"
+        skip(batch, "reddit", fullname, _text(fields, fullname),
+             f"older than the {why} (created before {since})", created_at=_utc(created), url=_url(fields))
+
+    @staticmethod
+    def _mention(data: RedditThing, fullname: str, created: float, brand: BrandSpec,
                  query) -> Mention | None:
         is_post = fullname.startswith("t3_")
-        title = str(data.get("title") or "")
-        body = str(data.get("selftext" if is_post else "body") or "")
+        title = data.title or ""
+        body = (data.selftext if is_post else data.body) or ""
         text = f"{title}\n\n{body}".strip() if is_post else body
         if not query.matches(text):
             return None
-        permalink = str(data.get("permalink") or "")
+        permalink = data.permalink or ""
         urls = extract_urls(body)
-        link = data.get("url")
-        if is_post and isinstance(link, str) and not link.startswith(PUBLIC_URL):
+        link = data.url
+        if is_post and link and not link.startswith(PUBLIC_URL):
             urls.insert(0, link)  # a link post: its target is the page the crowd will open
-        author = data.get("author")
         return Mention(
             source="reddit",
             id=fullname,
@@ -232,9 +266,9 @@ class RedditCollector:
             text=clip(text),
             created_at=datetime.fromtimestamp(created, tz=timezone.utc),
             url=PUBLIC_URL + permalink if permalink.startswith("/") else "",
-            author=str(author) if author is not None else "",
-            replies=as_int(data.get("num_comments")),
-            score=as_int(data.get("score")),
+            author=data.author,
+            replies=data.num_comments or 0,
+            score=data.score or 0,
             site_links=site_links(urls, brand.site),
         )
 
@@ -293,15 +327,37 @@ class _RedditErrors:
             raise transport_error("reddit", original if isinstance(original, BaseException) else exc) from None
         if isinstance(exc, ResponseTooLarge):
             raise transport_error("reddit", exc) from None
-        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):
+        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError,
+                            OverflowError)):
             # praw builds its objects from whatever JSON came back; an answer of the wrong shape
             # surfaces as one of these.  Transient: the next poll may get a proper listing.
             raise SourceError(f"reddit: unexpected answer from r/{self.subs} ({type(exc).__name__})") from None
         return False
 
 
-def _float(value: Any) -> float | None:
+def _rest_of_page(things: Any) -> list[Any]:
+    """The items of the listing page praw has already fetched and not yet yielded (praw's
+    ListingGenerator keeps them in ``_listing``); reading them costs no request."""
+    listing = getattr(things, "_listing", None)
+    index = getattr(things, "_list_index", None)
+    if listing is None or not isinstance(index, int):
+        return []
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+        return list(listing[index:])
+    except TypeError:
+        return []
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _text(fields: RedditThing, fullname: str) -> str:
+    if fullname.startswith("t3_"):
+        return f"{fields.title or ''} {fields.selftext or ''}".strip()
+    return fields.body or ""
+
+
+def _url(fields: RedditThing) -> str:
+    permalink = fields.permalink or ""
+    return PUBLIC_URL + permalink if permalink.startswith("/") else ""

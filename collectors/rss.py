@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 import feedparser
 import requests
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, skip
 from surgewatch.collectors.http import FetchFailure, get_capped, redact_url, utc_now
-from surgewatch.collectors.links import site_links
+from surgewatch.collectors.links import GuardedAdapter, site_links
 from surgewatch.collectors.query import Query, QueryError, parse_query
 
 SEEN_PER_FEED = 500  # ids remembered per feed; feeds carry 10-100 entries, Google News up to 100
@@ -74,7 +74,14 @@ class RssCollector:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.user_agent = user_agent
-        self.session = session or requests.Session()
+        if session is None:
+            # The status line and headers are bound by the same overall deadline as the body
+            # (get_capped: 3 x timeout): a server dripping its headers never trips a read timeout.
+            session = requests.Session()
+            adapter = GuardedAdapter(timeout=(timeout, timeout), max_bytes=max_bytes, deadline=3 * timeout)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
         self.now = now
 
     def __repr__(self) -> str:
@@ -105,6 +112,7 @@ class RssCollector:
         prior = {key: previous[key] if isinstance(previous.get(key), dict) else {} for _, key in keyed}
         reads = self._read_all([(url, prior[key]) for url, key in keyed])
         notes: list[str] = []
+        shown = Batch()  # collects what was read but not taken, for ``surgewatch fetch``
         for (url, key), outcome in zip(keyed, reads):
             state = prior[key]
             if isinstance(outcome, FetchFailure):
@@ -120,10 +128,14 @@ class RssCollector:
                 states[key] = state
                 continue
             mine: list[str] = []
-            for mention in self._mentions(parsed, brand, query, now):
+            for mention in self._mentions(parsed, brand, query, now, shown):
                 mine.append(mention.id)
                 if mention.id not in already and mention.id not in found:
                     found[mention.id] = mention
+                else:
+                    skip(shown, self.name, mention.id, mention.text,
+                         "already taken (an earlier poll or another feed had it)",
+                         created_at=mention.created_at, url=mention.url)
             seen = list(dict.fromkeys(mine + list(state.get("seen") or ())))[:SEEN_PER_FEED]
             states[key] = {**validators, "seen": seen}
 
@@ -137,7 +149,8 @@ class RssCollector:
                 retry_after=None if permanent or not waits else max(waits),
             )
         mentions = sorted(found.values(), key=lambda m: m.created_at)
-        return Batch(mentions=mentions, cursor={"feeds": states}, requests_made=len(urls), notes=notes)
+        return Batch(mentions=mentions, cursor={"feeds": states}, requests_made=len(urls), notes=notes,
+                     skipped=shown.skipped)
 
     # -- one feed -----------------------------------------------------------------------------
     def _read_all(self, jobs: list[tuple[str, dict[str, Any]]]) -> list[Any]:
@@ -193,7 +206,8 @@ class RssCollector:
         validators = {"etag": result.headers.get("ETag"), "modified": result.headers.get("Last-Modified")}
         return parsed, validators, moved_to
 
-    def _mentions(self, parsed: Any, brand: BrandSpec, query: Query, now: datetime) -> Iterable[Mention]:
+    def _mentions(self, parsed: Any, brand: BrandSpec, query: Query, now: datetime,
+                  shown: Batch | None = None) -> Iterable[Mention]:
         feed_lang = (parsed.get("feed") or {}).get("language") or ""
         for entry in parsed.entries:
             title, title_links = _text_of(entry.get("title_detail"), entry.get("title"))
@@ -208,10 +222,12 @@ class RssCollector:
             if body and title and _words(body) <= _words(title):
                 body = ""  # the summary only repeats the headline (Google News, many CMSs)
             text = title if not body or body == title else f"{title}\n{body}" if title else body
-            if not query.matches(text):
-                continue
             lang = ((entry.get("title_detail") or {}).get("language") or feed_lang or "").strip()
-            if not query.accepts_lang(lang):
+            if not query.matches(text) or not query.accepts_lang(lang):
+                if shown is not None:
+                    skip(shown, self.name, entry_id(entry, title), text,
+                         "does not match the query (or its language)", created_at=_entry_time(entry, now),
+                         url=(entry.get("link") or "").strip())
                 continue
             link = (entry.get("link") or "").strip()
             urls = [link] + [l.get("href", "") for l in entry.get("links") or ()] + title_links + body_links
@@ -329,8 +345,10 @@ def _entry_time(entry: Any, now: datetime) -> datetime:
         if stamp:
             try:
                 when = datetime(*stamp[:6], tzinfo=timezone.utc)  # feedparser normalises to UTC
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 continue
+            if when.year < 1970:
+                continue  # "1e20" reads as the year 999, "1900" is a typo: not a time to count at
             return now if when > now + FUTURE_SLACK else when
     return now
 

@@ -28,11 +28,10 @@ from typing import Any, Callable
 import requests
 import tweepy
 
-from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError, remember_secret, scrub, skip
 from surgewatch.collectors.query import QueryError
 from surgewatch.collectors.links import (
     GuardedAdapter,
-    as_int,
     brand_query,
     clip,
     json_body,
@@ -42,6 +41,8 @@ from surgewatch.collectors.links import (
     snowflake_time,
     transport_error,
 )
+from surgewatch.collectors.shapes import XCounts, XMetrics, XSearch, XSearchMeta, XTweet, XUser, checked
+from surgewatch.collectors.waits import MAX_WAIT, parse_reset
 
 TWEEPY_HOST = "https://api.twitter.com"  # hard-coded in tweepy.client.BaseClient.request
 SEARCH_ROUTE = "/2/tweets/search/recent"
@@ -84,6 +85,7 @@ class XCollector:
         max_pages: int = 3,
         counts_every: float = 300.0,
         quiet_posts_every: float = 600.0,
+        timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ):
         if not bearer_token:
@@ -99,7 +101,11 @@ class XCollector:
         # wait_on_rate_limit=False because sleeping would hold a Celery worker for up to 15 min.
         self._client = tweepy.Client(bearer_token, return_type=requests.Response,
                                      wait_on_rate_limit=False)
-        adapter = GuardedAdapter(rewrite_from=TWEEPY_HOST, rewrite_to=api_url.rstrip("/"))
+        # The config's timeout bounds each request as a whole, body included (tweepy passes none).
+        adapter = GuardedAdapter(rewrite_from=TWEEPY_HOST, rewrite_to=api_url.rstrip("/"),
+                                 timeout=(timeout, timeout), deadline=timeout)
+        self._secrets = (bearer_token,)  # scrubbed from any error X echoes it into
+        remember_secret(bearer_token)
         self._client.session.mount(TWEEPY_HOST, adapter)
         self._client.session.mount(api_url.rstrip("/"), adapter)
         # Per endpoint: epoch until which X told us (remaining == 0) not to call it.  Rate limits
@@ -127,7 +133,7 @@ class XCollector:
         # Volume first: one request answers "how many" for the last quarter hour, and its minute
         # buckets cover the polls in between, so it is only needed every ``counts_every`` s.
         if now - counts_at >= self.counts_every and not self._held_back(COUNTS_ROUTE, batch) and budget.take():
-            batch.volume = self._volume(x_query, now)
+            batch.volume = self._volume(x_query, now, brand.name)
             # X's counts end 30 s before the request (its default end_time): the minutes before that one are whole
             end = now - COUNTS_END_DELAY
             batch.complete_until = end - end % 60
@@ -157,16 +163,19 @@ class XCollector:
             # detector depends on) is never starved by reading posts.
             if not budget.take(keep=1):
                 break  # paced out: since_id keeps the posts for a later poll
-            data, users, meta = self._search_page(x_query, since_id, next_token)
+            data, users, meta = self._search_page(x_query, since_id, next_token, brand.name)
             pages += 1
             read += len(data)
-            if pages == 1 and meta.get("newest_id"):
-                newest_id = meta["newest_id"]
+            if pages == 1 and meta.newest_id:
+                newest_id = meta.newest_id
             for tweet in data:
                 mention = self._mention(tweet, users, brand, query)
                 if mention is not None:
                     mentions.append(mention)
-            next_token = meta.get("next_token")
+                else:
+                    skip(batch, "x", tweet.id, tweet.text, "does not match the query (or its language)",
+                         url=f"https://x.com/i/web/status/{tweet.id}")
+            next_token = meta.next_token
             if not next_token:
                 break
         # Stopping at max_pages with a next_token left is by design, not a problem worth a note:
@@ -202,33 +211,39 @@ class XCollector:
         try:
             response = method(**params)
         except tweepy.TooManyRequests as exc:
-            reset = exc.response.headers.get("x-rate-limit-reset")
             wait = retry_after_from(exc.response.headers, self.now, "x-rate-limit-reset")
-            if reset and reset.isdigit():
-                self._blocked_until[route] = float(reset)
+            self._block(route, exc.response.headers.get("x-rate-limit-reset"))
             raise SourceError("x: rate limited (429) on " + route, retry_after=wait) from None
         except (tweepy.Unauthorized, tweepy.Forbidden) as exc:
             status = exc.response.status_code
-            detail = _api_detail(exc)
+            detail = self._detail(exc)
             raise SourceError(f"x: access refused ({status}){detail}; {CREDENTIAL_HINT}",
                               permanent=True) from None
         except tweepy.BadRequest as exc:
-            raise SourceError(f"x: request rejected (400){_api_detail(exc)}", permanent=True) from None
+            raise SourceError(f"x: request rejected (400){self._detail(exc)}", permanent=True) from None
         except tweepy.TwitterServerError as exc:
             raise SourceError(f"x: server error {exc.response.status_code} on {route}") from None
         except tweepy.HTTPException as exc:  # 404 and other 4xx: the request will not get better
-            raise SourceError(f"x: HTTP {exc.response.status_code} on {route}{_api_detail(exc)}",
+            raise SourceError(f"x: HTTP {exc.response.status_code} on {route}{self._detail(exc)}",
                               permanent=True) from None
         except requests.RequestException as exc:
             raise transport_error("x", exc) from None
-        remaining = response.headers.get("x-rate-limit-remaining", "")
-        reset = response.headers.get("x-rate-limit-reset", "")
-        if remaining == "0" and reset.isdigit():
-            self._blocked_until[route] = float(reset)
+        if response.headers.get("x-rate-limit-remaining", "") == "0":
+            self._block(route, response.headers.get("x-rate-limit-reset"))
         body = json_body("x", response)
         if not isinstance(body, dict):
             raise SourceError(f"x: unexpected answer from {route} (not a JSON object)")
         return body
+
+    def _block(self, route: str, reset: Any) -> None:
+        # X's reset, capped (a reset ten years ahead must not silence the source until then).
+        now = self.now()
+        wait = parse_reset(reset, now)
+        if wait is not None:
+            self._blocked_until[route] = now + min(wait, MAX_WAIT)
+
+    def _detail(self, exc: tweepy.HTTPException) -> str:
+        return scrub(_api_detail(exc), self._secrets)
 
     def _held_back(self, route: str, batch: Batch) -> bool:
         until = self._blocked_until.get(route, 0.0)
@@ -239,63 +254,59 @@ class XCollector:
         batch.notes.append(f"x: rate limit spent on {route}; next call after {wait:.0f} s")
         return True
 
-    def _volume(self, x_query: str, now: float) -> list[tuple[float, int]]:
+    def _volume(self, x_query: str, now: float, brand: str) -> list[tuple[float, int]]:
         start = datetime.fromtimestamp(now - COUNTS_LOOKBACK - now % 60, tz=timezone.utc)
         body = self._call(COUNTS_ROUTE, self._client.get_recent_tweets_count,
                           query=x_query, granularity="minute", start_time=start)
+        counts = checked(XCounts, body, source="x", brand=brand, what="counts answer")
         volume = []
-        for bucket in body.get("data") or []:
-            when = parse_time(bucket.get("start")) if isinstance(bucket, dict) else None
-            if when is not None:
-                volume.append((when.timestamp(), as_int(bucket.get("tweet_count"))))
+        for bucket in counts.data:
+            when = parse_time(bucket.start)
+            if when is None:
+                raise SourceError(f"x: counts answer for brand {brand!r} has a bucket start that is "
+                                  "not a time")
+            volume.append((when.timestamp(), bucket.tweet_count))
         return volume
 
-    def _search_page(self, x_query: str, since_id: str | None,
-                     next_token: str | None) -> tuple[list[dict], dict[str, dict], dict]:
+    def _search_page(self, x_query: str, since_id: str | None, next_token: str | None,
+                     brand: str) -> tuple[list[XTweet], dict[str, XUser], Any]:
         body = self._call(
             SEARCH_ROUTE, self._client.search_recent_tweets,
             query=x_query, since_id=since_id, next_token=next_token, max_results=self.max_results,
             tweet_fields=["created_at", "public_metrics", "lang", "entities"],
             expansions=["author_id"], user_fields=["public_metrics"],
         )
-        data = [t for t in body.get("data") or [] if isinstance(t, dict) and t.get("id")]
-        includes = body.get("includes") or {}
-        users = {u["id"]: u for u in includes.get("users") or [] if isinstance(u, dict) and "id" in u}
-        return data, users, body.get("meta") or {}
+        page = checked(XSearch, body, source="x", brand=brand, what="search answer")
+        users = {u.id: u for u in (page.includes.users or [] if page.includes else [])}
+        return list(page.data or []), users, page.meta or _NO_META
 
     # -- mapping -------------------------------------------------------------------------------
     @staticmethod
-    def _mention(tweet: dict, users: dict[str, dict], brand: BrandSpec, query) -> Mention | None:
-        text = str(tweet.get("text") or "")
-        lang = str(tweet.get("lang") or "")
+    def _mention(tweet: XTweet, users: dict[str, XUser], brand: BrandSpec, query) -> Mention | None:
+        text = tweet.text
+        lang = tweet.lang or ""
         # X's matching is looser than ours (it matches URLs, @handles, stems): re-check locally.
         if not query.matches(text) or not query.accepts_lang(lang):
             return None
-        tweet_id = str(tweet["id"])
-        created = parse_time(tweet.get("created_at"))
-        if created is None:
-            try:
-                created = snowflake_time(tweet_id)
-            except ValueError:
-                return None  # neither a time nor a numeric id: nothing we can place on a timeline
-        metrics = tweet.get("public_metrics") or {}
-        user = users.get(str(tweet.get("author_id") or "")) or {}
-        followers = (user.get("public_metrics") or {}).get("followers_count")
-        urls = [u.get("unwound_url") or u.get("expanded_url") or ""
-                for u in (tweet.get("entities") or {}).get("urls") or [] if isinstance(u, dict)]
+        created = parse_time(tweet.created_at) or snowflake_time(tweet.id)  # ids are checked digits
+        metrics = tweet.public_metrics or _NO_METRICS
+        user = users.get(tweet.author_id or "")
+        followers = user.public_metrics.followers_count if user and user.public_metrics else None
+        urls = [u.unwound_url or u.expanded_url or ""
+                for u in (tweet.entities.urls or [] if tweet.entities else [])]
         return Mention(
             source="x",
-            id=tweet_id,
+            id=tweet.id,
             brand=brand.name,
             text=clip(text),
             created_at=created,
-            url=f"https://x.com/i/web/status/{tweet_id}",
-            author=str(user.get("username") or ""),
-            likes=as_int(metrics.get("like_count")),
-            reposts=as_int(metrics.get("retweet_count")) + as_int(metrics.get("quote_count")),
-            replies=as_int(metrics.get("reply_count")),
-            score=as_int(metrics.get("impression_count")),  # views: what marketing calls reach
-            reach=as_int(followers) if followers is not None else None,
+            url=f"https://x.com/i/web/status/{tweet.id}",
+            author=(user.username or "") if user else "",
+            likes=metrics.like_count,
+            reposts=metrics.retweet_count + metrics.quote_count,
+            replies=metrics.reply_count,
+            score=metrics.impression_count,  # views: what marketing calls reach
+            reach=followers,
             lang=lang,
             site_links=site_links(urls, brand.site),
         )
@@ -315,6 +326,10 @@ class _Budget:
         self.spent += 1
         self.used += 1
         return True
+
+
+_NO_META = XSearchMeta()
+_NO_METRICS = XMetrics()
 
 
 def _x_query_or_error(query) -> str:

@@ -6,12 +6,12 @@ configuration is wrong, and sending it again cannot help.
 """
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Mapping
 
 import requests
 
+from surgewatch.collectors.waits import header, parse_retry_after
 from surgewatch.notifier.base import ChannelError
 from surgewatch.notifier.escape import log_text
 
@@ -19,28 +19,10 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not headers:
-        return None
-    value = None
-    for k, v in headers.items():
-        if k.lower() == "retry-after":
-            value = v
-            break
-    if value is None:
-        return None
-    value = str(value).strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3), capped at an
+    hour; the one parser every collector uses too (collectors/waits.py)."""
+    at = (now or datetime.now(timezone.utc)).timestamp()
+    return parse_retry_after(header(headers, "retry-after"), at)
 
 
 def error_for_status(what: str, status: int, headers: Mapping[str, str] | None, detail: str = "",

@@ -71,14 +71,12 @@ class SlackChannelError(ChannelError):
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
-    for k, v in (headers or {}).items():
-        if k.lower() == "retry-after":
-            v = v[0] if isinstance(v, (list, tuple)) and v else v
-            try:
-                return max(0.0, float(v))
-            except (TypeError, ValueError):
-                return None
-    return None
+    # The one Retry-After parser (collectors/waits.py): seconds or an HTTP date, capped at an hour.
+    from surgewatch.collectors.waits import header, parse_retry_after
+
+    value = header(headers, "retry-after")
+    value = value[0] if isinstance(value, (list, tuple)) and value else value
+    return parse_retry_after(value, time.time())
 
 
 def classify_slack_error(exc: BaseException, what: str) -> SlackChannelError:

@@ -117,6 +117,10 @@ class SourceBase(Strict):
     alert_after_minutes: int = Field(
         default=15, ge=1, description="Tell ops once when this source has failed this long (and once when it recovers)"
     )
+    max_wait_seconds: int = Field(
+        default=3600, ge=1, le=3600,
+        description="Longest pause a 429's Retry-After or rate-limit reset may impose (collectors cap at an hour)",
+    )
 
 
 class RssSource(SourceBase):

@@ -61,6 +61,7 @@ def _x(settings: Settings, cfg: Any, store: Any) -> Collector:
         max_requests_per_day=max(1, cfg.max_requests_per_day // len(settings.brands)),
         max_results=cfg.max_results,
         max_pages=cfg.max_pages,
+        timeout=cfg.timeout,
         now=clock.now,
     )
 
@@ -77,6 +78,7 @@ def _reddit(settings: Settings, cfg: Any, store: Any) -> Collector:
         subreddits=list(cfg.subreddits),
         comment_subreddits=list(cfg.comment_subreddits),
         limit=cfg.limit,
+        timeout=cfg.timeout,
         now=clock.now,
     )
 
@@ -84,7 +86,8 @@ def _reddit(settings: Settings, cfg: Any, store: Any) -> Collector:
 def _hackernews(settings: Settings, cfg: Any, store: Any) -> Collector:
     from surgewatch.collectors.hackernews import HackerNewsCollector
 
-    return HackerNewsCollector(api_url=cfg.api_url, hits_per_page=cfg.hits_per_page, now=clock.now)
+    return HackerNewsCollector(api_url=cfg.api_url, hits_per_page=cfg.hits_per_page, timeout=cfg.timeout,
+                               now=clock.now)
 
 
 def _bluesky(settings: Settings, cfg: Any, store: Any) -> Collector:
@@ -95,6 +98,7 @@ def _bluesky(settings: Settings, cfg: Any, store: Any) -> Collector:
         auth_url=cfg.auth_url,
         handle=os.environ.get("BLUESKY_HANDLE") or None,
         app_password=os.environ.get("BLUESKY_APP_PASSWORD") or None,
+        timeout=cfg.timeout,
         now=clock.now,
     )
 
@@ -103,7 +107,8 @@ def _mastodon(settings: Settings, cfg: Any, store: Any) -> Collector:
     from surgewatch.collectors.mastodon import MastodonCollector
 
     return MastodonCollector(
-        api_url=cfg.api_url, hashtags=list(cfg.hashtags), access_token=os.environ.get("MASTODON_ACCESS_TOKEN"), now=clock.now
+        api_url=cfg.api_url, hashtags=list(cfg.hashtags), access_token=os.environ.get("MASTODON_ACCESS_TOKEN"),
+        timeout=cfg.timeout, now=clock.now,
     )
 
 

@@ -131,6 +131,14 @@ class BlueskyKit(Kit):
     def publish(self, server, text, *, created_at=None, minimal=False):
         server.add_post(text, created_at=created_at, minimal=minimal)
 
+    def collector_at(self, url, *, timeout):
+        return BlueskyCollector(api_url=url, auth_url=url, handle=HANDLE, app_password=SECRET, timeout=timeout)
+
+    def hostile_routes(self, now):
+        post = FakePost("at://did:plc:alice/app.bsky.feed.post/3lhostile", "alice.bsky.social",
+                        "acme hostile table", now - 60, links=("https://acme.com/sale",), likes=2)
+        return [("/xrpc/app.bsky.feed.searchPosts", {"posts": [FakeBluesky._view(post)], "hitsTotal": 1})]
+
 
 @pytest.fixture
 def bsky():

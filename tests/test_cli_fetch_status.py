@@ -34,9 +34,11 @@ def test_fetch_prints_every_match_with_json_and_marks_what_would_be_skipped(tmp_
         proc = cli("fetch", "rss", "--brand", "acme", "--json", config=path)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["text"].split()[0:2] for r in rows] == [["Acme", "Live"], ["Acme", "Live"]]
-    assert {"id", "source", "text", "url", "created_at"} <= set(rows[0])
-    assert "skipped" not in rows[0] and "too old" in rows[1]["skipped"]
+    # Everything the feed returned, newest first, each skipped item with its reason.
+    assert [r["text"].split()[0:2] for r in rows] == [["Acme", "jobs"], ["Acme", "Live"], ["Acme", "Live"]]
+    assert all({"id", "source", "text", "url", "created_at"} <= set(r) for r in rows)
+    assert "does not match" in rows[0]["skipped"]
+    assert "skipped" not in rows[1] and "too old" in rows[2]["skipped"]
     assert Runtime(settings).store.get_cursor("rss", "Acme") is None  # fetch never moves a cursor
 
 

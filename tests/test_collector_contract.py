@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import math
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -55,6 +57,32 @@ class Kit:
     def recover(self, server: Any) -> None:
         server._failures.clear()
 
+    # -- the hostile table ---------------------------------------------------------------------------
+    def collector_at(self, url: str, *, timeout: float) -> Collector:
+        """The collector pointed at any server (the drip server), with the config's ``timeout``."""
+        raise NotImplementedError
+
+    def hostile_routes(self, now: float) -> list[tuple[str, Any]]:
+        """(path prefix, a valid answer there holding one post that matches BRAND): the answers the
+        hostile table breaks, one field at a time."""
+        raise NotImplementedError
+
+    def answer(self, server: Any, path: str, body: bytes, *, status: int = 200,
+               headers: dict[str, str] | None = None, streamed: int = 0) -> None:
+        """From now on, every request under ``path`` gets this answer."""
+        server._failures.clear()
+        if streamed:
+            for _ in range(20):
+                server.fail_huge(streamed, path=path)
+        else:
+            server.fail(status, body, headers=headers, times=10_000, path=path)
+
+    def hostile_cases(self, server: Any, now: float) -> Iterator[tuple[str, Any]]:
+        """(label, set-up) for every hostile answer: each JSON answer broken whole and field by field."""
+        for path, sample in self.hostile_routes(now):
+            for label, body, streamed in hostile_bodies(sample):
+                yield f"{path} {label}", lambda p=path, b=body, n=streamed: self.answer(server, p, b, streamed=n)
+
 
 class XKit(Kit):
     name = source = "x"
@@ -79,6 +107,28 @@ class XKit(Kit):
 
     def rate_limit(self, server, reset_in):
         server.rate_limited(path="/2/", reset_in=reset_in)
+
+    def collector_at(self, url, *, timeout):
+        from surgewatch.collectors.x import XCollector
+
+        return XCollector(SECRET, api_url=url, timeout=timeout, quiet_posts_every=0)
+
+    def hostile_routes(self, now):
+        from tests.fakes.x_server import COUNTS_PATH, SEARCH_PATH, TWITTER_EPOCH_MS, iso_z
+
+        tweet_id = str((int((now - 60) * 1000) - TWITTER_EPOCH_MS) << 22)
+        minute = now - now % 60
+        counts = {"data": [{"start": iso_z(minute - 60), "end": iso_z(minute), "tweet_count": 3}],
+                  "meta": {"total_tweet_count": 3}}
+        search = {"data": [{"id": tweet_id, "text": "acme hostile table", "created_at": iso_z(now - 60),
+                            "author_id": "1000", "lang": "en",
+                            "public_metrics": {"retweet_count": 1, "reply_count": 2, "like_count": 3,
+                                               "quote_count": 0, "impression_count": 40},
+                            "entities": {"urls": [{"expanded_url": "https://acme.com/sale"}]}}],
+                  "includes": {"users": [{"id": "1000", "username": "someone",
+                                          "public_metrics": {"followers_count": 5}}]},
+                  "meta": {"newest_id": tweet_id, "oldest_id": tweet_id, "result_count": 1}}
+        return [(COUNTS_PATH, counts), (SEARCH_PATH, search)]
 
 
 class RedditKit(Kit):
@@ -106,6 +156,24 @@ class RedditKit(Kit):
         server.fail(status, {"message": "scripted failure", "error": status}, headers=headers,
                     times=5, path="/r/")
 
+    def answer(self, server, path, body, *, status=200, headers=None, streamed=0):
+        if status == 401:  # prawcore reads the OAuth problem from WWW-Authenticate
+            headers = {"www-authenticate": 'Bearer realm="reddit", error="invalid_token"', **(headers or {})}
+        super().answer(server, path, body, status=status, headers=headers, streamed=streamed)
+
+    def collector_at(self, url, *, timeout):
+        from surgewatch.collectors.reddit import RedditCollector
+
+        return RedditCollector("test-client", SECRET, "surgewatch-tests/0.1", api_url=url, auth_url=url,
+                               timeout=timeout)
+
+    def hostile_routes(self, now):
+        post = {"id": "abc1", "name": "t3_abc1", "title": "acme hostile table", "selftext": "",
+                "created_utc": now - 60, "score": 1, "num_comments": 0, "author": "someone",
+                "subreddit": "test", "permalink": "/r/test/comments/abc1/acme/", "url": "https://acme.com/sale"}
+        return [("/r/", {"kind": "Listing", "data": {"after": None, "before": None, "dist": 1,
+                                                     "children": [{"kind": "t3", "data": post}]}})]
+
 
 class HackerNewsKit(Kit):
     name = source = "hackernews"
@@ -129,6 +197,19 @@ class HackerNewsKit(Kit):
 
     def rate_limit(self, server, reset_in):
         server.rate_limited()
+
+    def collector_at(self, url, *, timeout):
+        from surgewatch.collectors.hackernews import HackerNewsCollector
+
+        return HackerNewsCollector(api_url=url + "/api/v1", retries=1, timeout=timeout)
+
+    def hostile_routes(self, now):
+        from tests.fakes.x_server import iso_z
+
+        hit = {"objectID": "41000001", "created_at": iso_z(now - 60), "created_at_i": int(now - 60),
+               "title": "acme hostile table", "url": "https://acme.com/sale", "author": "pg", "points": 3,
+               "num_comments": 1, "story_text": None, "comment_text": None, "_tags": ["story"]}
+        return [("/api/v1/", {"hits": [hit], "nbHits": 1, "page": 0, "nbPages": 1, "hitsPerPage": 100})]
 
 
 class RssKit(Kit):
@@ -174,6 +255,40 @@ class RssKit(Kit):
     def recover(self, server):
         server.route(self.path, items=server.items)
 
+    def collector_at(self, url, *, timeout):
+        from surgewatch.collectors.rss import RssCollector
+
+        return RssCollector([url + self.path + f"?token={SECRET}"], timeout=timeout)
+
+    def answer(self, server, path, body, *, status=200, headers=None, streamed=0):
+        retry_after = (headers or {}).get("Retry-After")
+        server.route(self.path, status=status, body=body, retry_after=retry_after,
+                     content_type="application/rss+xml")
+
+    def hostile_routes(self, now):
+        return [(self.path, None)]
+
+    def hostile_cases(self, server, now):
+        for label, body in hostile_feeds(now):
+            yield label, lambda b=body: server.route(self.path, body=b, content_type="application/rss+xml")
+
+
+class GoogleNewsKit(RssKit):
+    """Google News: an RSS search feed whose URL carries the brand's query."""
+
+    name = source = "google_news"
+    path = "/rss/search"
+
+    def collector(self, server, *, page_size, secret=SECRET):
+        from surgewatch.collectors.google_news import GoogleNewsCollector
+
+        return GoogleNewsCollector(api_url=server.url(self.path) + f"?token={secret}", timeout=5)
+
+    def collector_at(self, url, *, timeout):
+        from surgewatch.collectors.google_news import GoogleNewsCollector
+
+        return GoogleNewsCollector(api_url=url + self.path + f"?token={SECRET}", timeout=timeout)
+
 
 # Kits of sources whose fakes live in their own test modules are resolved when a test runs, not
 # at import: those modules import this one (circular at collection time otherwise).
@@ -184,6 +299,7 @@ KITS: dict[str, Any] = {
     "bluesky": "tests.test_bluesky:BlueskyKit",
     "mastodon": "tests.test_mastodon:MastodonKit",
     "rss": RssKit,
+    "google_news": GoogleNewsKit,
 }
 KIT_MODULES = {"bluesky": "surgewatch.collectors.bluesky", "mastodon": "surgewatch.collectors.mastodon", "rss": "surgewatch.collectors.rss"}
 
@@ -191,9 +307,10 @@ KIT_MODULES = {"bluesky": "surgewatch.collectors.bluesky", "mastodon": "surgewat
 @pytest.fixture(params=list(KITS))
 def kit(request) -> Kit:
     name = request.param
-    module = KIT_MODULES.get(name)
-    if module and importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} does not exist yet")
+    module = KIT_MODULES.get(name, f"collectors.{name}")
+    if importlib.util.find_spec(module) is None:
+        # A source listed here must exist: a missing module is a failure, not a skip that reads green.
+        pytest.fail(f"the {name} kit needs {module}, which does not exist")
     spec = KITS[name]
     if isinstance(spec, str):
         module_name, _, attr = spec.partition(":")
@@ -330,3 +447,196 @@ def test_requests_are_counted(kit: Kit):
         kit.publish(server, "acme counted")
         batch: Batch = kit.collector(server, page_size=10).fetch(BRAND, None)
         assert batch.requests_made >= 1
+
+
+# -- the hostile table ------------------------------------------------------------------------------
+# Every value each field of a vendor's answer is replaced with, one at a time (issue 13: {"data": 5},
+# public_metrics: "many", a 40-digit id, tweet_count: "lots", created_utc: 1e20 or "nan").
+HOSTILE_VALUES: list[tuple[str, Any]] = [
+    ("null", None), ("an integer", 5), ("a negative number", -1), ("a fraction", 0.5),
+    ("1e300", 1e300), ("a 40-digit integer", 10**40), ("NaN", float("nan")), ("Infinity", float("inf")),
+    ("a word", "lots"), ('"nan"', "nan"), ("a 40-digit string", "1" * 40), ("an empty string", ""),
+    ("a list", ["x"]), ("an object", {"x": 1}), ("true", True),
+]
+TEN_MB = 10 * 1024 * 1024
+MAX_COUNT = 10**13
+
+
+def _paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
+    """Every path into a JSON value (dict keys, and the first item of each list)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield prefix + (key,)
+            yield from _paths(child, prefix + (key,))
+    elif isinstance(value, list) and value:
+        yield prefix + (0,)
+        yield from _paths(value[0], prefix + (0,))
+
+
+def _with(sample: Any, path: tuple, value: Any, *, delete: bool = False) -> Any:
+    copy = json.loads(json.dumps(sample))
+    parent = copy
+    for step in path[:-1]:
+        parent = parent[step]
+    if delete:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return copy
+
+
+def hostile_bodies(sample: Any) -> Iterator[tuple[str, bytes, int]]:
+    """(label, body, streamed size) for one answer: broken whole, then field by field."""
+    yield "valid answer (the baseline)", json.dumps(sample).encode(), 0
+    for label, value in [("the answer is 5", 5), ("the answer is a string", "acme"), ("the answer is []", []),
+                         ("the answer is {}", {}), ("the answer is null", None), ("the answer is [5]", [5])]:
+        yield label, json.dumps(value).encode(), 0
+    yield "not JSON (an HTML error page)", b"<html><body>502 Bad Gateway</body></html>", 0
+    yield "an empty body", b"", 0
+    yield "JSON cut off mid-way", json.dumps(sample).encode()[:25], 0
+    yield "invalid UTF-8", b'{"data": "\xff\xfe\xfd"}', 0
+    yield "nested 100 000 deep", b"[" * 100_000 + b"]" * 100_000, 0
+    yield "a 10 MB body (declared)", b'{"pad": "' + b"x" * TEN_MB + b'"}', 0
+    yield "a 10 MB body (streamed, no length)", b"", TEN_MB
+    for path in _paths(sample):
+        where = ".".join(str(p) for p in path)
+        yield f"{where} missing", json.dumps(_with(sample, path, None, delete=True)).encode(), 0
+        for label, value in HOSTILE_VALUES:
+            yield f"{where} = {label}", json.dumps(_with(sample, path, value)).encode(), 0
+
+
+def hostile_feeds(now: float) -> Iterator[tuple[str, bytes]]:
+    """Hostile feed documents: RSS has no JSON to break field by field, so its fields are broken here."""
+    from email.utils import format_datetime
+
+    good_date = format_datetime(datetime.fromtimestamp(now - 60, tz=timezone.utc))
+
+    def rss(item: str) -> bytes:
+        return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://n.example/</link>'
+                f"<description>d</description>{item}</channel></rss>").encode()
+
+    good = f"<item><title>acme hostile table</title><link>https://n.example/1</link><pubDate>{good_date}</pubDate></item>"
+    yield "valid feed (the baseline)", rss(good)
+    yield "an empty body", b""
+    yield "not XML", b"{this is not a feed"
+    yield "JSON instead of a feed", b'{"data": 5}'
+    yield "an HTML page", b"<html><head><title>Login</title></head><body>sign in</body></html>"
+    yield "a feed cut off mid-way", rss(good)[:120]
+    yield "invalid UTF-8", rss(good).replace(b"hostile", b"\xff\xfe")
+    yield "nested 100 000 deep", b"<rss>" + b"<a>" * 100_000 + b"</a>" * 100_000 + b"</rss>"
+    yield "a 10 MB body", rss("<item><title>acme " + "x" * TEN_MB + "</title></item>")
+    yield "billion laughs", (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;'
+                             b'&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;">]><rss version="2.0"><channel>'
+                             b"<item><title>acme &c;</title></item></channel></rss>")
+    for label, date in [("a date in year 99999", "Mon, 01 Jan 99999 00:00:00 GMT"), ("a date of NaN", "nan"),
+                        ("an epoch of 1e20", "100000000000000000000"), ("an empty date", ""),
+                        ("a date before 1970", "Mon, 01 Jan 1900 00:00:00 GMT"),
+                        ("a date ten years ahead", "Mon, 01 Jan 2036 00:00:00 GMT")]:
+        yield f"pubDate = {label}", rss(f"<item><title>acme hostile table</title><link>https://n.example/1</link>"
+                                        f"<pubDate>{date}</pubDate></item>")
+    yield "an item with no title, link or date", rss("<item></item>")
+    yield "a link that is not a URL", rss("<item><title>acme x</title><link>http://[broken</link></item>")
+    yield "a 1 MB title", rss("<item><title>acme " + "y" * 1_000_000 + "</title></item>")
+    yield "10 000 items", rss("".join(f"<item><title>acme {n}</title><guid>g{n}</guid></item>" for n in range(10_000)))
+
+
+def _sane(kit: Kit, batch: Any) -> str | None:
+    """Why a batch that came back is not fit to store, or None."""
+    if not isinstance(batch, Batch):
+        return f"fetch returned {type(batch).__name__}, not a Batch"
+    try:
+        json.dumps(batch.cursor, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"cursor not storable ({exc})"
+    for m in batch.mentions:
+        if m.source != kit.source or not isinstance(m.text, str) or not isinstance(m.id, str):
+            return f"a mention of the wrong shape: {m!r}"[:200]
+        if not 1970 <= m.created_at.year <= 2100:
+            return f"a mention dated {m.created_at.year}"
+        for name in ("likes", "reposts", "replies", "score", "reach"):
+            value = getattr(m, name)
+            if value is not None and (not isinstance(value, int) or abs(value) > MAX_COUNT):
+                return f"mention.{name} = {value!r}"[:200]
+    for ts, count in batch.volume:
+        if not (math.isfinite(ts) and isinstance(count, int) and 0 <= count <= MAX_COUNT):
+            return f"a volume bucket ({ts!r}, {count!r})"
+    if batch.retry_after is not None and not 0 <= batch.retry_after <= 3600:
+        return f"retry_after {batch.retry_after}"
+    return None
+
+
+def _handled(kit: Kit, run: Any) -> tuple[str | None, Any]:
+    """(None, outcome) when a poll ended in a sane Batch or a SourceError fit to show; else (why, outcome)."""
+    try:
+        outcome = run()
+    except SourceError as error:
+        text = str(error)
+        if not text.startswith(f"{kit.source}: ") or text.startswith(f"{kit.source}: {kit.source}:"):
+            return f"message does not name the source once: {text[:120]!r}", error
+        if SECRET in text or SECRET in repr(error) or "\n" in text:
+            return f"message leaks the secret or spans lines: {text[:120]!r}", error
+        if error.retry_after is not None and not 0 <= error.retry_after <= 3600:
+            return f"retry_after {error.retry_after} is not capped at an hour", error
+        return None, error
+    except Exception as exc:  # noqa: BLE001 - exactly what the table is looking for
+        return f"{type(exc).__name__}: {str(exc)[:120]}", exc
+    return _sane(kit, outcome), outcome
+
+
+HOSTILE_TALLY: dict[str, tuple[int, int]] = {}
+
+
+def test_every_hostile_answer_is_a_source_error_or_a_sane_batch(kit: Kit):
+    """The hostile table (issue 13): each answer broken whole and field by field, far-future waits,
+    a 401 that echoes the token, and a server dripping its body; every poll must end in a sane Batch
+    or a one-line SourceError that names the source, never a bare exception or a hang."""
+    now = time.time()
+    tried, failures = 0, []
+    with kit.running() as server:
+        for label, setup in kit.hostile_cases(server, now):
+            setup()
+            tried += 1
+            why, outcome = _handled(kit, lambda: kit.collector(server, page_size=10).fetch(BRAND, None))
+            if label.endswith("(the baseline)"):
+                assert why is None and isinstance(outcome, Batch) and (outcome.mentions or outcome.volume), (label, why, outcome)
+            if why:
+                failures.append(f"{label}: {why}")
+        path = kit.hostile_routes(now)[-1][0]
+        far = str(int(now) + 10 * 365 * 86400)
+        special = [
+            ("429 with Retry-After: 999999999 and a reset ten years ahead",
+             dict(status=429, headers={"Retry-After": "999999999", "x-rate-limit-reset": far,
+                                       "x-ratelimit-reset": "315360000", "ratelimit-reset": far})),
+            ("503 with Retry-After: 999999999", dict(status=503, headers={"Retry-After": "999999999"})),
+            ("401 whose detail echoes the token",
+             dict(status=401, body=json.dumps({"title": "Unauthorized", "detail": f"Authorization: Bearer {SECRET}",
+                                               "message": f"bad token {SECRET}", "error": f"invalid {SECRET}"}).encode())),
+        ]
+        for label, spec in special:
+            kit.answer(server, path, spec.pop("body", b'{"message": "no"}'), **spec)
+            tried += 1
+            why, outcome = _handled(kit, lambda: kit.collector(server, page_size=10).fetch(BRAND, None))
+            if why is None and not isinstance(outcome, SourceError):
+                why = "a failing answer was taken as a success"
+            if why:
+                failures.append(f"{label}: {why}")
+    # A server that drips its body (or its status line and headers too) a byte every 2 s.
+    from tests.fakes.drip import DripServer
+
+    for what, headers_too in (("body", False), ("status line and headers", True)):
+        with DripServer(every=2.0, body=b'{"data": [], "hits": [], "posts": []}' + b" " * 200,
+                        headers_too=headers_too) as drip:
+            tried += 1
+            started = time.monotonic()
+            why, outcome = _handled(kit, lambda: kit.collector_at(drip.url, timeout=2).fetch(BRAND, None))
+            took = time.monotonic() - started
+            if why is None and not isinstance(outcome, SourceError):
+                why = "a dripped answer was taken as a success"
+            if took > 15:
+                why = f"took {took:.0f}s with timeout 2s"
+            if why:
+                failures.append(f"drip ({what}): {why}")
+    HOSTILE_TALLY[kit.name] = (tried, tried - len(failures))
+    print(f"\nhostile answers for {kit.name}: {tried} tried, {tried - len(failures)} handled")
+    print(json.dumps({"hostile": kit.name, "tried": tried, "handled": tried - len(failures)}))
+    assert not failures, f"{len(failures)} of {tried} hostile answers not handled:\n" + "\n".join(failures[:40])

@@ -114,6 +114,14 @@ class MastodonKit(Kit):
     def publish(self, server, text, *, created_at=None, minimal=False):
         server.add_status(text, created_at=created_at, minimal=minimal)
 
+    def collector_at(self, url, *, timeout):
+        return MastodonCollector(api_url=url, hashtags=["acme"], access_token=SECRET, timeout=timeout)
+
+    def hostile_routes(self, now):
+        status = FakeStatus((int((now - 60) * 1000) << 16), "acme hostile table", now - 60, ["acme"],
+                            card_url="https://acme.com/sale")
+        return [("/api/", [FakeMastodon._json(status)])]
+
 
 @pytest.fixture
 def masto():

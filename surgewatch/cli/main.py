@@ -222,9 +222,11 @@ def fetch(
     config: Path = ConfigOption,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per mention."),
 ) -> None:
-    """Poll one source once for one brand and print what matched (stored cursors are not touched)."""
+    """Poll one source once for one brand and print everything it returned: what counts, and what
+    was skipped with the reason (older than the look-back, already taken, no match).  Stored
+    cursors are not touched."""
     settings = load_or_exit(config)
-    from surgewatch.collectors.base import SourceError
+    from surgewatch.collectors.base import SourceError, fetch_checked, scrub, source_message
     from surgewatch import clock
     from surgewatch.pipeline import Runtime, admit
     from surgewatch.registry import MissingCredential
@@ -237,29 +239,41 @@ def fetch(
     except KeyError as exc:
         raise fail(str(exc.args[0])) from None
     try:
-        # No cursor: a fresh poll shows everything the source has now, and nothing stored moves.
-        batch = rt.collector(source).fetch(spec, None)
+        collector = rt.collector(source)
     except (SourceError, MissingCredential) as exc:
-        raise fail(f"{source}: {exc}") from None
+        raise fail(source_message(source, str(exc))) from None
+    try:
+        # No cursor: a fresh poll shows everything the source has now, and nothing stored moves.
+        batch = fetch_checked(collector, spec, None)
+    except SourceError as exc:  # every failure of the poll (fetch_checked): one line naming the source
+        raise fail(source_message(source, scrub(str(exc)))) from None
+    from datetime import datetime, timezone
+
+    from surgewatch.notifier.escape import log_text
+
     kept, skipped = admit(batch.mentions, clock.now())
-    rows = [(m, None) for m in kept] + [(m, reason) for m, reason in skipped]
-    rows.sort(key=lambda r: r[0].created_at, reverse=True)
-    for m, reason in rows:
+    epoch = datetime.fromtimestamp(0, timezone.utc)
+    rows = [(m.created_at, m.to_dict(), None) for m in kept]
+    rows += [(m.created_at, m.to_dict(), reason) for m, reason in skipped]
+    # What the collector itself did not take (older than the look-back, already taken, no match).
+    rows += [(s.created_at or epoch, {"source": s.source, "id": s.id, "brand": spec.name, "text": s.text,
+                                      "url": s.url, "created_at": s.created_at.isoformat() if s.created_at else None},
+              s.reason) for s in batch.skipped]
+    rows.sort(key=lambda r: r[0], reverse=True)
+    for when, d, reason in rows:
         if as_json:
-            d = m.to_dict()
             if reason:
                 d["skipped"] = reason
             print(json.dumps(d, ensure_ascii=False))
         else:
-            from surgewatch.notifier.escape import log_text
-
             tag = f" [skipped: {reason}]" if reason else ""
-            out.print(f"{m.created_at:%Y-%m-%d %H:%M} {m.source}:{m.id} {log_text(m.text)[:120]} {m.url}{tag}",
-                      markup=False, highlight=False)
+            stamp = f"{when:%Y-%m-%d %H:%M}" if when is not epoch else "(no time)       "
+            out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
+                      f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
-        err.print(f"note: {note}", markup=False, highlight=False)
+        err.print(f"note: {log_text(note, 500)}", markup=False, highlight=False)
     if not as_json:
-        out.print(f"{len(kept)} matching, {len(skipped)} skipped", highlight=False)
+        out.print(f"{len(kept)} matching, {len(skipped) + len(batch.skipped)} skipped", highlight=False)
 
 
 @app.command()

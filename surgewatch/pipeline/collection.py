@@ -7,11 +7,13 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import Any
 
 from slack_sdk.errors import SlackClientError
 
 from surgewatch import clock
-from surgewatch.collectors.base import Mention, SourceError
+from surgewatch.collectors.base import Mention, SourceError, fetch_checked
+from surgewatch.collectors.waits import MAX_WAIT
 from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline.ops_messages import ops_poster
 from surgewatch.pipeline.runtime import Runtime
@@ -62,24 +64,38 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
     health = SourceHealth.load(store, source, brand)
     if health.status == "disabled":
         return CollectOutcome(source, brand, "disabled", message=health.last_error or "disabled")
+    cfg = getattr(rt.settings.sources, source, None)
+    max_wait = float(getattr(cfg, "max_wait_seconds", MAX_WAIT))
     if health.backoff_until and health.backoff_until > now:
+        # A wait is never longer than max_wait (a backoff stored before that rule, or a clock jump),
+        # and a source that has not polled successfully for alert_after_minutes raises its outage
+        # alert whatever the reason, backing off included: a paused source is a silent one.
+        health.backoff_until = min(health.backoff_until, now + max_wait)
+        _mark_stalled(health, cfg, now)
+        source_outage_alert(rt, health, now)
+        health.save(store)
         return CollectOutcome(source, brand, "skipped", message=f"backing off until {clock.iso(health.backoff_until)}")
     cursor = store.get_cursor(source, brand)
+    spec = rt.brand_spec(brand)
     try:
-        batch = rt.collector(source).fetch(rt.brand_spec(brand), cursor)
+        # fetch_checked: every failure of the poll is a SourceError, so it is recorded below.
+        batch = fetch_checked(rt.collector(source), spec, cursor)
     except MissingCredential as exc:
         health.record_failure(now, str(exc), permanent=True)
         source_outage_alert(rt, health, now)
         health.save(store)
         log.error("source %s for %s disabled: %s", source, brand, exc)
         return CollectOutcome(source, brand, "disabled", message=str(exc))
-    except SourceError as exc:
-        health.record_failure(now, exc.message, permanent=exc.permanent, retry_after=exc.retry_after)
+    except Exception as raised:  # noqa: BLE001 - every failure is recorded; unforeseen ones as transient
+        exc = raised if isinstance(raised, SourceError) else SourceError(
+            f"{source}: could not build the collector ({type(raised).__name__})")
+        retry_after = None if exc.retry_after is None else min(exc.retry_after, max_wait)
+        health.record_failure(now, exc.message, permanent=exc.permanent, retry_after=retry_after)
         source_outage_alert(rt, health, now)
         health.save(store)
         log.warning("source %s for %s failed (%s): %s", source, brand, "permanent" if exc.permanent else "transient", exc)
         return CollectOutcome(
-            source, brand, "disabled" if exc.permanent else "failed", message=exc.message, retry_after=exc.retry_after
+            source, brand, "disabled" if exc.permanent else "failed", message=exc.message, retry_after=retry_after
         )
     kept, skipped = admit(batch.mentions, now)
     result = store.ingest(kept, count=not batch.posts_are_sample)
@@ -89,7 +105,8 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
     # re-fetches the same posts next time, and the dedup absorbs them).
     if batch.cursor is not None:
         store.set_cursor(source, brand, batch.cursor)
-    health.record_success(now, requests=batch.requests_made, notes=batch.notes, retry_after=batch.retry_after)
+    retry_after = None if batch.retry_after is None else min(batch.retry_after, max_wait)
+    health.record_success(now, requests=batch.requests_made, notes=batch.notes, retry_after=retry_after)
     if batch.complete_until is not None:
         health.complete_until = max(health.complete_until or 0.0, batch.complete_until)
     health.complete_every = batch.complete_every
@@ -98,6 +115,19 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
     return CollectOutcome(
         source, brand, "ok", fetched=len(batch.mentions), new=result.new, duplicates=result.duplicates, skipped=skipped
     )
+
+
+def _mark_stalled(health: SourceHealth, cfg: Any, now: float) -> None:
+    """A source paused since its last success (X holding back on a spent rate limit) counts as
+    failing once that pause is older than ``alert_after_minutes``, so its outage alert goes out."""
+    if cfg is None or health.failing_since is not None or health.status == "disabled":
+        return
+    since = health.last_success
+    if since is not None and now - since >= cfg.alert_after_minutes * 60:
+        health.failing_since = since
+        health.last_error = (f"{health.source}: no successful poll since {clock.iso(since)}; the source asked us "
+                             f"to wait until {clock.iso(health.backoff_until or now)}")
+        health.last_error_at = now
 
 
 def source_outage_alert(rt: Runtime, health: SourceHealth, now: float) -> str | None:
