@@ -18,13 +18,14 @@ import logging
 import re
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
 from notifier import render
 from notifier.base import Notification
 from notifier.http_errors import error_for_exception, error_for_status
+from surgewatch.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,13 @@ def render_template(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
+def unknown_placeholders(template: Any) -> list[str]:
+    """The ``{names}`` a template uses that :func:`template_values` does not provide, sorted."""
+    if not template:
+        return []
+    return sorted(set(_PLACEHOLDER.findall(json.dumps(template, ensure_ascii=False))) - set(_SAMPLE_KEYS))
+
+
 def sign(secret: str, timestamp: str, body: str) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
     return f"sha256={digest}"
@@ -93,12 +101,8 @@ def verify_signature(secret: str, timestamp: str, body: str | bytes, signature: 
 
 
 def _redacted(url: str) -> str:
-    """The URL for logs and errors: no query string or user info (they often carry tokens)."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host += f":{p.port}"
-    return urlunsplit((p.scheme, host, p.path, "", ""))
+    """The URL for logs and errors: no password, and no query values (they often carry tokens)."""
+    return redact_url(url, hide_query=True)
 
 
 class WebhookAction:
@@ -140,7 +144,7 @@ class WebhookAction:
         self._clock = clock
         # Fail at start-up, not in the middle of a surge, when a template names an unknown value.
         for which, tpl in (("body_template", body_template), ("undo_template", undo_template)):
-            unknown = sorted(set(_PLACEHOLDER.findall(json.dumps(tpl))) - set(_SAMPLE_KEYS)) if tpl else []
+            unknown = unknown_placeholders(tpl)
             if unknown:
                 raise ValueError(f"webhook {name}: {which} uses unknown placeholders {unknown}; known: {sorted(_SAMPLE_KEYS)}")
 
@@ -187,5 +191,7 @@ _SAMPLE_KEYS = (
     "action", "key", "incident_id", "brand", "event", "severity", "previous_severity", "at", "observed", "expected",
     "observed_per_min", "expected_per_min", "ratio", "score", "forecast_peak_per_min", "forecast_seconds_to_peak", "site",
 )
+KNOWN_PLACEHOLDERS = _SAMPLE_KEYS
 
-__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values"]
+__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values", "unknown_placeholders",
+           "KNOWN_PLACEHOLDERS"]

@@ -13,7 +13,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from surgewatch import clock
-from surgewatch.config import Settings, load_settings
+from surgewatch.config import Settings, brand_key, load_settings
 
 CONFIG_ENV = "SURGEWATCH_CONFIG"
 
@@ -22,8 +22,7 @@ EVALUATE_TICKS_PER_BUCKET = 4
 EVALUATE_CHUNK = 250  # brands per evaluate task: ~0.12 s of one worker's time on Redis (benchmarks/evaluate.py)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+_slug = brand_key  # the config refuses two brands with one key, so beat entries never collide
 
 
 def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from surgewatch.config import ConfigError, Settings, load_settings
+from surgewatch.redact import redact, redact_url
 
 app = typer.Typer(
     name="surgewatch",
@@ -50,42 +51,53 @@ def _use_config(path: Path) -> Settings:
     return settings
 
 
-def _warn_missing_credentials(settings: Settings) -> None:
-    from surgewatch.registry import MissingCredential, build_channel, configured_channels
+def _credential_problems(settings: Settings) -> list[str]:
+    """What every configured channel and source lacks to work (a secret not in the environment, a
+    webhook that cannot be built), one line each, naming the environment variable."""
+    from surgewatch.registry import MissingCredential, build_channel, build_collector, configured_channels
 
+    problems: list[str] = []
     for name in configured_channels(settings):
         try:
             build_channel(settings, name)
-        except MissingCredential as exc:
-            err.print(f"warning: {exc}; that channel will not send", markup=False, highlight=False)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"channels: {redact(str(exc))}; that channel would not send")
+    for name in settings.sources.enabled():
+        try:
+            build_collector(settings, name)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"sources: {redact(str(exc))}; that source would not poll")
+    return problems
+
+
+def _warn_missing_credentials(settings: Settings) -> None:
+    for problem in _credential_problems(settings):
+        err.print(f"warning: {problem}", markup=False, highlight=False)
 
 
 @app.command("check-config")
 def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
-    """Validate a configuration file: every error with its key path; exit 1 if any."""
+    """Validate a configuration file, and that every configured channel and source has its secret in
+    the environment: every error with its key path; exit 1 if any."""
     settings = load_or_exit(file)
     from surgewatch.celery_settings import beat_schedule
 
+    problems = _credential_problems(settings)
+    for problem in problems:
+        err.print(f"{file}: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
     out.print(f"[green]ok[/]: {file}", highlight=False)
     out.print(f"  brands:   {', '.join(b.name for b in settings.brands)}", highlight=False, markup=False)
     out.print(f"  sources:  {', '.join(settings.sources.enabled()) or '(none)'}", highlight=False, markup=False)
     from surgewatch.registry import configured_channels
 
     out.print(f"  channels: {', '.join(configured_channels(settings)) or '(none)'}", highlight=False, markup=False)
-    out.print(f"  store:    {_redact_url(settings.store.url)}", highlight=False, markup=False)
-    out.print(f"  broker:   {_redact_url(settings.broker.url)}", highlight=False, markup=False)
+    out.print(f"  store:    {redact_url(settings.store.url)}", highlight=False, markup=False)
+    out.print(f"  broker:   {redact_url(settings.broker.url)}", highlight=False, markup=False)
     out.print(f"  schedule: {len(beat_schedule(settings))} beat entries", highlight=False, markup=False)
-    _warn_missing_credentials(settings)
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    out.print(f"  stale:    /healthz turns red after {settings.stale_after_seconds():.0f} s without a heartbeat",
+              highlight=False, markup=False)
 
 
 def _celery_app():
@@ -464,6 +476,11 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    from surgewatch import logs
+
+    # Every command logs through the redacting handler (worker and beat replace the level through
+    # Celery's setup_logging; the long-running metrics and slack-listener raise it to INFO).
+    logs.setup(os.environ.get("SURGEWATCH_LOG_LEVEL", "WARNING"))
     try:
         app()
     except (KeyboardInterrupt, BrokenPipeError):
@@ -473,7 +490,7 @@ def main() -> None:
     except Exception as exc:  # the last resort: one line, not a traceback (unless --debug)
         if debug:
             raise
-        err.print(f"error: {exc.__class__.__name__}: {exc}", markup=False, highlight=False)
+        err.print(redact(f"error: {exc.__class__.__name__}: {exc}"), markup=False, highlight=False)
         raise SystemExit(1)
 
 
