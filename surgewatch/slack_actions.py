@@ -498,8 +498,9 @@ def slack_listener_command(
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
         raise typer.Exit(1) from None
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from surgewatch import logs
+
+    logs.setup("INFO")  # this process holds two Slack tokens: every line it logs is redacted
     try:
         run_listener(settings)
     except ListenerError as exc:
