@@ -169,20 +169,50 @@ def beat(
 
 @app.command()
 def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Source health per brand x source, open incidents and the latest verdict per brand."""
+    """The pipeline's heartbeats (what /healthz checks), active silences, source health per brand x
+    source, open incidents and the latest verdict per brand."""
     settings = load_or_exit(config)
-    from surgewatch.health import SourceHealth
+    from surgewatch import clock
+    from surgewatch.health import SourceHealth, pipeline_health
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(settings)
+    now = clock.now()
+    pipeline = pipeline_health(settings, rt.store, now)
     health = SourceHealth.load_all(rt.store)
     names = [b.name for b in settings.brands]
     verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
+    silences = [s for s in rt.store.get_states([f"silence:{n}" for n in names]) if s and s.get("until", 0) > now]
     open_incidents = rt.store.open_incidents(names)
     incidents = [open_incidents[n] for n in names if n in open_incidents]
     if as_json:
-        print(json.dumps({"sources": [h.to_dict() for h in health], "verdicts": verdicts, "open_incidents": incidents}))
+        for h in health:
+            h.last_error = redact(h.last_error) if h.last_error else h.last_error
+        print(json.dumps({"pipeline": pipeline.to_dict(), "silences": silences, "sources": [h.to_dict() for h in health],
+                          "verdicts": verdicts, "open_incidents": incidents}))
         return
+    if pipeline.ok:
+        out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
+    else:
+        out.print(f"[bold red]pipeline: STALE[/] (heartbeats older than {pipeline.stale_after:.0f} s count as stale)",
+                  highlight=False)
+        for line in pipeline.stale:
+            out.print(f"  {line}", highlight=False, markup=False)
+    pt = Table(title="Heartbeats")
+    for col in ("component", "last seen"):
+        pt.add_column(col)
+    for name, at in pipeline.last_seen.items():
+        pt.add_row(name, _ago(at))
+    out.print(pt)
+    st = Table(title="Silences")
+    for col in ("brand", "until", "by", "reason"):
+        st.add_column(col)
+    for entry in silences:
+        st.add_row(str(entry.get("brand", "")), _ago_until(entry["until"], now), str(entry.get("by", "")),
+                   str(entry.get("reason", "")))
+    if not silences:
+        st.add_row("(none)", "", "", "")
+    out.print(st)
     table = Table(title="Sources")
     for col in ("brand", "source", "status", "last success", "last error", "polls", "requests"):
         table.add_column(col)
@@ -190,7 +220,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         style = {"ok": "green", "degraded": "yellow", "failing": "red", "disabled": "bold red"}.get(h.status, "")
         table.add_row(
             h.brand, h.source, f"[{style}]{h.status}[/]" if style else h.status, _ago(h.last_success),
-            (h.last_error or "")[:80], str(h.polls), str(h.requests),
+            redact(h.last_error or "")[:80], str(h.polls), str(h.requests),
         )
     out.print(table)
     vt = Table(title="Brands")
@@ -204,6 +234,13 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
             v.get("severity", "-"), inc["id"] if inc else "",
         )
     out.print(vt)
+
+
+def _ago_until(until: float, now: float) -> str:
+    seconds = max(0.0, until - now)
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min more"
+    return f"{seconds / 3600:.1f} h more"
 
 
 def _ago(ts: float | None) -> str:

@@ -52,8 +52,29 @@ def evaluate(brands: list[str] | str) -> dict:
             countdown = wait if wait and no in opened else None
             notify.apply_async((incident_id, no, channel), queue="notify", countdown=countdown)
     pipeline.mark_dispatched(rt, dispatch)
+    _after_tick(rt, list(brands) if not isinstance(brands, str) else [brands])
     return {"brands": len(outcomes), "buckets": sum(len(o.verdicts) for o in outcomes),
             "transitions": sum(len(o.transitions) for o in outcomes), "busy": [o.brand for o in outcomes if o.busy]}
+
+
+def _after_tick(rt: pipeline.Runtime, brands: list[str]) -> None:
+    """The evaluate tick's heartbeat, then the dead-man's switch when the whole pipeline is healthy."""
+    from surgewatch.celery_settings import evaluate_entry_for
+    from surgewatch.health import ping_heartbeat_url
+
+    now = clock.now()
+    entry = evaluate_entry_for(rt.settings, brands)
+    if entry is not None:
+        rt.store.heartbeat(f"evaluate:{entry}", now)
+    ping_heartbeat_url(rt.settings, rt.store, now)
+
+
+@app.task(name="surgewatch.heartbeat")
+def heartbeat(queue: str) -> dict:
+    # Sent by beat to each queue: a worker of that queue took it, so beat, the broker, that queue's
+    # workers and the store all work (health.pipeline_health).
+    runtime().store.heartbeat(f"worker:{queue}", clock.now())
+    return {"queue": queue}
 
 
 @app.task(name="surgewatch.notify", bind=True, max_retries=8)
