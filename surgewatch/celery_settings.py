@@ -55,7 +55,9 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
         }
     # A heartbeat task on each queue: it proves beat -> broker -> a worker of that queue -> store
     # (health.pipeline_health turns /healthz red when one is older than ops.stale_after_seconds).
-    beat_every = max(1.0, min(settings.stale_after_seconds() / 4, 60.0)) / speed
+    # At least 2 real seconds apart: under the demo's compressed clock a simulated-time period would
+    # flood the embedded broker with heartbeats and starve the evaluate ticks.
+    beat_every = max(2.0, min(settings.stale_after_seconds() / 4, 60.0) / speed)
     for queue in QUEUES:
         schedule[f"heartbeat-{queue}"] = {
             "task": "surgewatch.heartbeat",
@@ -154,8 +156,8 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 10  # well inside the lock timeout, so a live beat never loses it
     else:
-        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.beat).
-        conf["beat_scheduler"] = "surgewatch.beat:HeartbeatScheduler"
+        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.heartbeat).
+        conf["beat_scheduler"] = "surgewatch.heartbeat:HeartbeatScheduler"
     if speed > 1:
         conf["beat_max_loop_interval"] = 0.2
     return conf
