@@ -3,8 +3,9 @@
 The receiver must be able to trust and de-duplicate what we send, so every request carries:
 - ``X-SurgeWatch-Timestamp``: Unix seconds when it was signed (receivers reject old ones: replay);
 - ``X-SurgeWatch-Signature: sha256=<hex>``: HMAC-SHA256 with the shared secret over
-  ``f"{timestamp}.{body}"`` (the Stripe/Slack scheme, so signing the timestamp stops a replay
-  with a fresh timestamp);
+  ``f"{timestamp}.{idempotency_key}.{body}"`` (the Stripe/Slack scheme, so signing the timestamp
+  stops a replay with a fresh timestamp; the key is signed too, so a replay cannot pose as a new
+  action by changing it);
 - ``Idempotency-Key``: the notification key, the same on every retry of one transition.
 
 Dry-run (the example config's default) logs what would be sent and sends nothing.
@@ -83,21 +84,31 @@ def unknown_placeholders(template: Any) -> list[str]:
     return sorted(set(_PLACEHOLDER.findall(json.dumps(template, ensure_ascii=False))) - set(_SAMPLE_KEYS))
 
 
-def sign(secret: str, timestamp: str, body: str) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+def sign(secret: str, timestamp: str, body: str | bytes, idempotency_key: str | None = None) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``"{timestamp}.{idempotency_key}.{body}"`` (over
+    ``"{timestamp}.{body}"`` when there is no key): the key is signed, so a replay cannot pass as a
+    new action by changing it."""
+    raw = body if isinstance(body, bytes) else body.encode()
+    prefix = f"{timestamp}." if idempotency_key is None else f"{timestamp}.{idempotency_key}."
+    digest = hmac.new(secret.encode(), prefix.encode() + raw, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
-def verify_signature(secret: str, timestamp: str, body: str | bytes, signature: str, *,
-                     tolerance: float = 300, now: float | None = None) -> bool:
-    """What a receiver does: constant-time compare, and refuse timestamps older than ``tolerance``."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8")
+def verify_signature(secret: str, timestamp: str | None, body: str | bytes | None, signature: str | None, *,
+                     idempotency_key: str | None = None, tolerance: float = 300, now: float | None = None) -> bool:
+    """What a receiver does: constant-time compare, and refuse timestamps older than ``tolerance``.
+    Pass the request's ``Idempotency-Key`` header: it is part of what is signed.  Never raises on
+    what a request carries: a missing header, a non-UTF-8 body or a malformed timestamp is False."""
+    if not (isinstance(timestamp, str) and isinstance(signature, str) and isinstance(body, (str, bytes))):
+        return False
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        return False
     try:
         age = abs((time.time() if now is None else now) - float(timestamp))
-    except ValueError:
+        expected = sign(secret, timestamp, body, idempotency_key)
+    except (ValueError, UnicodeError):
         return False
-    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return age <= tolerance and hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
 def _redacted(url: str) -> str:
@@ -170,7 +181,7 @@ class WebhookAction:
         headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, IDEMPOTENCY_HEADER: n.key,
                    "User-Agent": "SurgeWatch-webhook/1"}
         if self._secret:
-            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body, n.key)
         what = f"webhook {self.name} {action} {_redacted(self.url)}"
         if self.dry_run:
             log.info("%s: dry run, not sent; body=%s idempotency_key=%s", what, body, n.key)
