@@ -9,6 +9,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from surgewatch.redact import redact
 from surgewatch.store.base import Store
 
 FAILING_AFTER = 3  # consecutive failures before "degraded" becomes "failing"
@@ -70,7 +71,9 @@ class SourceHealth:
         self, now: float, message: str, *, permanent: bool, retry_after: float | None = None
     ) -> None:
         self.polls += 1
-        self.last_error = message
+        # scrubbed before it is stored: it is shown by status, /healthz, metrics and the ops alert,
+        # and an outside service may echo our token in its error (an X 401 repeating "Bearer ...")
+        self.last_error = redact(message)
         self.last_error_at = now
         self.consecutive_failures += 1
         if self.failing_since is None:

@@ -84,3 +84,17 @@ def test_a_cli_command_logs_through_the_redacting_handler(tmp_path):
                                "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert "token is ***" in proc.stderr, proc.stderr
     assert "xoxb-logged-secret-1" not in proc.stderr
+
+
+def test_a_source_error_that_echoes_a_token_is_scrubbed_before_it_is_stored(tmp_path, monkeypatch):
+    from surgewatch.health import SourceHealth
+    from surgewatch.store.sqlite import SqliteStore
+
+    monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-x-token-echoed-back")
+    store = SqliteStore(str(tmp_path / "sw.db"))
+    h = SourceHealth("x", "Acme")
+    h.record_failure(1_800_000_000.0, 'x: HTTP 401: {"detail": "Bearer AAAA-x-token-echoed-back is not valid"}',
+                     permanent=True)
+    h.save(store)
+    stored = SourceHealth.load(store, "x", "Acme").last_error
+    assert "AAAA-x-token-echoed-back" not in stored and "Bearer ***" in stored

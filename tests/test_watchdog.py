@@ -195,3 +195,42 @@ def test_healthz_is_503_fresh_200_while_run_works_and_503_soon_after_run_is_kill
             srv.shutdown()
             srv.server_close()
             thread.join(timeout=5)
+
+
+# -- a store outage is one line per task, not a traceback ------------------------------------------
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_while_the_store_is_down_each_task_logs_one_line_without_a_traceback_or_the_password(tmp_path):
+    from tests.support import Worker, sender_for, wait_until
+
+    path, settings = write_config(tmp_path, {
+        "brands": [{"name": "Acme", "query": "acme"}],
+        "sources": {"hackernews": {"api_url": "http://127.0.0.1:9/api"}},
+        "store": {"url": f"redis://:pw-store-secret@127.0.0.1:{_closed_port()}/0"},
+        "broker": {"url": f"sqla+sqlite:///{tmp_path / 'broker.db'}"},
+        "digest": {"enabled": False}})
+    from surgewatch.celery_settings import prepare_embedded_broker
+
+    prepare_embedded_broker(settings.broker.url)
+    worker = Worker(path, {"SURGEWATCH_CONFIG": str(path)}, tmp_path / "worker.log", concurrency=1)
+    sender = sender_for(settings)
+    try:
+        wait_until(lambda: "ready" in worker.log(), 60, "the worker to start", worker)
+        sender.send_task("surgewatch.collect", args=("hackernews", "Acme"), queue="collect")
+        sender.send_task("surgewatch.evaluate", args=(["Acme"],), queue="detect")
+        sender.send_task("surgewatch.heartbeat", args=("notify",), queue="notify")
+        wait_until(lambda: worker.log().count("the store is unavailable") >= 3, 90, "three skipped tasks", worker)
+        log = worker.log()
+        assert "Traceback" not in log, log[-4000:]
+        assert "pw-store-secret" not in log
+        lines = [line for line in log.splitlines() if "the store is unavailable" in line]
+        assert {line.split("WARNING surgewatch.tasks: ")[1].split(":")[0] for line in lines} == {
+            "collect hackernews for Acme", "evaluate", "heartbeat of the notify queue"}
+    finally:
+        sender.close()
+        worker.stop()
