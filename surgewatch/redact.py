@@ -38,7 +38,9 @@ MIN_SECRET_LENGTH = 6
 # Query parameters whose values are secrets in some URLs (private feeds, API gateways, Redis).
 SECRET_PARAM = re.compile(r"(key|token|secret|pass|pwd|sig|auth|session|credential)", re.IGNORECASE)
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
-_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=%-]{6,}", re.IGNORECASE)
+# A credential after an auth scheme has a digit in it; "Basic configuration." is prose.
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic)(\s+)(?=[A-Za-z._~+/=%-]*[0-9])[A-Za-z0-9._~+/=%-]{6,}",
+                          re.IGNORECASE)
 _KEY_VALUE = re.compile(
     r"\b([A-Za-z_]*(?:password|passwd|secret|token|api_key|apikey)[A-Za-z_]*)(\s*=\s*)(\"?)([^\s\"'&,;]{3,})",
     re.IGNORECASE)

@@ -98,3 +98,8 @@ def test_a_source_error_that_echoes_a_token_is_scrubbed_before_it_is_stored(tmp_
     h.save(store)
     stored = SourceHealth.load(store, "x", "Acme").last_error
     assert "AAAA-x-token-echoed-back" not in stored and "Bearer ***" in stored
+
+
+def test_prose_is_left_alone():
+    text = "Basic configuration. Bearer tokens expire; the token bucket refilled; see https://docs.example/guide?page=2"
+    assert redact(text) == text
