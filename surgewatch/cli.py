@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from surgewatch.config import ConfigError, Settings, load_settings
@@ -31,7 +32,8 @@ ConfigOption = typer.Option(
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    # redacted: the message may quote an outside service that echoed our token
+    err.print("[bold red]error:[/] " + escape(redact(message)), markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -103,3 +103,12 @@ def test_a_source_error_that_echoes_a_token_is_scrubbed_before_it_is_stored(tmp_
 def test_prose_is_left_alone():
     text = "Basic configuration. Bearer tokens expire; the token bucket refilled; see https://docs.example/guide?page=2"
     assert redact(text) == text
+
+
+def test_fail_masks_secrets_and_keeps_square_brackets(capsys, monkeypatch):
+    from surgewatch import cli
+
+    monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-echoed-token-99")
+    cli.fail("x: HTTP 401 [Unauthorized]: Bearer AAAA-echoed-token-99")
+    printed = capsys.readouterr().err
+    assert "AAAA-echoed-token-99" not in printed and "[Unauthorized]" in printed
