@@ -15,9 +15,9 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
-log = logging.getLogger("surgewatch.beat")
-
 from surgewatch.heartbeat import HEARTBEAT_EVERY, Heartbeat
+
+log = logging.getLogger("surgewatch.beat")
 
 RETRY_SECONDS = 5.0
 

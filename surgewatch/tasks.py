@@ -4,9 +4,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from functools import lru_cache
-
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator
 
 from celery.exceptions import Ignore
