@@ -77,11 +77,23 @@ def render_template(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
+_PLACEHOLDER_LIKE = re.compile(r"\{[^{}\s]+\}")
+
+
+def _strings(template: Any) -> list[str]:
+    if isinstance(template, dict):
+        return [s for k, v in template.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(template, list):
+        return [s for v in template for s in _strings(v)]
+    return [template] if isinstance(template, str) else []
+
+
 def unknown_placeholders(template: Any) -> list[str]:
-    """The ``{names}`` a template uses that :func:`template_values` does not provide, sorted."""
-    if not template:
-        return []
-    return sorted(set(_PLACEHOLDER.findall(json.dumps(template, ensure_ascii=False))) - set(_SAMPLE_KEYS))
+    """What in a template looks like a placeholder but is not one :func:`template_values` fills,
+    sorted: an unknown ``{name}``, or ``{observed:.1f}`` / ``{brand.name}`` (only ``{name}`` is
+    recognised, and those would be sent as written)."""
+    found = {m.group(0)[1:-1] for s in _strings(template) for m in _PLACEHOLDER_LIKE.finditer(s)}
+    return sorted(found - set(_SAMPLE_KEYS))
 
 
 def sign(secret: str, timestamp: str, body: str | bytes, idempotency_key: str | None = None) -> str:

@@ -270,3 +270,17 @@ def test_dedup_must_outlast_the_age_after_which_posts_are_not_counted():
     assert parse_settings({"brands": [{"name": "A", "query": "a"}]}).store.dedup_ttl_days * 86400 > MAX_MENTION_AGE
     with pytest.raises(ConfigError, match=r"store.dedup_ttl_days"):
         parse_settings({"brands": [{"name": "A", "query": "a"}], "store": {"dedup_ttl_days": 1}})
+
+
+@pytest.mark.parametrize("text", ["{observed_per_min:.1f}", "{brand.name}", "{0}", "x {Brand} y"])
+def test_a_malformed_webhook_placeholder_is_a_config_error_not_text_sent_as_written(text):
+    errors = errors_of({**MINIMAL, "traffic_controls": [
+        {"name": "scale", "url": "https://h.example/x", "undo": {"n": [text]}, "body": {"ok": "{brand}"}}]})
+    assert len(errors) == 1 and errors[0].startswith("traffic_controls[0].undo: unknown placeholder(s)"), errors
+
+
+def test_literal_braces_that_are_not_placeholders_are_allowed():
+    s = parse_settings({**MINIMAL, "traffic_controls": [
+        {"name": "scale", "url": "https://h.example/x", "body": {"note": "use {} or { spaced }", "b": "{brand}"}}]},
+        env={})
+    assert s.traffic_controls[0].body["b"] == "{brand}"
