@@ -518,8 +518,10 @@ def main() -> None:
     from surgewatch import logs
 
     # Every command logs through the redacting handler (worker and beat replace the level through
-    # Celery's setup_logging; the long-running metrics and slack-listener raise it to INFO).
-    logs.setup(os.environ.get("SURGEWATCH_LOG_LEVEL", "WARNING"))
+    # Celery's setup_logging); the long-running metrics and slack-listener servers log at INFO.
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    default = "INFO" if command in ("metrics", "slack-listener") else "WARNING"
+    logs.setup(os.environ.get("SURGEWATCH_LOG_LEVEL") or default)
     try:
         app()
     except (KeyboardInterrupt, BrokenPipeError):

@@ -227,9 +227,6 @@ def metrics_command(
     port: int = typer.Option(9464, "--port", min=0, max=65535, help="Port to listen on."),
 ) -> None:
     """Serve Prometheus /metrics and a /healthz check, read from the store (no Celery needed)."""
-    from surgewatch import logs
-
-    logs.setup("INFO")
     try:
         settings = load_settings(config)
     except ConfigError as exc:

@@ -498,9 +498,8 @@ def slack_listener_command(
         for line in exc.errors:
             print(f"{exc.source}: {line}", file=sys.stderr)
         raise typer.Exit(1) from None
-    from surgewatch import logs
-
-    logs.setup("INFO")  # this process holds two Slack tokens: every line it logs is redacted
+    # Logging (with secret redaction: this process holds two Slack tokens) is set up by
+    # surgewatch.cli.main for every command.
     try:
         run_listener(settings)
     except ListenerError as exc:

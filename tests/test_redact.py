@@ -112,3 +112,18 @@ def test_fail_masks_secrets_and_keeps_square_brackets(capsys, monkeypatch):
     cli.fail("x: HTTP 401 [Unauthorized]: Bearer AAAA-echoed-token-99")
     printed = capsys.readouterr().err
     assert "AAAA-echoed-token-99" not in printed and "[Unauthorized]" in printed
+
+
+def test_slack_listener_logs_info_lines_through_the_redacting_handler():
+    # the listener holds SLACK_BOT_TOKEN and SLACK_APP_TOKEN; it used to log through a plain basicConfig
+    code = ("import logging, sys; sys.argv=['surgewatch', 'slack-listener', '--help']\n"
+            "from surgewatch import cli, logs\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "root = logging.getLogger()\n"
+            "assert any(isinstance(f, logs.RedactSecrets) for h in root.handlers for f in h.filters)\n"
+            "logging.getLogger('surgewatch.slack_actions').info('socket mode with %s', 'xapp-1-A0-listener-secret')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": "xapp-1-A0-listener-secret",
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO surgewatch.slack_actions: socket mode with ***" in proc.stderr, proc.stderr
