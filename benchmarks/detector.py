@@ -14,8 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from detector.spike import DetectorParams, SpikeDetector  # noqa: E402
-from surgewatch.backtest import PUBLISHED, render_report, run_backtest  # noqa: E402
+from surgewatch.detector.spike import DetectorParams, SpikeDetector  # noqa: E402
+from surgewatch.backtest.replay import PUBLISHED, render_report, run_backtest  # noqa: E402
 
 
 def two_sided(bucket_seconds: int) -> SpikeDetector:

@@ -3,7 +3,7 @@ Slack, p50 and p95 over at least 20 surges, through the real deployment: ``surge
 (RedBeat) schedules, two ``surgewatch worker`` processes (concurrency 1 each) run collect,
 evaluate and notify on a throwaway Redis (broker db 0, store db 1), the real ``google_news``
 collector (the RSS machinery, one feed URL per brand) reads a local feed server and the real
-slack-sdk posts to :class:`surgewatch.fakeslack.FakeSlack`.
+slack-sdk posts to :class:`tests.fakes.slack_server.FakeSlack`.
 
 Two configurations, one code path:
 
@@ -54,9 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 from surge import SOURCE, BrandFeeds, Script, pct, stop_all, wait_ready  # noqa: E402
-from surgewatch.celery_settings import EVALUATE_TICKS_PER_BUCKET  # noqa: E402
+from surgewatch.worker.settings import EVALUATE_TICKS_PER_BUCKET  # noqa: E402
 from surgewatch.clock import SimClock  # noqa: E402
-from surgewatch.fakeslack import FakeSlack  # noqa: E402
+from tests.fakes.slack_server import FakeSlack  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
 from tests.support import Worker, write_config  # noqa: E402
 from tests.support_faults import Beat, RedisServer  # noqa: E402

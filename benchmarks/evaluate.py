@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from detector.spike import SpikeDetector  # noqa: E402
+from surgewatch.detector.spike import SpikeDetector  # noqa: E402
 from surgewatch import pipeline  # noqa: E402
-from surgewatch.celery_settings import EVALUATE_CHUNK  # noqa: E402
+from surgewatch.worker.settings import EVALUATE_CHUNK  # noqa: E402
 from surgewatch.config import parse_settings  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import redis  # noqa: E402
 
-from collectors.base import Mention  # noqa: E402
+from surgewatch.collectors.base import Mention  # noqa: E402
 from surgewatch.store.errors import redact_url  # noqa: E402
 from surgewatch.store.redis import RedisStore  # noqa: E402
 from surgewatch.store.sqlite import SqliteStore  # noqa: E402

@@ -55,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import numpy as np  # noqa: E402
 import redis  # noqa: E402
 
-from collectors.base import Mention  # noqa: E402
+from surgewatch.collectors.base import Mention  # noqa: E402
 from surgewatch import pipeline  # noqa: E402
 from surgewatch.clock import SimClock  # noqa: E402
 from surgewatch.config import parse_settings  # noqa: E402
-from surgewatch.feedserver import FeedServer, _Handler  # noqa: E402
+from surgewatch.demo.feedserver import FeedServer, _Handler  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
 from tests.support import Worker, sender_for, write_config  # noqa: E402
 from tests.support_faults import RedisServer  # noqa: E402

@@ -44,9 +44,9 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.spike import DetectorParams, SpikeDetector  # noqa: E402
-from detector.traffic import TrafficModel, fit_traffic_model, predict_traffic  # noqa: E402
-from detector.verdict import Severity, Verdict  # noqa: E402
+from surgewatch.detector.spike import DetectorParams, SpikeDetector  # noqa: E402
+from surgewatch.detector.traffic import TrafficModel, fit_traffic_model, predict_traffic  # noqa: E402
+from surgewatch.detector.verdict import Severity, Verdict  # noqa: E402
 from surgewatch.config import parse_settings  # noqa: E402
 from surgewatch.pipeline import Runtime  # noqa: E402
 from surgewatch.store import open_store  # noqa: E402

@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 
 import requests
 
-from collectors.base import BrandSpec
-from collectors.query import Query
-from collectors.rss import RssCollector
+from surgewatch.collectors.base import BrandSpec
+from surgewatch.collectors.query import Query
+from surgewatch.collectors.rss import RssCollector
 
 
 class GoogleNewsCollector(RssCollector):

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.links import (
     FIRST_POLL_LOOKBACK,
     TimeWindowCursor,
     as_int,

@@ -17,8 +17,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from collectors.base import SourceError
-from collectors.query import Query, QueryError, parse_query
+from surgewatch.collectors.base import SourceError
+from surgewatch.collectors.query import Query, QueryError, parse_query
 
 # Twitter's snowflake epoch (2010-11-04T01:42:54.657Z), in milliseconds.  The top 41 bits of a
 # tweet id are milliseconds since then, which is how a tweet without ``created_at`` gets a time.

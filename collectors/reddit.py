@@ -29,8 +29,8 @@ import prawcore
 from prawcore.rate_limit import RateLimiter
 from prawcore.sessions import FiniteRetryStrategy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.links import (
     ResponseTooLarge,
     as_int,
     brand_query,

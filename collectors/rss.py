@@ -27,10 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 import feedparser
 import requests
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError
-from collectors.http import FetchFailure, get_capped, redact_url, utc_now
-from collectors.links import site_links
-from collectors.query import Query, QueryError, parse_query
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.http import FetchFailure, get_capped, redact_url, utc_now
+from surgewatch.collectors.links import site_links
+from surgewatch.collectors.query import Query, QueryError, parse_query
 
 SEEN_PER_FEED = 500  # ids remembered per feed; feeds carry 10-100 entries, Google News up to 100
 MAX_TEXT = 10_000  # characters of a mention's text kept (matching sees it all)

@@ -28,9 +28,9 @@ from typing import Any, Callable
 import requests
 import tweepy
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError
-from collectors.query import QueryError
-from collectors.links import (
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.query import QueryError
+from surgewatch.collectors.links import (
     GuardedAdapter,
     as_int,
     brand_query,

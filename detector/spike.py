@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Mapping
 
-from detector.verdict import Forecast, Severity, Verdict
+from surgewatch.detector.verdict import Forecast, Severity, Verdict
 
 _LN10 = math.log(10.0)
 _LN2 = math.log(2.0)

@@ -3,11 +3,11 @@
 Adding a channel is one new module and one line in ``CHANNEL_TYPES``; the core builds instances
 from config (secrets from the environment) and never imports a channel module directly.
 """
-from notifier.base import Channel, ChannelError, Notification
-from notifier.console import ConsoleChannel
-from notifier.pagerduty import PagerDutyChannel
-from notifier.slack import SlackChannel, SlackChannelError
-from notifier.webhook import WebhookAction
+from surgewatch.notifier.base import Channel, ChannelError, Notification
+from surgewatch.notifier.console import ConsoleChannel
+from surgewatch.notifier.pagerduty import PagerDutyChannel
+from surgewatch.notifier.slack import SlackChannel, SlackChannelError
+from surgewatch.notifier.webhook import WebhookAction
 
 CHANNEL_TYPES: dict[str, type] = {
     "console": ConsoleChannel,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 
 # Below this multiple the forecast is within the site's ordinary minute-to-minute swing: not "a rise".
 NOTICEABLE_MULTIPLE = 1.15

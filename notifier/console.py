@@ -5,9 +5,9 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from notifier import render
-from notifier.base import ChannelError, Notification
-from notifier.escape import log_text
+from surgewatch.notifier import render
+from surgewatch.notifier.base import ChannelError, Notification
+from surgewatch.notifier.escape import log_text
 
 
 class ConsoleChannel:

@@ -12,8 +12,8 @@ from typing import Mapping
 
 import requests
 
-from notifier.base import ChannelError
-from notifier.escape import log_text
+from surgewatch.notifier.base import ChannelError
+from surgewatch.notifier.escape import log_text
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

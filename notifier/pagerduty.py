@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from notifier import render
-from notifier.base import Notification
-from notifier.escape import log_text
-from notifier.http_errors import error_for_exception, error_for_status
+from surgewatch.notifier import render
+from surgewatch.notifier.base import Notification
+from surgewatch.notifier.escape import log_text
+from surgewatch.notifier.http_errors import error_for_exception, error_for_status
 
 log = logging.getLogger(__name__)
 

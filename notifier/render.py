@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from notifier.base import Notification
+from surgewatch.notifier.base import Notification
 
 
 def per_minute(count_per_bucket: float | None, bucket_seconds: int) -> float | None:

@@ -23,9 +23,9 @@ from typing import Any, Callable, Mapping
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 
-from notifier import slack_blocks
-from notifier.base import ChannelError, Notification
-from notifier.escape import log_text
+from surgewatch.notifier import slack_blocks
+from surgewatch.notifier.base import ChannelError, Notification
+from surgewatch.notifier.escape import log_text
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from collectors.base import Mention
-from notifier import render
-from notifier.base import Notification
-from notifier.escape import FIELD_TEXT_LIMIT, HEADER_TEXT_LIMIT, SECTION_TEXT_LIMIT, slack_link, slack_text
+from surgewatch.collectors.base import Mention
+from surgewatch.notifier import render
+from surgewatch.notifier.base import Notification
+from surgewatch.notifier.escape import FIELD_TEXT_LIMIT, HEADER_TEXT_LIMIT, SECTION_TEXT_LIMIT, slack_link, slack_text
 
 Block = dict[str, Any]
 

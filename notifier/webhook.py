@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from notifier import render
-from notifier.base import Notification
-from notifier.http_errors import error_for_exception, error_for_status
+from surgewatch.notifier import render
+from surgewatch.notifier.base import Notification
+from surgewatch.notifier.http_errors import error_for_exception, error_for_status
 from surgewatch.redact import redact_url
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 if TYPE_CHECKING:
-    from surgewatch.calendar import PlannedEvent
+    from surgewatch.incidents.calendar import PlannedEvent
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -118,7 +118,7 @@ class BrandConfig(Strict):
     @field_validator("query")
     @classmethod
     def _query_parses(cls, v: str) -> str:
-        from collectors.query import QueryError, parse_query
+        from surgewatch.collectors.query import QueryError, parse_query
 
         try:
             parse_query(v)
@@ -265,7 +265,7 @@ class TrafficControl(Strict):
     @classmethod
     def _known_placeholders(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         # checked here, so that check-config refuses what would otherwise fail when the webhook is built
-        from notifier.webhook import KNOWN_PLACEHOLDERS, unknown_placeholders
+        from surgewatch.notifier.webhook import KNOWN_PLACEHOLDERS, unknown_placeholders
 
         unknown = unknown_placeholders(v)
         if unknown:
@@ -479,7 +479,7 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _calendar_loads(self) -> "Settings":
-        from surgewatch.calendar import CalendarError, load_calendar
+        from surgewatch.incidents.calendar import CalendarError, load_calendar
 
         names = {b.name.casefold() for b in self.brands}
         unknown = sorted({e.brand for e in self.calendar.events if e.brand.casefold() not in names})
@@ -492,7 +492,7 @@ class Settings(Strict):
         return self
 
     def planned_events(self) -> "list[PlannedEvent]":
-        from surgewatch.calendar import load_calendar
+        from surgewatch.incidents.calendar import load_calendar
 
         return load_calendar([e.model_dump(exclude_none=True) for e in self.calendar.events], self.timezone)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from collectors.base import Collector
-from notifier.base import Channel
+from surgewatch.collectors.base import Collector
+from surgewatch.notifier.base import Channel
 from surgewatch import clock
 from surgewatch.config import Settings, secret_from
 
@@ -27,15 +27,15 @@ def build_collector(settings: Settings, name: str) -> Collector:
         raise KeyError(f"source {name!r} is not configured")
     now: Callable[[], float] = clock.now
     if name == "rss":
-        from collectors.rss import RssCollector
+        from surgewatch.collectors.rss import RssCollector
 
         return RssCollector(list(cfg.feeds), timeout=cfg.timeout, max_bytes=cfg.max_bytes, now=now)
     if name == "google_news":
-        from collectors.google_news import GoogleNewsCollector
+        from surgewatch.collectors.google_news import GoogleNewsCollector
 
         return GoogleNewsCollector(api_url=cfg.api_url, hl=cfg.hl, gl=cfg.gl, ceid=cfg.ceid, timeout=cfg.timeout, now=now)
     if name == "x":
-        from collectors.x import XCollector
+        from surgewatch.collectors.x import XCollector
 
         token = _require(secret_from(cfg.bearer_token, "X_BEARER_TOKEN"), "X_BEARER_TOKEN", "sources.x")
         return XCollector(
@@ -48,7 +48,7 @@ def build_collector(settings: Settings, name: str) -> Collector:
             now=now,
         )
     if name == "reddit":
-        from collectors.reddit import RedditCollector
+        from surgewatch.collectors.reddit import RedditCollector
 
         return RedditCollector(
             _require(os.environ.get("REDDIT_CLIENT_ID"), "REDDIT_CLIENT_ID", "sources.reddit"),
@@ -62,11 +62,11 @@ def build_collector(settings: Settings, name: str) -> Collector:
             now=now,
         )
     if name == "hackernews":
-        from collectors.hackernews import HackerNewsCollector
+        from surgewatch.collectors.hackernews import HackerNewsCollector
 
         return HackerNewsCollector(api_url=cfg.api_url, hits_per_page=cfg.hits_per_page, now=now)
     if name == "bluesky":
-        from collectors.bluesky import BlueskyCollector
+        from surgewatch.collectors.bluesky import BlueskyCollector
 
         return BlueskyCollector(
             api_url=cfg.api_url,
@@ -76,7 +76,7 @@ def build_collector(settings: Settings, name: str) -> Collector:
             now=now,
         )
     if name == "mastodon":
-        from collectors.mastodon import MastodonCollector
+        from surgewatch.collectors.mastodon import MastodonCollector
 
         return MastodonCollector(
             api_url=cfg.api_url, hashtags=list(cfg.hashtags), access_token=os.environ.get("MASTODON_ACCESS_TOKEN"), now=now
@@ -94,7 +94,7 @@ def incident_chart_for(settings: Settings, store: Any) -> Callable[[Any], bytes 
     """The volume chart attached to a Slack alert: the last three hours of the brand's mentions."""
 
     def chart(n: Any) -> bytes | None:
-        from surgewatch.charts import incident_chart
+        from surgewatch.reports.charts import incident_chart
 
         end = n.at.timestamp()
         counts = store.counts(n.brand, end - 3 * 3600, end)
@@ -111,11 +111,11 @@ def build_channel(settings: Settings, name: str, store: Any = None) -> Channel:
     reports once; the run continues with the other channels."""
     c = settings.channels
     if name == "console" and c.console is not None:
-        from notifier.console import ConsoleChannel
+        from surgewatch.notifier.console import ConsoleChannel
 
         return ConsoleChannel()
     if name == "slack" and c.slack is not None:
-        from notifier.slack import SlackChannel
+        from surgewatch.notifier.slack import SlackChannel
 
         token = _require(secret_from(c.slack.token, "SLACK_BOT_TOKEN"), "SLACK_BOT_TOKEN", "channels.slack")
         return SlackChannel(
@@ -127,14 +127,14 @@ def build_channel(settings: Settings, name: str, store: Any = None) -> Channel:
             chart=incident_chart_for(settings, store) if store is not None else None,
         )
     if name == "pagerduty" and c.pagerduty is not None:
-        from notifier.pagerduty import PagerDutyChannel
+        from surgewatch.notifier.pagerduty import PagerDutyChannel
 
         key = _require(
             secret_from(c.pagerduty.routing_key, "PAGERDUTY_ROUTING_KEY"), "PAGERDUTY_ROUTING_KEY", "channels.pagerduty"
         )
         return PagerDutyChannel(key, events_url=c.pagerduty.events_url, timeout=c.pagerduty.timeout)
     if name.startswith("webhook:"):
-        from notifier.webhook import WebhookAction
+        from surgewatch.notifier.webhook import WebhookAction
 
         for t in settings.traffic_controls:
             if f"webhook:{t.name}" == name:

@@ -34,11 +34,11 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from collectors.http import BodyError, read_capped, redact_url
-from detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
-from detector.verdict import Severity, Verdict
-from notifier.base import TrafficOutlook
-from notifier.escape import log_text
+from surgewatch.collectors.http import BodyError, read_capped, redact_url
+from surgewatch.detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.notifier.base import TrafficOutlook
+from surgewatch.notifier.escape import log_text
 from surgewatch.config import BrandConfig, PrometheusTrafficConfig, TrafficHistoryConfig
 
 if TYPE_CHECKING:

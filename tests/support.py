@@ -12,7 +12,7 @@ from typing import Any, Callable
 import yaml
 from celery import Celery
 
-from surgewatch.celery_settings import build
+from surgewatch.worker.settings import build
 from surgewatch.config import Settings, parse_settings
 
 
@@ -54,7 +54,7 @@ class SurgewatchProcess:
     def __init__(self, args: list[str], env: dict[str, str], log: Path):
         self.log_path = log
         self._log = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "surgewatch.cli", *args], env={**os.environ, **env},
+        self.proc = subprocess.Popen([sys.executable, "-m", "surgewatch.cli.main", *args], env={**os.environ, **env},
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log(self) -> str:

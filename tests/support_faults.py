@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
-from detector.verdict import Severity, Verdict
-from surgewatch.incidents import incident_id
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.incidents.lifecycle import incident_id
 from tests.support import SurgewatchProcess
 
 
@@ -204,7 +204,7 @@ def expire_claims(store: Any, seconds: float) -> int:
 def seed_incident(store: Any, brand: str, at: float, *, severity: str = "warning", observed: float = 120.0,
                   expected: float = 4.0) -> dict[str, Any]:
     """Save an open incident with one undispatched "opened" transition, exactly as
-    :func:`surgewatch.incidents.advance` builds it, and return it."""
+    :func:`surgewatch.incidents.lifecycle.advance` builds it, and return it."""
     verdict = Verdict(at=at, observed=observed, expected=expected, score=0.999, severity=Severity(severity))
     inc = {
         "id": incident_id(brand, at), "brand": brand, "status": "open", "severity": severity, "opened_at": at,

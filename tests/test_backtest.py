@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from surgewatch.backtest import render_report, run_backtest
+from surgewatch.backtest.replay import render_report, run_backtest
 
 # CI copies shared/ beside the clone: <parent>/main (this repo) and <parent>/shared.
 NAB_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nab"
@@ -67,7 +67,7 @@ def test_the_nab_backtest_runs_on_the_shared_data_and_beats_the_windowed_gaussia
 
 
 def test_thinning_keeps_each_mention_with_the_given_probability_and_only_thins_counts():
-    from surgewatch.backtest import thin_counts
+    from surgewatch.backtest.replay import thin_counts
 
     counts = [float(c) for c in range(200)] * 50
     thinned = thin_counts(counts, 0.25, 7)
@@ -90,7 +90,7 @@ def test_a_thinned_backtest_still_finds_a_clear_burst_and_says_it_was_thinned(tm
 def test_the_cli_thins_on_request_and_prints_the_json_line_last(tmp_path):
     from typer.testing import CliRunner
 
-    from surgewatch.cli import app
+    from surgewatch.cli.main import app
 
     labels = _tiny_corpus(tmp_path / "data")
     runner = CliRunner()

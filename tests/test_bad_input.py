@@ -19,19 +19,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from typer.testing import CliRunner
 
-from collectors.base import Batch, BrandSpec, Mention, SourceError
-from collectors.hackernews import HackerNewsCollector
-from collectors.reddit import RedditCollector
-from collectors.x import XCollector
+from surgewatch.collectors.base import Batch, BrandSpec, Mention, SourceError
+from surgewatch.collectors.hackernews import HackerNewsCollector
+from surgewatch.collectors.reddit import RedditCollector
+from surgewatch.collectors.x import XCollector
 from surgewatch import pipeline
-from surgewatch.cli import app as cli_app
+from surgewatch.cli.main import app as cli_app
 from surgewatch.config import parse_settings
-from surgewatch.fakehn import FakeHackerNews
-from surgewatch.fakereddit import FakeReddit
-from surgewatch.fakeslack import FakeSlack
-from surgewatch.fakex import COUNTS_PATH, SEARCH_PATH, FakeX
-from surgewatch.feedserver import FeedServer, render_rss
-from surgewatch.health import SourceHealth
+from tests.fakes.hn_server import FakeHackerNews
+from tests.fakes.reddit_server import FakeReddit
+from tests.fakes.slack_server import FakeSlack
+from tests.fakes.x_server import COUNTS_PATH, SEARCH_PATH, FakeX
+from surgewatch.demo.feedserver import FeedServer, render_rss
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime, delivery_key
 from tests.support import redis_db_url
 from tests.support_faults import RawServer, seed_incident
@@ -276,7 +276,7 @@ def test_check_config_never_shows_a_traceback_for_any_yaml(tmp_path_factory, doc
 def test_the_real_check_config_command_prints_one_clear_line_per_problem(tmp_path, text, says):
     path = tmp_path / "config.yaml"
     path.write_bytes(text.encode("latin-1"))
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert says in proc.stderr, proc.stderr
@@ -331,7 +331,7 @@ SECRETS = {"SLACK_BOT_TOKEN": "xoxb-SECRET-slack-4f1c9e", "PAGERDUTY_ROUTING_KEY
 @pytest.mark.slow
 @pytest.mark.celery
 def test_a_full_pipeline_pass_with_failing_channels_never_logs_a_secret(tmp_path, redis_url):
-    from surgewatch.fakepagerduty import FakePagerDuty
+    from tests.fakes.pagerduty_server import FakePagerDuty
     from tests.support import FileClock, Worker, sender_for, wait_until, write_config
 
     store_url, broker_url = redis_db_url(redis_url, 11), redis_db_url(redis_url, 10)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.bluesky import BlueskyCollector
-from surgewatch.fakex import FakeAPIServer, RecordedRequest, iso_z, loose_match
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.bluesky import BlueskyCollector
+from tests.fakes.x_server import FakeAPIServer, RecordedRequest, iso_z, loose_match
 from tests.test_collector_contract import SECRET, Kit
 
 HANDLE = "brandwatch.bsky.social"

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from surgewatch.calendar import (
+from surgewatch.incidents.calendar import (
     CalendarError,
     PlannedEvent,
     active_event,

@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from surgewatch.charts import Marker, incident_chart, png_size, source_colours, timeline_chart, volume_chart
+from surgewatch.reports.charts import Marker, incident_chart, png_size, source_colours, timeline_chart, volume_chart
 
 T0 = 1_795_000_000.0 - 1_795_000_000.0 % 86400  # a midnight UTC in 2026
 
@@ -58,7 +58,7 @@ def test_a_source_keeps_its_colour_whatever_the_order():
 
 
 def test_rendering_never_touches_pyplot_so_workers_need_no_display():
-    code = ("import sys; from surgewatch.charts import incident_chart; incident_chart({'rss': {0: 1}}); "
+    code = ("import sys; from surgewatch.reports.charts import incident_chart; incident_chart({'rss': {0: 1}}); "
             "print('matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={"MPLBACKEND": "TkAgg", "PATH": "/usr/bin:/bin", "PYTHONPATH": "."})

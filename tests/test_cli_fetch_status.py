@@ -8,13 +8,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from surgewatch import pipeline
-from surgewatch.feedserver import FeedServer
+from surgewatch.demo.feedserver import FeedServer
 from surgewatch.pipeline import Runtime
 from tests.support import write_config
 
 
 def cli(*args, config):
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args, "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", *args, "--config", str(config)],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -67,7 +67,7 @@ def test_status_shows_source_health_and_the_latest_verdict(tmp_path):
 
 
 def test_status_shows_what_is_stale_and_the_active_silences(tmp_path):
-    from surgewatch import operator
+    from surgewatch.actions import operator
 
     path, settings = write_config(tmp_path, {
         "brands": [{"name": "Acme", "query": "acme"}, {"name": "Bolt", "query": "bolt"}],

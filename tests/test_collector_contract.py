@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from collectors.base import Batch, BrandSpec, Collector, SourceError
+from surgewatch.collectors.base import Batch, BrandSpec, Collector, SourceError
 
 BRAND = BrandSpec(name="acme", query='acme -pie OR "acme cloud"', site="acme.com")
 SECRET = "s3cr3t-do-not-leak"
@@ -62,13 +62,13 @@ class XKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakex import FakeX
+        from tests.fakes.x_server import FakeX
 
         with FakeX(bearer_token=SECRET) as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.x import XCollector
+        from surgewatch.collectors.x import XCollector
 
         # X's smallest page is 10; enough pages to read everything the cases publish.
         return XCollector(secret, api_url=server.url, max_results=max(10, page_size), max_pages=50,
@@ -86,13 +86,13 @@ class RedditKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakereddit import FakeReddit
+        from tests.fakes.reddit_server import FakeReddit
 
         with FakeReddit(client_secret=SECRET) as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.reddit import RedditCollector
+        from surgewatch.collectors.reddit import RedditCollector
 
         return RedditCollector("test-client", secret, "surgewatch-tests/0.1 by u/surgewatch",
                                api_url=server.url, auth_url=server.url, limit=1000)
@@ -113,13 +113,13 @@ class HackerNewsKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.fakehn import FakeHackerNews
+        from tests.fakes.hn_server import FakeHackerNews
 
         with FakeHackerNews() as server:
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.hackernews import HackerNewsCollector
+        from surgewatch.collectors.hackernews import HackerNewsCollector
 
         return HackerNewsCollector(api_url=server.url + "/api/v1", hits_per_page=page_size,
                                    max_pages=50, retries=1)
@@ -139,7 +139,7 @@ class RssKit(Kit):
 
     @contextmanager
     def running(self):
-        from surgewatch.feedserver import FeedServer
+        from surgewatch.demo.feedserver import FeedServer
 
         with FeedServer() as server:
             server.items = []
@@ -147,7 +147,7 @@ class RssKit(Kit):
             yield server
 
     def collector(self, server, *, page_size, secret=SECRET):
-        from collectors.rss import RssCollector
+        from surgewatch.collectors.rss import RssCollector
 
         return RssCollector([server.url(self.path) + f"?token={secret}"], timeout=5)
 

@@ -88,7 +88,7 @@ def test_an_unknown_time_zone_is_named():
 def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tmp_path):
     p = tmp_path / "broken.yaml"
     p.write_text(yaml.safe_dump({"brands": [{"name": "Acme"}], "sources": {"rss": {"interval": "often", "feeds": []}}}))
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(p)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "brands[0].query: field required" in proc.stderr
     assert "sources.rss.interval:" in proc.stderr and "sources.rss.feeds:" in proc.stderr
@@ -98,7 +98,7 @@ def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tm
 def _check_config(path, **env) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", "check-config", str(path)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(path)], capture_output=True,
                           text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
                                **env})
@@ -195,7 +195,7 @@ def test_two_brands_sharing_one_schedule_key_are_refused_naming_both(first, seco
 
 
 def test_every_brand_gets_its_own_beat_entries():
-    from surgewatch.celery_settings import beat_schedule
+    from surgewatch.worker.settings import beat_schedule
 
     s = parse_settings({"brands": [{"name": n, "query": "a"} for n in ("Acme", "Acme 2", "C", "Cee")],
                         "sources": {"hackernews": {}}}, env={})

@@ -9,14 +9,14 @@ from datetime import datetime
 import pytest
 import yaml
 
-from surgewatch.fakepagerduty import FakePagerDuty
-from surgewatch.fakeslack import FakeSlack
+from tests.fakes.pagerduty_server import FakePagerDuty
+from tests.fakes.slack_server import FakeSlack
 
 pytestmark = pytest.mark.slow
 
 
 def run_demo(*args, env=None, timeout=120):
-    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli", "demo", "--json", *args],
+    proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "demo", "--json", *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc
@@ -60,7 +60,7 @@ def test_the_demo_sends_to_the_channels_of_a_config_and_nothing_twice(tmp_path, 
         triggers, resolves = pd.accepted("trigger"), pd.accepted("resolve")
         assert triggers and len(resolves) == 1
         assert {e.dedup_key for e in triggers} == {resolves[0].dedup_key}
-        from notifier.webhook import verify_signature
+        from surgewatch.notifier.webhook import verify_signature
 
         bodies = [json.loads(r.body) for r in hook.requests]
         assert [b["action"] for b in bodies][0] == "scale_up" and [b["action"] for b in bodies][-1] == "scale_down"

@@ -8,8 +8,8 @@ import numpy as np
 
 import pytest
 
-from detector.spike import DetectorParams, SpikeDetector
-from detector.verdict import Severity
+from surgewatch.detector.spike import DetectorParams, SpikeDetector
+from surgewatch.detector.verdict import Severity
 
 T0 = 1_700_000_000 - (1_700_000_000 % 86400)  # a midnight, UTC
 MINUTE = DetectorParams(bucket_seconds=60)

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from collectors.base import Mention
-from surgewatch.charts import png_size
+from surgewatch.collectors.base import Mention
+from surgewatch.reports.charts import png_size
 from surgewatch.config import parse_settings
-from surgewatch.digest import (
+from surgewatch.reports.digest import (
     DigestError,
     build_digest,
     last_complete_week,
@@ -28,7 +28,7 @@ from surgewatch.digest import (
     week_days,
     weekly_digests,
 )
-from surgewatch.health import SourceHealth
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import delivery_key
 
 TZ = "America/New_York"  # five hours behind UTC in November: local days are not UTC days

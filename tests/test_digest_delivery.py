@@ -14,12 +14,12 @@ import yaml
 from slack_sdk import WebClient
 from typer.testing import CliRunner
 
-from collectors.base import Mention
-from surgewatch.charts import png_size
+from surgewatch.collectors.base import Mention
+from surgewatch.reports.charts import png_size
 from surgewatch.config import parse_settings
-from surgewatch.digest import ZonedCrontab, build_digest, digest_schedule, send_digest_to_slack, slack_blocks
-from surgewatch.fakeslack import FakeSlack, validate_blocks
-from surgewatch.reports_cli import digest, review
+from surgewatch.reports.digest import ZonedCrontab, build_digest, digest_schedule, send_digest_to_slack, slack_blocks
+from tests.fakes.slack_server import FakeSlack, validate_blocks
+from surgewatch.cli.reports import digest, review
 from surgewatch.store import open_store
 from tests.test_digest import MONDAY, WEEK, History, local, seed_incidents, settings_for
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.escape import (
+from surgewatch.notifier.escape import (
     ELLIPSIS, ZERO_WIDTH_JOINER, ZERO_WIDTH_SPACE, html_text, log_text, slack_link, slack_text, slack_url,
 )
 

@@ -11,7 +11,7 @@ import redis.connection
 
 from surgewatch import pipeline
 from surgewatch.config import parse_settings
-from surgewatch.health import SourceHealth
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime
 from surgewatch.store.redis import RedisStore
 

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 import redis
 
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import SourceHealth
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime
 from tests.support import Worker, wait_until, write_config
 from tests.support_faults import Beat, RedisServer

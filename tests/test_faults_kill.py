@@ -26,10 +26,10 @@ from typing import Iterator
 import pytest
 import redis
 
-from detector.spike import SpikeDetector
-from surgewatch.fakeslack import FakeSlack
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import SourceHealth
+from surgewatch.detector.spike import SpikeDetector
+from tests.fakes.slack_server import FakeSlack
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime, delivery_key
 from tests.support import FileClock, Worker, redis_db_url, sender_for, wait_until, write_config
 from tests.support_faults import age_unacked, expire_claims, seed_incident, unacked_count

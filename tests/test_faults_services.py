@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 from surgewatch import pipeline
-from surgewatch.celery_settings import build
+from surgewatch.worker.settings import build
 from surgewatch.config import parse_settings
-from surgewatch.feedserver import FeedServer, render_rss
-from surgewatch.health import FAILING_AFTER, MAX_BACKOFF, SourceHealth
+from surgewatch.demo.feedserver import FeedServer, render_rss
+from surgewatch.ops.health import FAILING_AFTER, MAX_BACKOFF, SourceHealth
 from surgewatch.pipeline import FUTURE_TOLERANCE, MAX_MENTION_AGE, Runtime, admit
 from tests.support import redis_db_url
 from tests.support_faults import HungServer, RawServer
@@ -259,7 +259,7 @@ def test_buckets_across_a_dst_change_are_utc_epoch_multiples_with_no_gap_or_over
     assert all(b % 60 == 0 for b in counts)
     # The beat schedule is made of fixed intervals, not wall-clock times: a DST change cannot skip or
     # double a poll.
-    from surgewatch.celery_settings import beat_schedule
+    from surgewatch.worker.settings import beat_schedule
 
     # (The weekly digest is a crontab in the configured zone on purpose: "Monday 09:00" is local.)
     polling = {k: e for k, e in beat_schedule(settings).items() if e["task"] in ("surgewatch.collect", "surgewatch.evaluate")}

@@ -6,9 +6,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from collectors.base import BrandSpec, Collector, SourceError
-from collectors.google_news import GoogleNewsCollector
-from collectors.query import parse_query
+from surgewatch.collectors.base import BrandSpec, Collector, SourceError
+from surgewatch.collectors.google_news import GoogleNewsCollector
+from surgewatch.collectors.query import parse_query
 from tests.fakes.feed_server import FeedServer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

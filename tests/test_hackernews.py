@@ -1,13 +1,13 @@
-"""HackerNewsCollector against the local Algolia HN search API (surgewatch.fakehn)."""
+"""HackerNewsCollector against the local Algolia HN search API (tests.fakes.hn_server)."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.hackernews import HackerNewsCollector, html_to_text
-from surgewatch.fakehn import FakeHackerNews
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.hackernews import HackerNewsCollector, html_to_text
+from tests.fakes.hn_server import FakeHackerNews
 
 BRAND = BrandSpec(name="acme", query='acme -pie OR "acme cloud"', site="acme.com")
 

@@ -1,8 +1,8 @@
 """The incident state machine: open, escalate, resolve with hysteresis, idempotent replay."""
 from __future__ import annotations
 
-from detector.verdict import Severity, Verdict
-from surgewatch.incidents import IncidentPolicy, advance
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 
 POLICY = IncidentPolicy(open_severity=Severity.WATCH, resolve_after=3)
 

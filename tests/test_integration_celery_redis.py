@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 import pytest
 import redis
 
-from surgewatch.fakeslack import FakeSlack
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import SourceHealth
+from tests.fakes.slack_server import FakeSlack
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime
 from tests.support import FileClock, Worker, redis_db_url, sender_for, wait_until, write_config
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.mastodon import MastodonCollector
-from surgewatch.fakex import FakeAPIServer, RecordedRequest, iso_z, loose_match
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.mastodon import MastodonCollector
+from tests.fakes.x_server import FakeAPIServer, RecordedRequest, iso_z, loose_match
 from tests.test_collector_contract import SECRET, Kit
 
 BRAND = BrandSpec(name="acme", query="acme -pie", site="acme.com")

@@ -17,14 +17,14 @@ from celery import Celery
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collectors.base import Mention
-from detector.verdict import Forecast, Severity, Verdict
-from surgewatch.celery_settings import build
+from surgewatch.collectors.base import Mention
+from surgewatch.detector.verdict import Forecast, Severity, Verdict
+from surgewatch.worker.settings import build
 from surgewatch.config import Settings, parse_settings
-from surgewatch.health import SourceHealth
-from surgewatch.incidents import IncidentPolicy, advance
-from surgewatch.metrics import EXPORTED_METRICS, BrokerProbe, SurgeWatchCollector, build_registry
-from surgewatch.ops_http import health_report, make_server
+from surgewatch.ops.health import SourceHealth
+from surgewatch.incidents.lifecycle import IncidentPolicy, advance
+from surgewatch.ops.metrics import EXPORTED_METRICS, BrokerProbe, SurgeWatchCollector, build_registry
+from surgewatch.ops.server import health_report, make_server
 from surgewatch.pipeline import delivery_key
 from surgewatch.store.redis import RedisStore
 from tests.support import redis_db_url
@@ -303,7 +303,7 @@ def all_sources_ok(store: Any) -> None:
 
 
 def test_the_expected_heartbeats_are_beat_each_queue_and_each_evaluate_entry(settings):
-    from surgewatch.health import expected_heartbeats
+    from surgewatch.ops.health import expected_heartbeats
 
     assert expected_heartbeats(settings) == list(HEARTBEATS)
 
@@ -515,7 +515,7 @@ def _closed_port() -> int:
 def _cli():
     import typer
 
-    from surgewatch.ops_http import metrics_command
+    from surgewatch.ops.server import metrics_command
 
     app = typer.Typer()
     app.command("metrics")(metrics_command)

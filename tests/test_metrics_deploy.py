@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from surgewatch.config import parse_settings
-from surgewatch.metrics import EXPORTED_METRICS
+from surgewatch.ops.metrics import EXPORTED_METRICS
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

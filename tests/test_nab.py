@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from surgewatch import nab
+from surgewatch.backtest.replay import nab
 
 
 def _series(n=100, windows=((50, 59),), hits=(), name="s"):

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from notifier import ChannelError, ConsoleChannel
+from surgewatch.notifier import ChannelError, ConsoleChannel
 from tests.test_notifier_contract import make_mention, make_notification
 
 
@@ -56,7 +56,7 @@ def test_a_closed_stream_is_a_permanent_error() -> None:
 
 
 def test_the_line_ends_with_the_expected_site_traffic() -> None:
-    from notifier.base import TrafficOutlook
+    from surgewatch.notifier.base import TrafficOutlook
 
     outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
                              basis="from 3 past surges, R² 0.91, typical error ±12%")

@@ -17,14 +17,14 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from surgewatch.fakehttp import QuietServer
+from tests.fakes.http_server import QuietServer
 
 import pytest
 
-from collectors.base import Mention
-from notifier import CHANNEL_TYPES, Channel, ChannelError, ConsoleChannel, PagerDutyChannel, SlackChannel, WebhookAction
-from notifier.base import Notification
-from surgewatch.fakepagerduty import FakePagerDuty
+from surgewatch.collectors.base import Mention
+from surgewatch.notifier import CHANNEL_TYPES, Channel, ChannelError, ConsoleChannel, PagerDutyChannel, SlackChannel, WebhookAction
+from surgewatch.notifier.base import Notification
+from tests.fakes.pagerduty_server import FakePagerDuty
 from tests.fakes.slack_server import FakeSlack
 
 SLACK_TOKEN = "xoxb-1111-2222-SECRETslacktoken"
@@ -311,6 +311,6 @@ def test_a_notification_factory_round_trips_for_the_other_test_modules() -> None
     ],
 )
 def test_retry_after_is_read_as_seconds_or_an_http_date(headers: dict[str, str], expected: float | None) -> None:
-    from notifier.http_errors import retry_after_seconds
+    from surgewatch.notifier.http_errors import retry_after_seconds
 
     assert retry_after_seconds(headers, now=AT) == expected

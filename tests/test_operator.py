@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from surgewatch import operator
-from surgewatch.fakepagerduty import FakePagerDuty
+from surgewatch.actions import operator
+from tests.fakes.pagerduty_server import FakePagerDuty
 from surgewatch.pipeline import Runtime
 from tests.support import write_config
 
@@ -34,7 +34,7 @@ def rt(tmp_path):
 
 
 def cli(rt, *args):
-    return subprocess.run([sys.executable, "-m", "surgewatch.cli", *args, "--config", str(rt.config_path)],
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", *args, "--config", str(rt.config_path)],
                           capture_output=True, text=True)
 
 

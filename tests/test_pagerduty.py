@@ -7,9 +7,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from notifier import ChannelError, PagerDutyChannel
-from notifier.pagerduty import dedup_key_for
-from surgewatch.fakepagerduty import FakePagerDuty
+from surgewatch.notifier import ChannelError, PagerDutyChannel
+from surgewatch.notifier.pagerduty import dedup_key_for
+from tests.fakes.pagerduty_server import FakePagerDuty
 from tests.test_notifier_contract import HOSTILE, PD_KEY, make_mention, make_notification
 
 
@@ -132,7 +132,7 @@ def test_the_routing_key_is_never_shown() -> None:
 
 
 def test_the_expected_site_traffic_reaches_pagerduty(pd: FakePagerDuty) -> None:
-    from notifier.base import TrafficOutlook
+    from surgewatch.notifier.base import TrafficOutlook
 
     outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
                              basis="from 3 past surges, R² 0.91, typical error ±12%")

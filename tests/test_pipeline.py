@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from surgewatch import pipeline
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import SourceHealth
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime
 from tests.support import write_config
 
@@ -115,7 +115,7 @@ def test_a_transient_error_backs_off_and_keeps_the_cursor(tmp_path):
 
 
 def test_old_and_future_mentions_are_skipped_or_clamped():
-    from collectors.base import Mention
+    from surgewatch.collectors.base import Mention
 
     now = T0
     old = Mention("rss", "a", "Acme", "x", datetime.fromtimestamp(now - 3 * 86400, timezone.utc))
@@ -153,8 +153,8 @@ def test_a_source_failing_past_its_alert_time_tells_ops_once_and_once_when_it_re
 def test_x_and_reddit_collect_through_the_same_pipeline_from_config(tmp_path, monkeypatch):
     """The card's sources built from config (credentials from the environment), one collect each
     through pipeline.collect: posts counted once, X's volume stored, cursors saved."""
-    from surgewatch.fakereddit import FakeReddit
-    from surgewatch.fakex import FakeX
+    from tests.fakes.reddit_server import FakeReddit
+    from tests.fakes.x_server import FakeX
 
     now = time.time()
     with FakeX(bearer_token="x-bearer-0123456789") as x, FakeReddit(client_secret="r-secret-0123456789") as reddit:
@@ -184,7 +184,7 @@ def test_x_and_reddit_collect_through_the_same_pipeline_from_config(tmp_path, mo
 def test_x_buckets_hold_its_counts_not_its_sampled_posts_and_wait_for_them(tmp_path, monkeypatch):
     """X's posts are a sample and its counts endpoint the census: a bucket holds the census only,
     and is scored once the counts covering it are in (every 5 minutes), not after any poll."""
-    from surgewatch.fakex import FakeX
+    from tests.fakes.x_server import FakeX
 
     t0 = 1_795_000_000 // 3600 * 3600 + 20  # 20 s into a minute
     clock = {"now": t0}

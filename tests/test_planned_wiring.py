@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from surgewatch.config import parse_settings
-from surgewatch.health import SourceHealth
+from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline import Runtime, escalate, evaluate
 
 T0 = datetime(2026, 10, 23, 8, 5, tzinfo=timezone.utc).timestamp()  # 09:05 London, during the launch

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from collectors.query import Query, QueryError, Term, X_MAX_QUERY_LENGTH, parse_query
+from surgewatch.collectors.query import Query, QueryError, Term, X_MAX_QUERY_LENGTH, parse_query
 
 BRAND = '"Acme Live" OR acmelive -jobs'
 

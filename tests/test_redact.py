@@ -60,15 +60,15 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks(monkeypatch):
 
 
 def test_every_copy_of_the_redactor_is_the_one_redactor():
-    import collectors.http
-    import notifier.webhook
-    import surgewatch.cli
+    import surgewatch.collectors.http
+    import surgewatch.notifier.webhook
+    import surgewatch.cli.main
     import surgewatch.store.errors
     from surgewatch import redact as one
 
     assert collectors.http.redact_url is one.redact_url
     assert surgewatch.store.errors.redact_url is one.redact_url
-    assert surgewatch.cli.redact_url is one.redact_url
+    assert surgewatch.cli.main.redact_url is one.redact_url
     assert notifier.webhook.redact_url is one.redact_url
 
 
@@ -87,7 +87,7 @@ def test_a_cli_command_logs_through_the_redacting_handler(tmp_path):
 
 
 def test_a_source_error_that_echoes_a_token_is_scrubbed_before_it_is_stored(tmp_path, monkeypatch):
-    from surgewatch.health import SourceHealth
+    from surgewatch.ops.health import SourceHealth
     from surgewatch.store.sqlite import SqliteStore
 
     monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-x-token-echoed-back")
@@ -106,7 +106,7 @@ def test_prose_is_left_alone():
 
 
 def test_fail_masks_secrets_and_keeps_square_brackets(capsys, monkeypatch):
-    from surgewatch import cli
+    from surgewatch.cli.main import main as cli
 
     monkeypatch.setenv("X_BEARER_TOKEN", "AAAA-echoed-token-99")
     cli.fail("x: HTTP 401 [Unauthorized]: Bearer AAAA-echoed-token-99")
@@ -121,9 +121,9 @@ def test_slack_listener_logs_info_lines_through_the_redacting_handler():
             "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
             "root = logging.getLogger()\n"
             "assert any(isinstance(f, logs.RedactSecrets) for h in root.handlers for f in h.filters)\n"
-            "logging.getLogger('surgewatch.slack_actions').info('socket mode with %s', 'xapp-1-A0-listener-secret')\n")
+            "logging.getLogger('surgewatch.actions.slack_listener').info('socket mode with %s', 'xapp-1-A0-listener-secret')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "SLACK_APP_TOKEN": "xapp-1-A0-listener-secret",
                                "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 0, proc.stderr
-    assert "INFO surgewatch.slack_actions: socket mode with ***" in proc.stderr, proc.stderr
+    assert "INFO surgewatch.actions.slack_listener: socket mode with ***" in proc.stderr, proc.stderr

@@ -1,13 +1,13 @@
-"""RedditCollector: praw/prawcore against the local Reddit API (surgewatch.fakereddit)."""
+"""RedditCollector: praw/prawcore against the local Reddit API (tests.fakes.reddit_server)."""
 from __future__ import annotations
 
 import time
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.reddit import RedditCollector
-from surgewatch.fakereddit import FakeReddit
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.reddit import RedditCollector
+from tests.fakes.reddit_server import FakeReddit
 
 SECRET = "reddit-secret-value"
 AGENT = "surgewatch-tests/0.1 by u/surgewatch"

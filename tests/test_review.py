@@ -17,17 +17,17 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from detector.spike import DetectorParams, SpikeDetector
-from detector.traffic import TrafficModel
-from detector.verdict import Severity
-from notifier.base import human_multiple, human_rpm
+from surgewatch.detector.spike import DetectorParams, SpikeDetector
+from surgewatch.detector.traffic import TrafficModel
+from surgewatch.detector.verdict import Severity
+from surgewatch.notifier.base import human_multiple, human_rpm
 from surgewatch import pipeline
-from surgewatch.charts import png_size
+from surgewatch.reports.charts import png_size
 from surgewatch.config import parse_settings
-from surgewatch.health import SourceHealth
-from surgewatch.incidents import IncidentPolicy, advance
+from surgewatch.ops.health import SourceHealth
+from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
-from surgewatch.review import ReviewError, build_review, render_html, render_markdown
+from surgewatch.reports.review import ReviewError, build_review, render_html, render_markdown
 from surgewatch.traffic import STATE_PREFIX
 
 T0 = datetime(2026, 11, 25, 0, 0, tzinfo=timezone.utc).timestamp()  # history starts Wednesday 00:00 UTC
@@ -391,7 +391,7 @@ def test_a_brand_with_a_traffic_history_gets_its_traffic_and_a_model_fitted_as_o
 def test_the_review_command_names_the_line_of_a_bad_traffic_csv(tmp_path):
     from typer.testing import CliRunner
 
-    from surgewatch.cli import app
+    from surgewatch.cli.main import app
     from tests.support import write_config
 
     path, _ = write_config(tmp_path, {"brands": [{"name": "Acme", "query": "acme"}],

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from collectors.base import BrandSpec, Collector, SourceError
-from collectors.rss import SEEN_PER_FEED, RssCollector, entry_id, normalise_link
+from surgewatch.collectors.base import BrandSpec, Collector, SourceError
+from surgewatch.collectors.rss import SEEN_PER_FEED, RssCollector, entry_id, normalise_link
 from tests.fakes.feed_server import FeedServer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -18,14 +18,14 @@ import requests
 import typer
 from typer.testing import CliRunner
 
-from detector.verdict import Severity, Verdict
-from notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
-from surgewatch import operator
-from surgewatch.fakepagerduty import FakePagerDuty
-from surgewatch.fakeslack import FakeSlack
-from surgewatch.operator import OperatorError
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
+from surgewatch.actions import operator
+from tests.fakes.pagerduty_server import FakePagerDuty
+from tests.fakes.slack_server import FakeSlack
+from surgewatch.actions.operator import OperatorError
 from surgewatch.pipeline import Runtime
-from surgewatch.slack_actions import (
+from surgewatch.actions.slack_listener import (
     ACTION_RUN_CONTROL,
     ListenerError,
     SlackActionListener,
@@ -311,7 +311,7 @@ def test_the_command_without_an_app_token_is_one_line_and_exit_1(world: World, m
 
 def test_the_command_listens_until_sigterm(world: World) -> None:
     env = {**os.environ, "SLACK_APP_TOKEN": APP, "SLACK_BOT_TOKEN": BOT, "PYTHONPATH": str(ROOT)}
-    code = ("import typer; from surgewatch.slack_actions import slack_listener_command; "
+    code = ("import typer; from surgewatch.actions.slack_listener import slack_listener_command; "
             "typer.run(slack_listener_command)")
     proc = subprocess.Popen([sys.executable, "-c", code, "--config", str(world.config)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

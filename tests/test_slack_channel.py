@@ -7,9 +7,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from notifier import SlackChannel, SlackChannelError
-from notifier.slack import PostPacer
-from notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
+from surgewatch.notifier import SlackChannel, SlackChannelError
+from surgewatch.notifier.slack import PostPacer
+from surgewatch.notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
 from tests.fakes.slack_server import FakeSlack
 from tests.test_notifier_contract import HOSTILE, SLACK_TOKEN, make_mention, make_notification
 
@@ -285,7 +285,7 @@ def test_posts_to_one_channel_are_spaced_about_a_second_apart(slack: FakeSlack) 
 
 
 def test_both_messages_carry_the_expected_site_traffic(slack: FakeSlack) -> None:
-    from notifier.base import TrafficOutlook
+    from surgewatch.notifier.base import TrafficOutlook
 
     outlook = TrafficOutlook(normal_rpm=903.0, multiple=6.04, peak_rpm=5454.0, seconds_to_peak=1416.0,
                              basis="from 3 past surges, R² 0.91, typical error ±12%")

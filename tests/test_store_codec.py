@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 from surgewatch.store.codec import bucket_start, decode_mention, encode_mention, encoder_for, micros
 
 any_text = st.text(st.characters(codec=None), max_size=60)  # includes lone surrogates and controls

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 from surgewatch.store.base import IngestResult, Store
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every bucket size used here

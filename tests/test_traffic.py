@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
-from detector.verdict import Forecast, Severity, Verdict
-from notifier import ConsoleChannel
-from notifier.base import TrafficOutlook
-from notifier.pagerduty import PagerDutyChannel
-from notifier.slack_blocks import change_text, marketing_blocks, ops_blocks
+from surgewatch.detector.traffic import TrafficModel, TrafficModelError, fit_traffic_model, predict_traffic
+from surgewatch.detector.verdict import Forecast, Severity, Verdict
+from surgewatch.notifier import ConsoleChannel
+from surgewatch.notifier.base import TrafficOutlook
+from surgewatch.notifier.pagerduty import PagerDutyChannel
+from surgewatch.notifier.slack_blocks import change_text, marketing_blocks, ops_blocks
 from surgewatch.config import ConfigError, parse_settings
-from surgewatch.fakeprometheus import FakePrometheus
+from tests.fakes.prometheus_server import FakePrometheus
 from surgewatch.pipeline import Runtime
 from surgewatch.traffic import (
     STATE_PREFIX,
@@ -721,7 +721,7 @@ def test_a_notification_built_by_the_pipeline_carries_the_outlook_until_resolved
 
 
 def test_beat_refits_hourly_on_the_detect_queue_only_where_a_brand_has_a_history(history_csv: Path) -> None:
-    from surgewatch.celery_settings import beat_schedule
+    from surgewatch.worker.settings import beat_schedule
 
     entry = beat_schedule(settings_for({"csv": str(history_csv)}))["traffic-models"]
     assert entry["task"] == "surgewatch.traffic_models" and entry["options"]["queue"] == "detect"
@@ -734,7 +734,7 @@ def test_the_traffic_model_command_shows_the_calibration_and_names_what_is_missi
         tmp_path: Path, history_csv: Path, realistic_world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from surgewatch.cli import app
+    from surgewatch.cli.main import app
     from surgewatch.store.sqlite import SqliteStore
     from tests.support import write_config
 

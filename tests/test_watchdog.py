@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from surgewatch.config import parse_settings
-from surgewatch.feedserver import FeedServer
-from surgewatch.health import HEARTBEAT_PING, ping_heartbeat_url
-from surgewatch.ops_http import REQUEST_DEADLINE, make_server
+from surgewatch.demo.feedserver import FeedServer
+from surgewatch.ops.health import HEARTBEAT_PING, ping_heartbeat_url
+from surgewatch.ops.server import REQUEST_DEADLINE, make_server
 from surgewatch.store.sqlite import SqliteStore
 from tests.support import SurgewatchProcess, write_config
 
@@ -109,7 +109,7 @@ class _Pings(BaseHTTPRequestHandler):
 
 
 def test_the_heartbeat_url_is_pinged_only_when_the_pipeline_is_healthy(tmp_path):
-    import surgewatch.health as health
+    import surgewatch.ops.health as health
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Pings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -213,7 +213,7 @@ def test_while_the_store_is_down_each_task_logs_one_line_without_a_traceback_or_
         "store": {"url": f"redis://:pw-store-secret@127.0.0.1:{_closed_port()}/0"},
         "broker": {"url": f"sqla+sqlite:///{tmp_path / 'broker.db'}"},
         "digest": {"enabled": False}})
-    from surgewatch.celery_settings import prepare_embedded_broker
+    from surgewatch.worker.settings import prepare_embedded_broker
 
     prepare_embedded_broker(settings.broker.url)
     worker = Worker(path, {"SURGEWATCH_CONFIG": str(path)}, tmp_path / "worker.log", concurrency=1)
@@ -222,13 +222,13 @@ def test_while_the_store_is_down_each_task_logs_one_line_without_a_traceback_or_
         wait_until(lambda: "ready" in worker.log(), 60, "the worker to start", worker)
         sender.send_task("surgewatch.collect", args=("hackernews", "Acme"), queue="collect")
         sender.send_task("surgewatch.evaluate", args=(["Acme"],), queue="detect")
-        sender.send_task("surgewatch.heartbeat", args=("notify",), queue="notify")
+        sender.send_task("surgewatch.ops.heartbeat", args=("notify",), queue="notify")
         wait_until(lambda: worker.log().count("the store is unavailable") >= 3, 90, "three skipped tasks", worker)
         log = worker.log()
         assert "Traceback" not in log, log[-4000:]
         assert "pw-store-secret" not in log
         lines = [line for line in log.splitlines() if "the store is unavailable" in line]
-        assert {line.split("WARNING surgewatch.tasks: ")[1].split(":")[0] for line in lines} == {
+        assert {line.split("WARNING surgewatch.worker.tasks: ")[1].split(":")[0] for line in lines} == {
             "collect hackernews for Acme", "evaluate", "heartbeat of the notify queue"}
     finally:
         sender.close()

@@ -7,8 +7,8 @@ from typing import Iterator
 
 import pytest
 
-from notifier import ChannelError, WebhookAction
-from notifier.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
+from surgewatch.notifier import ChannelError, WebhookAction
+from surgewatch.notifier.webhook import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
 from tests.test_notifier_contract import WEBHOOK_SECRET, WebhookReceiver, make_notification
 
 TEMPLATE = {

@@ -1,4 +1,4 @@
-"""XCollector: tweepy against the local X API v2 server (surgewatch.fakex)."""
+"""XCollector: tweepy against the local X API v2 server (tests.fakes.x_server)."""
 from __future__ import annotations
 
 import time
@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from collectors.base import BrandSpec, SourceError
-from collectors.links import snowflake_time
-from collectors.x import XCollector
-from surgewatch.fakex import COUNTS_PATH, SEARCH_PATH, FakeX
+from surgewatch.collectors.base import BrandSpec, SourceError
+from surgewatch.collectors.links import snowflake_time
+from surgewatch.collectors.x import XCollector
+from tests.fakes.x_server import COUNTS_PATH, SEARCH_PATH, FakeX
 
 TOKEN = "AAAA-test-bearer-token"
 BRAND = BrandSpec(name="acme", query="acme -pie", site="acme.com")

@@ -2,7 +2,7 @@
 ``RedisStore`` (cluster mode) and ``SqliteStore`` (the embedded default).
 
 Time is always epoch seconds (float); buckets start at multiples of ``bucket_seconds``.
-Incidents are JSON objects owned by :mod:`surgewatch.incidents`; the store only needs their
+Incidents are JSON objects owned by :mod:`surgewatch.incidents.lifecycle`; the store only needs their
 ``id``, ``brand``, ``status`` ("open" | "resolved") and ``opened_at`` to index them.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 
 
 @dataclass(frozen=True, slots=True)

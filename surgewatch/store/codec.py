@@ -13,7 +13,7 @@ from json.encoder import encode_basestring_ascii as _esc
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 
 # Field order of the stored array.  Append new Mention fields at the end only: decoding fills
 # fields missing from older, shorter arrays with the dataclass defaults.

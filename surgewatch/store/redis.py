@@ -29,7 +29,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 
 from .base import IngestResult
 from .codec import decode_mention, encoder_for, fold_points

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
-from collectors.base import Mention
+from surgewatch.collectors.base import Mention
 
 from .base import IngestResult
 from .codec import bucket_start, decode_mention, encode_mention, fold_points, micros

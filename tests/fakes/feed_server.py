@@ -1,5 +1,5 @@
 """The local RSS/Atom server for tests; it ships in the package (``surgewatch demo`` uses it), so
 this module only re-exports it."""
-from surgewatch.feedserver import FeedServer, RecordedRequest, Route, render_atom, render_rss, wait_for
+from surgewatch.demo.feedserver import FeedServer, RecordedRequest, Route, render_atom, render_rss, wait_for
 
 __all__ = ["FeedServer", "RecordedRequest", "Route", "render_atom", "render_rss", "wait_for"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from detector.verdict import Severity, Verdict
+from surgewatch.detector.verdict import Severity, Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,14 @@ from typing import Iterator
 
 from celery.exceptions import Ignore
 
-from notifier.base import ChannelError
+from surgewatch.notifier.base import ChannelError
 from surgewatch import clock, pipeline
-from surgewatch.celery_app import app
-from surgewatch.celery_settings import CONFIG_ENV
+from surgewatch.worker.app import app
+from surgewatch.worker.settings import CONFIG_ENV
 from surgewatch.config import load_settings
 from surgewatch.store.errors import StoreError
 
-log = logging.getLogger("surgewatch.tasks")
+log = logging.getLogger("surgewatch.worker.tasks")
 
 
 @contextmanager
@@ -82,8 +82,8 @@ def evaluate(brands: list[str] | str) -> dict:
 
 def _after_tick(rt: pipeline.Runtime, brands: list[str]) -> None:
     """The evaluate tick's heartbeat, then the dead-man's switch when the whole pipeline is healthy."""
-    from surgewatch.celery_settings import evaluate_entry_for
-    from surgewatch.health import ping_heartbeat_url
+    from surgewatch.worker.settings import evaluate_entry_for
+    from surgewatch.ops.health import ping_heartbeat_url
 
     now = clock.now()
     entry = evaluate_entry_for(rt.settings, brands)
@@ -92,7 +92,7 @@ def _after_tick(rt: pipeline.Runtime, brands: list[str]) -> None:
     ping_heartbeat_url(rt.settings, rt.store, now)
 
 
-@app.task(name="surgewatch.heartbeat")
+@app.task(name="surgewatch.ops.heartbeat")
 def heartbeat(queue: str) -> dict:
     # Sent by beat to each queue: a worker of that queue took it, so beat, the broker, that queue's
     # workers and the store all work (health.pipeline_health).
@@ -125,9 +125,9 @@ def traffic_models() -> dict:
     return refresh_models(runtime(), clock.now())
 
 
-@app.task(name="surgewatch.digest")
+@app.task(name="surgewatch.reports.digest")
 def digest() -> dict:
-    from surgewatch.digest import deliver_weekly_digests
+    from surgewatch.reports.digest import deliver_weekly_digests
 
     return {"digests": deliver_weekly_digests(runtime())}
 

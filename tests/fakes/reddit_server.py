@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
-from surgewatch.fakex import FakeAPIServer, RecordedRequest, loose_match
+from tests.fakes.x_server import FakeAPIServer, RecordedRequest, loose_match
 
 _ids = itertools.count(int("a0000", 36))
 

@@ -126,7 +126,7 @@ class PipelineHealth:
 def expected_heartbeats(settings: Any) -> list[str]:
     """The heartbeats a working pipeline with this config leaves: beat, a worker of each queue and
     each evaluate entry of the beat schedule."""
-    from surgewatch.celery_settings import QUEUES, evaluate_entries
+    from surgewatch.worker.settings import QUEUES, evaluate_entries
 
     return ["beat", *(f"worker:{q}" for q in QUEUES), *(f"evaluate:{e}" for e in evaluate_entries(settings))]
 
@@ -178,7 +178,7 @@ def ping_heartbeat_url(settings: Any, store: Store, now: float) -> bool | None:
     except requests.RequestException as exc:
         # the path of a check URL is its credential (hc-ping.com/<uuid>): show the host only
         shown = redact_url(url, hide_query=True).split("?")[0].rsplit("/", 1)[0] + "/..."
-        logging.getLogger("surgewatch.health").warning(
+        logging.getLogger("surgewatch.ops.health").warning(
             "heartbeat ping to %s failed: %s", shown, redact(str(exc).replace(url, shown))[:200])
         return False
     store.heartbeat(HEARTBEAT_PING, now)

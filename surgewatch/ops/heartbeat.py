@@ -1,5 +1,5 @@
 """Beat's own heartbeat: the ``beat`` entry in the store's heartbeats, written from the scheduler's
-loop (see :func:`surgewatch.health.pipeline_health`).  Kept apart from :mod:`surgewatch.beat`, which
+loop (see :func:`surgewatch.ops.health.pipeline_health`).  Kept apart from :mod:`surgewatch.worker.beat`, which
 imports RedBeat: importing RedBeat connects its beat_init handler, which expects a RedBeat scheduler."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 from celery.beat import PersistentScheduler
 
-log = logging.getLogger("surgewatch.beat")
+log = logging.getLogger("surgewatch.worker.beat")
 
 HEARTBEAT_EVERY = 5.0  # real seconds between two "beat" heartbeats in the store
 
@@ -30,11 +30,11 @@ class Heartbeat:
         if time.monotonic() - self._last < HEARTBEAT_EVERY / clock.speed():
             return
         self._last = time.monotonic()
-        from surgewatch.metrics import STORE_ERRORS
+        from surgewatch.ops.metrics import STORE_ERRORS
 
         try:
             if self._store is None:
-                from surgewatch.celery_settings import CONFIG_ENV
+                from surgewatch.worker.settings import CONFIG_ENV
                 from surgewatch.config import load_settings
                 from surgewatch.pipeline import Runtime
 

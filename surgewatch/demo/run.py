@@ -28,7 +28,7 @@ import yaml
 from surgewatch.clock import ENV as CLOCK_ENV
 from surgewatch.clock import SimClock
 from surgewatch.config import Settings
-from surgewatch.feedserver import FeedServer
+from surgewatch.demo.feedserver import FeedServer
 
 BRAND = "Acme"
 QUERY = '"Acme Live" OR acmelive -jobs'
@@ -184,7 +184,7 @@ class SimulatedFeeds:
     def matching_posts(self, start: float, end: float) -> int:
         """Posts the collector should count, worked out independently of it: items whose title
         matches the demo query, published in [start, end], each story once across feeds."""
-        from collectors.query import parse_query
+        from surgewatch.collectors.query import parse_query
 
         query = parse_query(QUERY)
         links = {
@@ -270,7 +270,7 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
         env = {**os.environ, CLOCK_ENV: clock.to_env(), "SURGEWATCH_CONFIG": str(config_path.resolve())}
         log = open(folder / "worker.log", "wb")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "surgewatch.cli", "run", "--config", str(config_path), "--concurrency", "2",
+            [sys.executable, "-m", "surgewatch.cli.main", "run", "--config", str(config_path), "--concurrency", "2",
              "--loglevel", os.environ.get("SURGEWATCH_DEMO_LOGLEVEL", "WARNING"), "--data-dir", str(folder)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
@@ -301,7 +301,7 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
 def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: SimulatedFeeds, as_json: bool,
             temporary: bool) -> int:
     from surgewatch.config import load_settings
-    from surgewatch.health import SourceHealth
+    from surgewatch.ops.health import SourceHealth
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(load_settings(config_path))

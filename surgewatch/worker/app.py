@@ -1,16 +1,17 @@
-"""The Celery application.  Every Celery setting lives in :mod:`surgewatch.celery_settings`.
+"""The Celery application.  Every Celery setting lives in :mod:`surgewatch.worker.settings`.
 
 Workers and beat find the configuration file through ``SURGEWATCH_CONFIG`` (the CLI sets it), so
-``celery -A surgewatch.celery_app worker`` works as well as ``surgewatch worker``.
+``celery -A surgewatch.worker.app worker`` works as well as ``surgewatch worker``.
 """
 import logging
 
 from celery import Celery
 from celery.signals import setup_logging
 
-from surgewatch import celery_settings, clock, logs
+from surgewatch import clock, logs
+from surgewatch.worker import settings as celery_settings
 
-app = Celery("surgewatch", include=["surgewatch.tasks"])
+app = Celery("surgewatch", include=["surgewatch.worker.tasks"])
 app.conf.update(celery_settings.from_environment())
 
 if str(app.conf.broker_url).startswith("sqla+"):

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from detector.spike import DetectorParams, SpikeDetector
-from surgewatch import nab
+from surgewatch.detector.spike import DetectorParams, SpikeDetector
+from surgewatch.backtest.replay import nab
 
 DETECTOR_NAME = "surgewatch"
 WEEK_S = 7 * 86400.0

@@ -82,7 +82,7 @@ def check_config(file: Path = typer.Argument(..., help="The YAML file to check."
     """Validate a configuration file, and that every configured channel and source has its secret in
     the environment: every error with its key path; exit 1 if any."""
     settings = load_or_exit(file)
-    from surgewatch.celery_settings import beat_schedule
+    from surgewatch.worker.settings import beat_schedule
 
     problems = _credential_problems(settings)
     for problem in problems:
@@ -103,7 +103,7 @@ def check_config(file: Path = typer.Argument(..., help="The YAML file to check."
 
 
 def _celery_app():
-    from surgewatch.celery_app import app as celery_app
+    from surgewatch.worker.app import app as celery_app
 
     return celery_app
 
@@ -120,7 +120,7 @@ def run(
     settings = _use_config(config)
     _warn_missing_credentials(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
-    from surgewatch.celery_settings import prepare_embedded_broker
+    from surgewatch.worker.settings import prepare_embedded_broker
 
     prepare_embedded_broker(settings.broker.url)
     _celery_app().worker_main(
@@ -175,7 +175,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
     source, open incidents and the latest verdict per brand."""
     settings = load_or_exit(config)
     from surgewatch import clock
-    from surgewatch.health import SourceHealth, pipeline_health
+    from surgewatch.ops.health import SourceHealth, pipeline_health
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(settings)
@@ -267,7 +267,7 @@ def fetch(
 ) -> None:
     """Poll one source once for one brand and print what matched (stored cursors are not touched)."""
     settings = load_or_exit(config)
-    from collectors.base import SourceError
+    from surgewatch.collectors.base import SourceError
     from surgewatch import clock
     from surgewatch.pipeline import Runtime, admit
     from surgewatch.registry import MissingCredential
@@ -294,7 +294,7 @@ def fetch(
                 d["skipped"] = reason
             print(json.dumps(d, ensure_ascii=False))
         else:
-            from notifier.escape import log_text
+            from surgewatch.notifier.escape import log_text
 
             tag = f" [skipped: {reason}]" if reason else ""
             out.print(f"{m.created_at:%Y-%m-%d %H:%M} {m.source}:{m.id} {log_text(m.text)[:120]} {m.url}{tag}",
@@ -344,7 +344,8 @@ def ack(
 ) -> None:
     """Acknowledge an incident: stops escalation and acknowledges the PagerDuty alert if it paged."""
     settings = load_or_exit(config)
-    from surgewatch import clock, operator
+    from surgewatch import clock
+    from surgewatch.actions import operator
     from surgewatch.pipeline import Runtime
 
     try:
@@ -366,7 +367,8 @@ def false_alarm(
 ) -> None:
     """Mark an incident as a false alarm (feedback for the detector review and the weekly digest)."""
     settings = load_or_exit(config)
-    from surgewatch import clock, operator
+    from surgewatch import clock
+    from surgewatch.actions import operator
     from surgewatch.pipeline import Runtime
 
     try:
@@ -387,7 +389,8 @@ def silence(
 ) -> None:
     """Mute a brand's notifications for a while (incidents are still recorded)."""
     settings = load_or_exit(config)
-    from surgewatch import clock, operator
+    from surgewatch import clock
+    from surgewatch.actions import operator
     from surgewatch.pipeline import Runtime, _iso
 
     rt = Runtime(settings)
@@ -412,8 +415,8 @@ def traffic_model(
     """How the brand's mentions have moved its site's traffic: the calibration behind "about 6x normal
     traffic in ~25 min", fitted on the brand's traffic history and stored mention counts."""
     settings = load_or_exit(config)
-    from detector.traffic import predict_traffic
-    from notifier.base import human_multiple, human_rpm, human_when
+    from surgewatch.detector.traffic import predict_traffic
+    from surgewatch.notifier.base import human_multiple, human_rpm, human_when
     from surgewatch import clock
     from surgewatch.pipeline import Runtime
     from surgewatch.traffic import TrafficHistoryError, brand_model, fit_brand
@@ -467,7 +470,7 @@ def backtest(
     seed: int = typer.Option(0, "--seed", help="Random seed of --thin."),
 ) -> None:
     """Run the detector over NAB series and score it with NAB's published scoring."""
-    from surgewatch.backtest import render_report, run_backtest
+    from surgewatch.backtest.replay import render_report, run_backtest
 
     if not data_dir.is_dir():
         raise fail(f"{data_dir} is not a folder")
@@ -492,21 +495,21 @@ def demo(
     """Run the whole pipeline against a simulated world: a local feed server serves a scripted day
     (quiet, then a ticket-launch surge), the real collector and Celery tasks run on the embedded
     default with an accelerated clock, and the alert timeline is printed."""
-    from surgewatch.demo import run_demo
+    from surgewatch.demo.run import run_demo
 
     extra = load_or_exit(config) if config else None
     code = run_demo(as_json=as_json, channels_from=extra, real_seconds=seconds, keep=None if temporary else keep)
     raise typer.Exit(code)
 
 
-from surgewatch.ops_http import metrics_command  # noqa: E402
-from surgewatch.reports_cli import digest as digest_command  # noqa: E402
-from surgewatch.reports_cli import review as review_command  # noqa: E402
+from surgewatch.ops.server import metrics_command  # noqa: E402
+from surgewatch.cli.reports import digest as digest_command  # noqa: E402
+from surgewatch.cli.reports import review as review_command  # noqa: E402
 
 app.command("metrics")(metrics_command)
 app.command("digest")(digest_command)
 app.command("review")(review_command)
-from surgewatch.slack_actions import slack_listener_command  # noqa: E402
+from surgewatch.actions.slack_listener import slack_listener_command  # noqa: E402
 
 app.command("slack-listener")(slack_listener_command)
 

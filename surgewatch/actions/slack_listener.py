@@ -6,7 +6,7 @@ down it as an ``interactive`` envelope.  Slack wants every envelope acknowledged
 (https://api.slack.com/apis/socket-mode#acknowledge), so the ack goes out before any work: a store
 or a Slack call that is slow must not make the user's click fail with "app did not respond".
 
-The buttons call the same plain functions as the CLI (:mod:`surgewatch.operator`), so ``surgewatch
+The buttons call the same plain functions as the CLI (:mod:`surgewatch.actions.operator`), so ``surgewatch
 ack ID`` and the Acknowledge button behave the same.  The answers are posted in the incident
 message's thread (everybody following the incident sees who acknowledged) or, for "you cannot do
 that" answers, as an ephemeral message only the clicker sees.
@@ -41,18 +41,19 @@ from slack_sdk.socket_mode import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from notifier.base import ChannelError
-from notifier.escape import log_text, slack_text
-from notifier.slack import classify_slack_error
-from notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
-from surgewatch import clock, operator
+from surgewatch.notifier.base import ChannelError
+from surgewatch.notifier.escape import log_text, slack_text
+from surgewatch.notifier.slack import classify_slack_error
+from surgewatch.notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
+from surgewatch import clock
+from surgewatch.actions import operator
 from surgewatch.config import ConfigError, Settings, load_settings, secret_from
-from surgewatch.operator import OperatorError
+from surgewatch.actions.operator import OperatorError
 from surgewatch.pipeline import NOTIFY_LEASE, NotReady, Runtime, build_notification
 from surgewatch.registry import MissingCredential, build_channel
 from surgewatch.store.errors import StoreError
 
-log = logging.getLogger("surgewatch.slack_actions")
+log = logging.getLogger("surgewatch.actions.slack_listener")
 
 # A button that runs a configured traffic control once a human approves it; value
 # "<incident_id>|<control_name>".  (The other action ids live in notifier.slack_blocks.)
@@ -216,7 +217,7 @@ class SlackActionListener:
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "SlackActionListener":
         """Open the WebSocket.  Raises :class:`ListenerError` when Slack rejects the app token."""
-        sdk_log = logging.getLogger("surgewatch.slack_actions.socket")
+        sdk_log = logging.getLogger("surgewatch.actions.slack_listener.socket")
         self._client = SocketModeClient(app_token=self._app_token, web_client=self.web, logger=sdk_log,
                                         ping_interval=self._ping_interval)
         self._client.socket_mode_request_listeners.append(self._on_request)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from surgewatch.fakex import FakeAPIServer, RecordedRequest, iso_z, loose_match
+from tests.fakes.x_server import FakeAPIServer, RecordedRequest, iso_z, loose_match
 
 _ids = itertools.count(41000000)
 

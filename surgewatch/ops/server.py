@@ -31,12 +31,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from surgewatch.config import ConfigError, Settings, load_settings
 from surgewatch import clock
-from surgewatch.health import SourceHealth, pipeline_health
+from surgewatch.ops.health import SourceHealth, pipeline_health
 from surgewatch.redact import redact
-from surgewatch.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
+from surgewatch.ops.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.store.base import Store
 
-log = logging.getLogger("surgewatch.ops_http")
+log = logging.getLogger("surgewatch.ops.server")
 
 REQUEST_TIMEOUT = 5.0  # one read or write
 REQUEST_DEADLINE = 10.0  # the whole connection, however the client drips its bytes

@@ -27,16 +27,16 @@ from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab
 
-from collectors.base import Mention
-from collectors.query import parse_query
-from notifier.escape import html_text, slack_link, slack_text
-from surgewatch.charts import volume_chart
+from surgewatch.collectors.base import Mention
+from surgewatch.collectors.query import parse_query
+from surgewatch.notifier.escape import html_text, slack_link, slack_text
+from surgewatch.reports.charts import volume_chart
 from surgewatch.config import Settings
-from surgewatch.health import SourceHealth
-from surgewatch.review import first_alert_at, incident_deliveries, traffic_peak
+from surgewatch.ops.health import SourceHealth
+from surgewatch.reports.review import first_alert_at, incident_deliveries, traffic_peak
 from surgewatch.store.base import Store
 
-log = logging.getLogger("surgewatch.digest")
+log = logging.getLogger("surgewatch.reports.digest")
 
 TYPICAL_WEEKS = 4
 TOP_POSTS = 5

@@ -43,13 +43,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from surgewatch import clock
-from surgewatch.celery_settings import QUEUES
+from surgewatch.worker.settings import QUEUES
 from surgewatch.config import Settings
-from surgewatch.health import SourceHealth
+from surgewatch.ops.health import SourceHealth
 from surgewatch.store.base import Store
 from surgewatch.store.errors import StoreError, redact_url
 
-log = logging.getLogger("surgewatch.metrics")
+log = logging.getLogger("surgewatch.ops.metrics")
 
 NOTIFICATION_WINDOW = 7 * 86400  # incidents opened this long ago still count their deliveries
 SEVERITIES = ("watch", "warning", "critical")
@@ -277,7 +277,7 @@ class SurgeWatchCollector(Collector):
         return out
 
     def _heartbeats(self, store: Store, now: float) -> list[Metric]:
-        from surgewatch.health import pipeline_health
+        from surgewatch.ops.health import pipeline_health
 
         pipeline = pipeline_health(self.settings, store, now)
         at = GaugeMetricFamily(

@@ -32,14 +32,14 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from detector.spike import DetectorParams, SpikeDetector
-from detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
-from detector.verdict import Severity, Verdict
-from notifier.base import human_multiple, human_rpm
-from notifier.escape import html_text
-from surgewatch.charts import Marker, incident_chart
+from surgewatch.detector.spike import DetectorParams, SpikeDetector
+from surgewatch.detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
+from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.notifier.base import human_multiple, human_rpm
+from surgewatch.notifier.escape import html_text
+from surgewatch.reports.charts import Marker, incident_chart
 from surgewatch.config import Settings
-from surgewatch.incidents import IncidentPolicy, advance
+from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime, delivery_key
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Store

@@ -64,7 +64,7 @@ def digest(
     traffic: Optional[Path] = typer.Option(None, "--traffic", help="CSV of timestamp,requests_per_minute for lead times."),
 ) -> None:
     """Write the weekly trend digest (Markdown, self-contained HTML, chart PNG) for each brand."""
-    from surgewatch.digest import DigestError, build_digest, render_html, render_markdown, send_digest_to_slack
+    from surgewatch.reports.digest import DigestError, build_digest, render_html, render_markdown, send_digest_to_slack
 
     settings = _settings(config)
     brands = [brand] if brand else [b.name for b in settings.brands]
@@ -126,7 +126,7 @@ def review(
 ) -> None:
     """Write the post-event review of one incident: timeline chart, lead time, forecast vs peak,
     deliveries, and a threshold suggestion from replaying the stored history."""
-    from surgewatch.review import ReviewError, build_review, render_html, render_markdown
+    from surgewatch.reports.review import ReviewError, build_review, render_html, render_markdown
 
     settings = _settings(config)
     points = read_traffic(traffic) if traffic else None

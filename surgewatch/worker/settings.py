@@ -60,7 +60,7 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
     beat_every = max(2.0, min(settings.stale_after_seconds() / 4, 60.0) / speed)
     for queue in QUEUES:
         schedule[f"heartbeat-{queue}"] = {
-            "task": "surgewatch.heartbeat",
+            "task": "surgewatch.ops.heartbeat",
             "schedule": timedelta(seconds=beat_every),
             "args": (queue,),
             "options": {"queue": queue, "expires": max(beat_every, 2.0)},
@@ -79,11 +79,11 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
             "options": {"queue": "detect", "expires": 3600 / speed},
         }
     if settings.digest.enabled and speed == 1.0:
-        from surgewatch.digest import digest_schedule
+        from surgewatch.reports.digest import digest_schedule
 
         d = settings.digest
         schedule["weekly-digest"] = {
-            "task": "surgewatch.digest",
+            "task": "surgewatch.reports.digest",
             "schedule": digest_schedule(settings, d.day_of_week, d.hour, d.minute, timezone=d.timezone),
             "options": {"queue": "notify"},
         }
@@ -127,10 +127,10 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.collect": {"queue": "collect"},
             "surgewatch.evaluate": {"queue": "detect"},
             "surgewatch.notify": {"queue": "notify"},
-            "surgewatch.digest": {"queue": "notify"},
+            "surgewatch.reports.digest": {"queue": "notify"},
             "surgewatch.reminders": {"queue": "notify"},
             "surgewatch.traffic_models": {"queue": "detect"},
-            # no route for surgewatch.heartbeat: each beat entry names its queue
+            # no route for surgewatch.ops.heartbeat: each beat entry names its queue
         },
         # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
         # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the
@@ -150,14 +150,14 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["broker_transport_options"] = {"visibility_timeout": 600}
         # Two beats must never both schedule: RedBeat keeps the schedule in Redis behind a lock, so a
         # second beat (a mistaken deploy, a failover) waits for the lock instead of doubling every task.
-        conf["beat_scheduler"] = "surgewatch.beat:ResilientRedBeatScheduler"
+        conf["beat_scheduler"] = "surgewatch.worker.beat:ResilientRedBeatScheduler"
         conf["redbeat_redis_url"] = broker_url
         conf["redbeat_key_prefix"] = "surgewatch:redbeat:"
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 10  # well inside the lock timeout, so a live beat never loses it
     else:
-        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.heartbeat).
-        conf["beat_scheduler"] = "surgewatch.heartbeat:HeartbeatScheduler"
+        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.ops.heartbeat).
+        conf["beat_scheduler"] = "surgewatch.ops.heartbeat:HeartbeatScheduler"
     if speed > 1:
         conf["beat_max_loop_interval"] = 0.2
     return conf

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from notifier.base import ChannelError
+from surgewatch.notifier.base import ChannelError
 from surgewatch.pipeline import Runtime, delivery_key
 
-log = logging.getLogger("surgewatch.operator")
+log = logging.getLogger("surgewatch.actions.operator")
 
 
 class OperatorError(Exception):

@@ -15,9 +15,9 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
-from surgewatch.heartbeat import HEARTBEAT_EVERY, Heartbeat
+from surgewatch.ops.heartbeat import HEARTBEAT_EVERY, Heartbeat
 
-log = logging.getLogger("surgewatch.beat")
+log = logging.getLogger("surgewatch.worker.beat")
 
 RETRY_SECONDS = 5.0
 

@@ -12,7 +12,7 @@ It answers in Prometheus' documented wire format (https://prometheus.io/docs/pro
   required and missing or wrong.
 
 Failures (5xx, a cut-off body, a huge body) are scripted with ``fail`` / ``fail_malformed`` / ``fail_huge``
-from :class:`surgewatch.fakex.FakeAPIServer`; ``delay`` makes every answer slow (client timeouts).
+from :class:`tests.fakes.x_server.FakeAPIServer`; ``delay`` makes every answer slow (client timeouts).
 
     with FakePrometheus(bearer_token="s3cret") as prom:
         prom.set_series("sum(rate(http_requests_total[5m])) * 60", [(t0, 900.0), (t0 + 60, 910.0)])
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from surgewatch.fakex import FakeAPIServer, RecordedRequest
+from tests.fakes.x_server import FakeAPIServer, RecordedRequest
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query that would return more points per series
 LOOKBACK = 300.0  # a sample stays current for five minutes (Prometheus' default lookback delta)

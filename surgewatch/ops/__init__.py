@@ -1,0 +1,1 @@
+"""surgewatch/ops"""
