@@ -6,42 +6,22 @@ outside server is untrusted.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 import urllib3
 
 from surgewatch.collectors.waits import parse_retry_after  # noqa: F401  (re-exported: one parser for every collector)
-
-# Query parameters whose values are secrets in some feed URLs (private feeds, API gateways).
-_SECRET_PARAM = re.compile(r"(key|token|secret|pass|pwd|sig|auth|session|credential)", re.IGNORECASE)
+# the one redactor (a feed URL from the config may carry credentials); re-exported for the collectors
+from surgewatch.redact import redact_url  # noqa: F401
 
 # Statuses that will not change by asking again: the feed is gone or we may not read it.
 PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 451})
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password and with secret-looking query values masked, for messages
-    and logs (a feed URL from the config may carry credentials)."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.hostname or ""
-        if ":" in netloc:  # IPv6 literal
-            netloc = f"[{netloc}]"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-    except ValueError:
-        return "<unparseable URL>"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*:")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class FetchFailure(Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from urllib.parse import quote
 
 ELLIPSIS = "…"
 
@@ -26,7 +27,8 @@ _SLACK_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 # With ``link_names`` (or a client that re-parses), plain ``@channel`` still notifies everybody.
 # A zero-width joiner after the ``@`` keeps the word readable but no longer a keyword.
-_BROADCAST_WORDS = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
+# Not "\b": "_" is a word character to re, but "@here_x" may still notify (Slack ends the keyword there).
+_BROADCAST_WORDS = re.compile(r"@(channel|here|everyone)(?![A-Za-z0-9])", re.IGNORECASE)
 ZERO_WIDTH_JOINER = "\u200d"
 
 # mrkdwn styling markers.  Slack has no backslash escape; a zero-width space before the marker
@@ -41,21 +43,38 @@ ZERO_WIDTH_SPACE = "\u200b"
 _INVISIBLE_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
+def _invisible(ch: str) -> bool:
+    """A character that is not shown but changes what is shown or copied: every format character
+    (category Cf: LRM, RLM, ALM, the bidi controls, ZWSP, ZWNJ, BOM, word joiner, tag characters...)
+    and every control character but newline and tab.  The zero-width joiner stays: emoji sequences
+    (family, profession, flag-with-modifier emoji) are built with it, and it cannot reorder text."""
+    if ch == ZERO_WIDTH_JOINER:
+        return False
+    category = unicodedata.category(ch)
+    return category == "Cf" or (category == "Cc" and ch not in "\n\t")
+
+
 def _slack_units(s: str, *, mrkdwn: bool) -> list[str]:
     """The escaped form of ``s`` as a list of indivisible pieces (one per input character), so
     truncation can never cut an entity such as ``&amp;`` in half."""
+    s = "".join(ch for ch in s if not _invisible(ch))
     s = _BROADCAST_WORDS.sub(lambda m: "@" + ZERO_WIDTH_JOINER + m.group(1), s)
     units: list[str] = []
-    for ch in s:
-        if ch in _INVISIBLE_CONTROLS or (unicodedata.category(ch) == "Cc" and ch not in "\n\t"):
-            continue  # bidi overrides and control characters could disguise the text around them
+    for i, ch in enumerate(s):
         if ch in _SLACK_ENTITIES:
             units.append(_SLACK_ENTITIES[ch])
-        elif mrkdwn and ch in _MRKDWN_MARKERS:
+        elif mrkdwn and ch in _MRKDWN_MARKERS and not (ch == "_" and _inside_a_word(s, i)):
             units.append(ZERO_WIDTH_SPACE + ch)
         else:
             units.append(ch)
     return units
+
+
+def _inside_a_word(s: str, i: int) -> bool:
+    # An underscore between two letters or digits (X_BEARER_TOKEN, snake_case) can neither open nor
+    # close an italic span -- a marker must touch whitespace or punctuation -- so it needs no
+    # zero-width space, and leaving it out keeps the name intact when copied from the alert.
+    return 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum()
 
 
 def _join_within(units: list[str], limit: int | None) -> str:
@@ -90,6 +109,9 @@ def slack_url(url: str) -> str | None:
     url = (url or "").strip()
     if not re.match(r"^https?://[^\s]+$", url, re.IGNORECASE):
         return None
+    # An invisible character in a link target (U+202E reversing "gpj.exe", an RLM, a BOM) is
+    # percent-encoded: the link still goes where it went, and nothing in it is hidden or reordered.
+    url = "".join(quote(ch, safe="") if _invisible(ch) or (ch.isspace() and ch != " ") else ch for ch in url)
     url = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
     return url if len(url) <= 2000 else None
 

@@ -3,8 +3,9 @@
 The receiver must be able to trust and de-duplicate what we send, so every request carries:
 - ``X-SurgeWatch-Timestamp``: Unix seconds when it was signed (receivers reject old ones: replay);
 - ``X-SurgeWatch-Signature: sha256=<hex>``: HMAC-SHA256 with the shared secret over
-  ``f"{timestamp}.{body}"`` (the Stripe/Slack scheme, so signing the timestamp stops a replay
-  with a fresh timestamp);
+  ``f"{timestamp}.{idempotency_key}.{body}"`` (the Stripe/Slack scheme, so signing the timestamp
+  stops a replay with a fresh timestamp; the key is signed too, so a replay cannot pose as a new
+  action by changing it);
 - ``Idempotency-Key``: the notification key, the same on every retry of one transition.
 
 Dry-run (the example config's default) logs what would be sent and sends nothing.
@@ -18,13 +19,14 @@ import logging
 import re
 import time
 from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 
 from surgewatch.notifier import render
 from surgewatch.notifier.base import Notification
 from surgewatch.notifier.http_errors import error_for_exception, error_for_status
+from surgewatch.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -75,30 +77,55 @@ def render_template(template: Any, values: dict[str, Any]) -> Any:
     return template
 
 
-def sign(secret: str, timestamp: str, body: str) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+_PLACEHOLDER_LIKE = re.compile(r"\{[^{}\s]+\}")
+
+
+def _strings(template: Any) -> list[str]:
+    if isinstance(template, dict):
+        return [s for k, v in template.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(template, list):
+        return [s for v in template for s in _strings(v)]
+    return [template] if isinstance(template, str) else []
+
+
+def unknown_placeholders(template: Any) -> list[str]:
+    """What in a template looks like a placeholder but is not one :func:`template_values` fills,
+    sorted: an unknown ``{name}``, or ``{observed:.1f}`` / ``{brand.name}`` (only ``{name}`` is
+    recognised, and those would be sent as written)."""
+    found = {m.group(0)[1:-1] for s in _strings(template) for m in _PLACEHOLDER_LIKE.finditer(s)}
+    return sorted(found - set(_SAMPLE_KEYS))
+
+
+def sign(secret: str, timestamp: str, body: str | bytes, idempotency_key: str | None = None) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``"{timestamp}.{idempotency_key}.{body}"`` (over
+    ``"{timestamp}.{body}"`` when there is no key): the key is signed, so a replay cannot pass as a
+    new action by changing it."""
+    raw = body if isinstance(body, bytes) else body.encode()
+    prefix = f"{timestamp}." if idempotency_key is None else f"{timestamp}.{idempotency_key}."
+    digest = hmac.new(secret.encode(), prefix.encode() + raw, hashlib.sha256).hexdigest()
     return f"sha256={digest}"
 
 
-def verify_signature(secret: str, timestamp: str, body: str | bytes, signature: str, *,
-                     tolerance: float = 300, now: float | None = None) -> bool:
-    """What a receiver does: constant-time compare, and refuse timestamps older than ``tolerance``."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8")
+def verify_signature(secret: str, timestamp: str | None, body: str | bytes | None, signature: str | None, *,
+                     idempotency_key: str | None = None, tolerance: float = 300, now: float | None = None) -> bool:
+    """What a receiver does: constant-time compare, and refuse timestamps older than ``tolerance``.
+    Pass the request's ``Idempotency-Key`` header: it is part of what is signed.  Never raises on
+    what a request carries: a missing header, a non-UTF-8 body or a malformed timestamp is False."""
+    if not (isinstance(timestamp, str) and isinstance(signature, str) and isinstance(body, (str, bytes))):
+        return False
+    if idempotency_key is not None and not isinstance(idempotency_key, str):
+        return False
     try:
         age = abs((time.time() if now is None else now) - float(timestamp))
-    except ValueError:
+        expected = sign(secret, timestamp, body, idempotency_key)
+    except (ValueError, UnicodeError):
         return False
-    return age <= tolerance and hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return age <= tolerance and hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
 def _redacted(url: str) -> str:
-    """The URL for logs and errors: no query string or user info (they often carry tokens)."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host += f":{p.port}"
-    return urlunsplit((p.scheme, host, p.path, "", ""))
+    """The URL for logs and errors: no password, and no query values (they often carry tokens)."""
+    return redact_url(url, hide_query=True)
 
 
 class WebhookAction:
@@ -140,7 +167,7 @@ class WebhookAction:
         self._clock = clock
         # Fail at start-up, not in the middle of a surge, when a template names an unknown value.
         for which, tpl in (("body_template", body_template), ("undo_template", undo_template)):
-            unknown = sorted(set(_PLACEHOLDER.findall(json.dumps(tpl))) - set(_SAMPLE_KEYS)) if tpl else []
+            unknown = unknown_placeholders(tpl)
             if unknown:
                 raise ValueError(f"webhook {name}: {which} uses unknown placeholders {unknown}; known: {sorted(_SAMPLE_KEYS)}")
 
@@ -166,7 +193,7 @@ class WebhookAction:
         headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp, IDEMPOTENCY_HEADER: n.key,
                    "User-Agent": "SurgeWatch-webhook/1"}
         if self._secret:
-            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
+            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body, n.key)
         what = f"webhook {self.name} {action} {_redacted(self.url)}"
         if self.dry_run:
             log.info("%s: dry run, not sent; body=%s idempotency_key=%s", what, body, n.key)
@@ -187,5 +214,7 @@ _SAMPLE_KEYS = (
     "action", "key", "incident_id", "brand", "event", "severity", "previous_severity", "at", "observed", "expected",
     "observed_per_min", "expected_per_min", "ratio", "score", "forecast_peak_per_min", "forecast_seconds_to_peak", "site",
 )
+KNOWN_PLACEHOLDERS = _SAMPLE_KEYS
 
-__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values"]
+__all__ = ["WebhookAction", "sign", "verify_signature", "render_template", "template_values", "unknown_placeholders",
+           "KNOWN_PLACEHOLDERS"]

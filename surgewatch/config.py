@@ -11,11 +11,12 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -40,7 +41,36 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: ``.inf`` and ``.nan`` are YAML floats, and no setting means either
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _number_not_boolean(value: Any) -> Any:
+    # pydantic's lax mode reads true as 1, so ``interval: true`` meant polling every second
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+def _strict_boolean(value: Any) -> Any:
+    # true/false only (also as the text an environment variable gives): not 0, 1, "yes" or "off"
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+Int = Annotated[int, BeforeValidator(_number_not_boolean)]
+Float = Annotated[float, BeforeValidator(_number_not_boolean)]
+Bool = Annotated[bool, BeforeValidator(_strict_boolean)]
+
+
+def brand_key(name: str) -> str:
+    """The brand's name as it appears in beat entry names and file names: lower case, letters and
+    digits, ``-`` for the rest.  Two brands with one key would share one beat entry (one of them
+    never polled), so the config refuses such a pair."""
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
 # -- brands -----------------------------------------------------------------------------------------
@@ -50,7 +80,7 @@ class PrometheusTrafficConfig(Strict):
     url: str = Field(description="Prometheus' base URL, e.g. http://prometheus:9090 (or a proxy path in front of it)")
     query: str = Field(min_length=1, max_length=2000,
                        description="PromQL giving ONE series of requests per minute, e.g. sum(rate(http_requests_total[5m])) * 60")
-    step_seconds: int = Field(default=60, ge=10, le=3600, description="Resolution of the history")
+    step_seconds: Int = Field(default=60, ge=10, le=3600, description="Resolution of the history")
     bearer_token: SecretStr | None = Field(default=None, description="Write ${ENV_NAME}: sent as Authorization: Bearer")
 
     @field_validator("url")
@@ -111,13 +141,13 @@ class BrandConfig(Strict):
 
 # -- sources ----------------------------------------------------------------------------------------
 class SourceBase(Strict):
-    enabled: bool = True
-    interval: int = Field(default=60, ge=1, le=86400, description="Seconds between polls")
-    timeout: float = Field(default=10.0, gt=0, le=120)
-    alert_after_minutes: int = Field(
-        default=15, ge=1, description="Tell ops once when this source has failed this long (and once when it recovers)"
+    enabled: Bool = True
+    interval: Int = Field(default=60, ge=1, le=86400, description="Seconds between polls")
+    timeout: Float = Field(default=10.0, gt=0, le=120)
+    alert_after_minutes: Int = Field(
+        default=15, ge=1, le=7 * 24 * 60, description="Tell ops once when this source has failed this long (and once when it recovers)"
     )
-    max_wait_seconds: int = Field(
+    max_wait_seconds: Int = Field(
         default=3600, ge=1, le=3600,
         description="Longest pause a 429's Retry-After or rate-limit reset may impose (collectors cap at an hour)",
     )
@@ -125,7 +155,7 @@ class SourceBase(Strict):
 
 class RssSource(SourceBase):
     feeds: list[str] = Field(min_length=1)
-    max_bytes: int = Field(default=5_000_000, ge=1_000)
+    max_bytes: Int = Field(default=5_000_000, ge=1_000, le=100_000_000)
 
     @field_validator("feeds")
     @classmethod
@@ -137,7 +167,7 @@ class RssSource(SourceBase):
 
 
 class GoogleNewsSource(SourceBase):
-    interval: int = Field(default=300, ge=1, le=86400)
+    interval: Int = Field(default=300, ge=1, le=86400)
     api_url: str = "https://news.google.com/rss/search"
     hl: str = "en-US"
     gl: str = "US"
@@ -147,10 +177,11 @@ class GoogleNewsSource(SourceBase):
 class XSource(SourceBase):
     api_url: str = "https://api.twitter.com"
     bearer_token: SecretStr | None = Field(default=None, description="Default: env X_BEARER_TOKEN")
-    max_requests_per_day: int = Field(
-        default=400, ge=1, description="Budget for this source, shared by all brands (400: USD 2 a day at USD 0.005 a request)")
-    max_results: int = Field(default=100, ge=10, le=100)
-    max_pages: int = Field(default=3, ge=1, le=50)
+    max_requests_per_day: Int = Field(
+        default=400, ge=1, le=10_000_000,
+        description="Budget for this source, shared by all brands (400: USD 2 a day at USD 0.005 a request)")
+    max_results: Int = Field(default=100, ge=10, le=100)
+    max_pages: Int = Field(default=3, ge=1, le=50)
 
 
 class RedditSource(SourceBase):
@@ -158,12 +189,12 @@ class RedditSource(SourceBase):
     auth_url: str = "https://www.reddit.com"
     subreddits: list[str] = Field(default_factory=list)
     comment_subreddits: list[str] = Field(default_factory=list)
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Int = Field(default=100, ge=1, le=1000)
 
 
 class HackerNewsSource(SourceBase):
     api_url: str = "https://hn.algolia.com/api/v1"
-    hits_per_page: int = Field(default=100, ge=1, le=1000)
+    hits_per_page: Int = Field(default=100, ge=1, le=1000)
 
 
 class BlueskySource(SourceBase):
@@ -199,7 +230,7 @@ class SlackChannelConfig(Strict):
     token: SecretStr | None = Field(default=None, description="Default: env SLACK_BOT_TOKEN")
     marketing_channel: str | None = None
     ops_channel: str | None = None
-    timeout: float = Field(default=10.0, gt=0, le=60)
+    timeout: Float = Field(default=10.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _needs_a_channel(self) -> "SlackChannelConfig":
@@ -214,11 +245,11 @@ class PagerDutyChannelConfig(Strict):
     min_severity: Literal["watch", "warning", "critical"] = Field(
         default="critical", description="Page at once from this severity up"
     )
-    page_unacked_warning_after_minutes: int | None = Field(
-        default=15, ge=0, description="Page a warning nobody acknowledged within this time (null: never)"
+    page_unacked_warning_after_minutes: Int | None = Field(
+        default=15, ge=0, le=7 * 24 * 60, description="Page a warning nobody acknowledged within this time (null: never)"
     )
-    page_when_slack_fails: bool = Field(default=True, description="Page ops if Slack fails permanently")
-    timeout: float = Field(default=10.0, gt=0, le=60)
+    page_when_slack_fails: Bool = Field(default=True, description="Page ops if Slack fails permanently")
+    timeout: Float = Field(default=10.0, gt=0, le=60)
 
 
 class AppriseChannelConfig(Strict):
@@ -228,7 +259,7 @@ class AppriseChannelConfig(Strict):
         min_length=1, description="Apprise URLs, one per service; write tokens as ${ENV} (never in the file)")
     min_severity: Literal["watch", "warning", "critical"] = Field(
         default="watch", description="Alert from this severity up (the resolve follows if it alerted)")
-    timeout: float = Field(default=10.0, gt=0, le=60)
+    timeout: Float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("urls")
     @classmethod
@@ -251,15 +282,15 @@ class EmailChannelConfig(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     smtp_host: str = Field(min_length=1)
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS before logging in")
+    smtp_port: Int = Field(default=587, ge=1, le=65535)
+    starttls: Bool = Field(default=True, description="Upgrade the connection with STARTTLS before logging in")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="Default: env SMTP_PASSWORD")
     sender: str = Field(alias="from", description="The From address")
     to: list[str] = Field(min_length=1)
     min_severity: Literal["watch", "warning", "critical"] | None = Field(
         default=None, description="Alerts by e-mail from this severity up; null: the digest only")
-    timeout: float = Field(default=10.0, gt=0, le=60)
+    timeout: Float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("sender", "to")
     @classmethod
@@ -278,16 +309,28 @@ class TrafficControl(Strict):
     min_severity: Literal["watch", "warning", "critical"] = "warning"
     body: dict[str, Any] = Field(description="JSON body; {placeholders} take the incident's numbers")
     undo: dict[str, Any] | None = Field(default=None, description="JSON body sent when the incident resolves")
-    dry_run: bool = True
-    approval: bool = Field(default=False, description="Run only when a human clicks its button in Slack (not automatically)")
+    dry_run: Bool = True
+    approval: Bool = Field(default=False, description="Run only when a human clicks its button in Slack (not automatically)")
     secret_env: str = Field(default="SURGEWATCH_WEBHOOK_SECRET", description="Environment variable with the HMAC key")
-    timeout: float = Field(default=10.0, gt=0, le=60)
+    timeout: Float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
     def _http(cls, v: str) -> str:
         if not re.match(r"^https?://\S+$", v):
             raise ValueError("must be an http(s) URL")
+        return v
+
+    @field_validator("body", "undo")
+    @classmethod
+    def _known_placeholders(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # checked here, so that check-config refuses what would otherwise fail when the webhook is built
+        from surgewatch.notifier.webhook import KNOWN_PLACEHOLDERS, unknown_placeholders
+
+        unknown = unknown_placeholders(v)
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+                             f"known: {', '.join(KNOWN_PLACEHOLDERS)}")
         return v
 
 
@@ -308,15 +351,15 @@ class PlannedEventConfig(Strict):
     name: str = Field(min_length=1, max_length=200)
     start: datetime | str
     end: datetime | str | None = None
-    duration_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
-    expected_peak_per_min: float | None = Field(default=None, gt=0, description="Planned peak; pages only beyond bigger_factor x this")
-    remind_before_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+    duration_minutes: Float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    expected_peak_per_min: Float | None = Field(default=None, gt=0, le=1e12, description="Planned peak; pages only beyond bigger_factor x this")
+    remind_before_minutes: Int = Field(default=60, ge=0, le=7 * 24 * 60)
 
 
 class CalendarConfig(Strict):
     events: list[PlannedEventConfig] = Field(default_factory=list)
-    lead_minutes: int = Field(default=30, ge=0, le=24 * 60, description="An event is active from this long before its start")
-    bigger_factor: float = Field(default=2.0, gt=1, description="Page when observed > this x expected_peak_per_min")
+    lead_minutes: Int = Field(default=30, ge=0, le=24 * 60, description="An event is active from this long before its start")
+    bigger_factor: Float = Field(default=2.0, gt=1, le=1000, description="Page when observed > this x expected_peak_per_min")
 
 
 # -- infrastructure ---------------------------------------------------------------------------------
@@ -324,8 +367,8 @@ class StoreConfig(Strict):
     url: str = "sqlite:///surgewatch.db"
     # Posts older than two days are never counted (pipeline.MAX_MENTION_AGE), so remembering ids for
     # longer buys nothing and costs most of a brand's Redis memory (benchmarks/surge.py).
-    dedup_ttl_days: float = Field(default=3, ge=2, description="How long a post's id is remembered (at least the 2 days after which posts are not counted)")
-    recent_cap: int = Field(default=500, ge=10)
+    dedup_ttl_days: Float = Field(default=3, ge=2, le=365, description="How long a post's id is remembered (at least the 2 days after which posts are not counted)")
+    recent_cap: Int = Field(default=500, ge=10, le=100_000)
 
     @field_validator("url")
     @classmethod
@@ -350,16 +393,16 @@ class BrokerConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    bucket_seconds: int = Field(default=60, ge=10, le=3600, description="Width of a counting bucket")
+    bucket_seconds: Int = Field(default=60, ge=10, le=3600, description="Width of a counting bucket")
     open_severity: Literal["watch", "warning", "critical"] = Field(
         default="watch", description="Lowest severity that opens an incident"
     )
-    resolve_after_quiet_buckets: int = Field(default=10, ge=1)
+    resolve_after_quiet_buckets: Int = Field(default=10, ge=1, le=10_000)
     # the surprise (decades of improbability: 5 = a one-in-100,000 bucket) that each level needs, with the ratio to
     # the baseline; unset: the detector's defaults (5, 7, 10).  Lower opens incidents sooner and more often
-    watch_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise that opens a watch")
-    warning_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a warning")
-    critical_decades: float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a critical")
+    watch_decades: Float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise that opens a watch")
+    warning_decades: Float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a warning")
+    critical_decades: Float | None = Field(default=None, ge=1.0, le=40.0, description="Surprise of a critical")
 
     @model_validator(mode="after")
     def _levels_in_order(self) -> "DetectorConfig":
@@ -373,11 +416,11 @@ class DetectorConfig(Strict):
             raise ValueError(f"watch_decades <= warning_decades <= critical_decades expected, got "
                              f"{levels[0]:g}, {levels[1]:g}, {levels[2]:g} (unset ones are 5, 7, 10)")
         return self
-    warm_up_minutes: int | None = Field(
-        default=None, ge=0, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
+    warm_up_minutes: Int | None = Field(
+        default=None, ge=0, le=30 * 24 * 60, description="No alerts until this much history is scored (default: the detector's, 6 hours)"
     )
-    evaluation_lag_seconds: int | None = Field(
-        default=None, ge=0,
+    evaluation_lag_seconds: Int | None = Field(
+        default=None, ge=0, le=86400,
         description="A bucket is scored once every working source has polled after it closed, plus this much (default 0)",
     )
 
@@ -392,27 +435,51 @@ class RouteConfig(Strict):
 
 
 class RoutingConfig(Strict):
-    group_wait_seconds: int = Field(
+    group_wait_seconds: Int = Field(
         default=0, ge=0, le=3600,
         description="Hold an incident's first notification this long: if it escalates meanwhile, one message says so",
     )
-    repeat_interval_minutes: int | None = Field(
-        default=240, ge=1, description="Remind chat channels of an open, unacknowledged incident this often (null: never)"
+    repeat_interval_minutes: Int | None = Field(
+        default=240, ge=1, le=30 * 24 * 60, description="Remind chat channels of an open, unacknowledged incident this often (null: never)"
     )
-    send_resolved: bool = Field(default=True, description="Tell channels when an incident resolves")
+    send_resolved: Bool = Field(default=True, description="Tell channels when an incident resolves")
     routes: list[RouteConfig] = Field(default_factory=list, description="Empty: every channel hears every transition")
 
 
 class DigestConfig(Strict):
     """The weekly trend digest (Celery beat crontab in the configured time zone)."""
 
-    enabled: bool = True
+    enabled: Bool = True
     day_of_week: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
-    hour: int = Field(default=9, ge=0, le=23)
-    minute: int = Field(default=0, ge=0, le=59)
+    hour: Int = Field(default=9, ge=0, le=23)
+    minute: Int = Field(default=0, ge=0, le=59)
     timezone: str | None = Field(default=None, description="Default: the top-level timezone")
     channel: str | None = Field(default=None, description="Slack channel for the digest (default: marketing_channel)")
     out_dir: str | None = Field(default=None, description="Also write HTML and Markdown here")
+
+
+class OpsConfig(Strict):
+    """Watching the watcher: when ``/healthz`` and ``status`` call the pipeline stale, and an optional
+    dead-man's switch pinged after each healthy evaluate tick."""
+
+    stale_after_seconds: Int | None = Field(
+        default=None, ge=10, le=7 * 86400,
+        description="Beat, workers and evaluate ticks older than this are stale (default: 3 x the longest of "
+                    "the bucket and the poll intervals)",
+    )
+    heartbeat_url: str | None = Field(
+        default=None,
+        description="Pinged (GET) after each healthy evaluate tick, e.g. a healthchecks.io check URL: it alerts "
+                    "when the pings stop, also when SurgeWatch dies with its host",
+    )
+    heartbeat_timeout: Float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+\S*$", v):
+            raise ValueError("must be an http(s) URL such as https://hc-ping.com/<uuid>")
+        return v
 
 
 class Settings(Strict):
@@ -426,6 +493,7 @@ class Settings(Strict):
     digest: DigestConfig = Field(default_factory=DigestConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     calendar: CalendarConfig = Field(default_factory=CalendarConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
     timezone: str = "UTC"
 
     @field_validator("brands")
@@ -436,7 +504,23 @@ class Settings(Strict):
             if b.name.casefold() in seen:
                 raise ValueError(f"duplicate brand name {b.name!r}")
             seen.add(b.name.casefold())
+        keys: dict[str, str] = {}
+        for b in v:
+            key = brand_key(b.name)
+            if not key:
+                raise ValueError(f"brand name {b.name!r} has no letter or digit (its schedule key would be empty)")
+            if key in keys:
+                raise ValueError(f"brands {keys[key]!r} and {b.name!r} share the key {key!r} (beat would poll only "
+                                 "one of them): rename one")
+            keys[key] = b.name
         return v
+
+    def stale_after_seconds(self) -> float:
+        """How old a heartbeat may be before ``/healthz`` calls it stale."""
+        if self.ops.stale_after_seconds is not None:
+            return float(self.ops.stale_after_seconds)
+        intervals = [s.interval for s in self.sources.enabled().values()]
+        return 3.0 * max([self.detector.bucket_seconds, *intervals])
 
     @field_validator("traffic_controls")
     @classmethod
@@ -556,7 +640,115 @@ def parse_settings(data: Any, source: str = "<config>", env: dict[str, str] | No
         raise ConfigError(source, errors) from None
     if errors:
         raise ConfigError(source, errors)
+    _register_secrets(settings)
     return settings
+
+
+def _register_secrets(node: Any) -> None:
+    """Hand every secret of the config to the redactor: a token written as ``${MY_TOKEN}`` (any
+    variable name) and the passwords of the store and broker URLs never reach a log or an error."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from surgewatch.redact import SECRET_PARAM, register_secret
+
+    if isinstance(node, SecretStr):
+        register_secret(node.get_secret_value())
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            _register_secrets(getattr(node, name))
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            _register_secrets(item)
+    elif isinstance(node, str) and "://" in node:
+        try:
+            parts = urlsplit(node)
+            register_secret(parts.password)
+            for key, value in parse_qsl(parts.query):
+                if SECRET_PARAM.search(key):
+                    register_secret(value)
+        except ValueError:
+            pass
+
+
+# A real config has a few thousand values (1000 brands x 5 keys); a document whose aliases expand
+# past this is refused before anything is copied ("billion laughs": 500 bytes of nested aliases
+# expanded past 720 MB while the environment variables were substituted).
+MAX_EXPANDED_NODES = 200_000
+MAX_CONFIG_BYTES = 10_000_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (the last one used to win silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *defaults" then an override of one of them is the point of a merge
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes the document has once every alias is expanded, counting no further than
+    ``limit``.  Aliases share node objects, so this memoises per node: linear in the file's size."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in on_path:  # "&a [*a]": infinitely large once expanded
+            return limit + 1
+        total = 1
+        if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+            on_path.add(id(node))
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            for child in children:
+                total += size(child)
+                if total > limit:
+                    break
+            on_path.discard(id(node))
+        sizes[id(node)] = total = min(total, limit + 1)
+        return total
+
+    return size(root)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a config document: YAML errors, duplicate keys and alias bombs are ConfigErrors."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, [f"(top level): the file is larger than {MAX_CONFIG_BYTES // 1_000_000} MB"])
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+            raise ConfigError(source, [
+                f"(top level): the document expands to more than {MAX_EXPANDED_NODES} values once its "
+                "aliases (*name) are expanded; refusing it (nested aliases?)"])
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise ConfigError(source, [f"{kind} at {where}: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["(top level): the document is nested too deeply"]) from None
+    finally:
+        loader.dispose()
 
 
 def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Settings:
@@ -567,14 +759,7 @@ def load_settings(path: str | os.PathLike[str], env: dict[str, str] | None = Non
         raise ConfigError(str(p), ["file not found"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"cannot read: {exc.__class__.__name__}: {exc}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(p), [f"YAML syntax error at {where}: {problem}"]) from None
-    return parse_settings(data, str(p), env)
+    return parse_settings(load_yaml(text, str(p)), str(p), env)
 
 
 def secret_from(field: SecretStr | None, env_name: str, env: dict[str, str] | None = None) -> str | None:

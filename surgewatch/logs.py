@@ -1,43 +1,27 @@
-"""Logging set-up with a last line of defence: any known secret value that reaches a log record
-(through a library's debug output, an exception text, a URL) is replaced by ``***``."""
+"""Logging set-up with a last line of defence: every record passes :func:`surgewatch.redact.redact`
+(known secret values, URL passwords, ``Bearer`` tokens) before it is written, whatever wrote it --
+our code, a library's debug output, an exception text.  Every process sets it up: the CLI for
+each command (``surgewatch.cli.main``), Celery workers and beat through ``setup_logging``."""
 from __future__ import annotations
 
 import logging
-import os
 
-SECRET_ENV_NAMES = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "PAGERDUTY_ROUTING_KEY",
-    "X_BEARER_TOKEN",
-    "REDDIT_CLIENT_ID",
-    "REDDIT_CLIENT_SECRET",
-    "BLUESKY_APP_PASSWORD",
-    "MASTODON_ACCESS_TOKEN",
-    "SURGEWATCH_WEBHOOK_SECRET",
-)
+from surgewatch.redact import SECRET_ENV_NAMES, redact
 
-
-def _secrets() -> list[str]:
-    # Short values would redact ordinary words; real tokens are long.
-    return [v for name in SECRET_ENV_NAMES if len(v := os.environ.get(name, "")) >= 6]
+__all__ = ["RedactSecrets", "SECRET_ENV_NAMES", "setup"]
 
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = _secrets()
-        if not secrets:
-            return True
         message = record.getMessage()
-        redacted = message
-        for s in secrets:
-            redacted = redacted.replace(s, "***")
+        redacted = redact(message)
         if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            for s in secrets:
-                text = text.replace(s, "***")
-            record.exc_text = text
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

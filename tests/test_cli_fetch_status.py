@@ -66,3 +66,33 @@ def test_status_shows_source_health_and_the_latest_verdict(tmp_path):
     assert src["source"] == "rss" and src["status"] == "degraded" and "500" in src["last_error"]
     table = cli("status", config=path)
     assert "degraded" in table.stdout and "Acme" in table.stdout
+
+
+def test_status_shows_what_is_stale_and_the_active_silences(tmp_path):
+    from surgewatch.actions import operator
+
+    path, settings = write_config(tmp_path, {
+        "brands": [{"name": "Acme", "query": "acme"}, {"name": "Bolt", "query": "bolt"}],
+        "sources": {"hackernews": {"interval": 60}},
+        "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+    rt = Runtime(settings)
+    now = time.time()
+    data = json.loads(cli("status", "--json", config=path).stdout)
+    assert data["pipeline"]["ok"] is False and data["pipeline"]["stale"][0].startswith("nothing has run yet")
+
+    for name in ("worker:collect", "worker:detect", "worker:notify", "evaluate:evaluate-acme-2"):
+        rt.store.heartbeat(name, now - 10)
+    rt.store.heartbeat("beat", now - 400)  # stale after 3 x 60 s
+    operator.silence(rt, "Bolt", 3600, "ana", "planned launch", now)
+    operator.silence(rt, "Acme", 60, "ana", "long over", now - 120)
+    proc = cli("status", "--json", config=path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["pipeline"]["ok"] is False
+    [line] = data["pipeline"]["stale"]
+    assert line.startswith("beat: last seen 4") and line.endswith("(stale after 180 s)")
+    assert [(s["brand"], s["by"], s["reason"]) for s in data["silences"]] == [("Bolt", "ana", "planned launch")]
+
+    table = cli("status", config=path).stdout
+    assert "pipeline: STALE" in table and "beat: last seen" in table
+    assert "Silences" in table and "planned launch" in table and "long over" not in table

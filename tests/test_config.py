@@ -95,14 +95,156 @@ def test_check_config_prints_key_paths_and_exits_non_zero_without_a_traceback(tm
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_check_config_accepts_the_example():
-    proc = subprocess.run(
-        [sys.executable, "-m", "surgewatch.cli.main", "check-config", str(ROOT / "config" / "example.yaml")],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
-    )
+def _check_config(path, **env) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(path)], capture_output=True,
+                          text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                               **env})
+
+
+def test_check_config_accepts_the_example_when_its_secrets_are_set():
+    proc = _check_config(ROOT / "config" / "example.yaml", SLACK_BOT_TOKEN="xoxb-example-token-1")
     assert proc.returncode == 0, proc.stderr
     assert "brands:   Acme" in proc.stdout
-    assert "SLACK_BOT_TOKEN" in proc.stderr  # warns that Slack will not send without its token
+    assert "xoxb-example-token-1" not in proc.stdout + proc.stderr
+
+
+def test_check_config_fails_naming_the_variable_when_a_channel_lacks_its_secret():
+    # issue 12 item 7: this was a warning with exit 0, and the first alert was then never sent
+    proc = _check_config(ROOT / "config" / "example.yaml")
+    assert proc.returncode == 1
+    assert "SLACK_BOT_TOKEN" in proc.stderr and "channels.slack" in proc.stderr
+    assert "ok:" not in proc.stdout
+
+
+def test_check_config_never_prints_a_store_or_broker_password(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "store": {"url": "redis://:s3cret-store-pw@127.0.0.1:6379/0"},
+                                    "broker": {"url": "redis://127.0.0.1:6379/1?password=s3cret-broker-pw"}}))
+    proc = _check_config(path)
+    assert proc.returncode == 0, proc.stderr
+    assert "redis://:***@127.0.0.1:6379/0" in proc.stdout and "password=***" in proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+# -- a config that fails at check time, not at run time --------------------------------------------
+BOMB = "\n".join(["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]) + "\nbrands: [{name: Acme, query: Acme}]\n"
+
+
+def test_a_billion_laughs_document_is_refused_before_it_is_expanded(tmp_path):
+    assert len(BOMB) < 500  # 9**9 = 387 million strings once expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    with pytest.raises(ConfigError, match="expands to more than") as info:
+        load_settings(path, env={})
+    assert info.value.errors[0].startswith("(top level):")
+
+
+def test_the_real_check_config_refuses_the_alias_bomb_within_seconds(tmp_path):
+    import resource
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.monotonic()
+    proc = _check_config(path)
+    elapsed = time.monotonic() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert proc.returncode == 1 and "expands to more than" in proc.stderr
+    assert elapsed < 30  # was: past 720 MB and still growing
+    assert peak_kb < 400_000
+
+
+def test_a_self_referencing_alias_is_refused():
+    with pytest.raises(ConfigError, match="expands to more than"):
+        from surgewatch.config import load_yaml
+
+        load_yaml("brands: &a [*a]\n", "t.yaml")
+
+
+def test_aliases_of_ordinary_size_still_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("brands: [{name: Acme, query: Acme}]\n"
+                    "sources:\n  rss: {feeds: ['https://a.example/f'], interval: &iv 45}\n  hackernews: {interval: *iv}\n")
+    assert load_settings(path, env={}).sources.hackernews.interval == 45
+
+
+def test_a_duplicate_key_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("brands: [{name: Acme, query: Acme}]\nsources:\n  rss:\n    feeds: ['https://a.example/f']\n"
+                    "    interval: 60\n    interval: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.errors == ["YAML error at line 6, column 5: duplicate key 'interval' (first at line 5)"]
+
+
+def test_a_merge_key_override_is_not_a_duplicate(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("brands:\n  - &b {name: Acme, query: Acme}\n  - {<<: *b, name: Bolt}\n")
+    assert [b.name for b in load_settings(path, env={}).brands] == ["Acme", "Bolt"]
+
+
+@pytest.mark.parametrize("first, second", [("Acme", "Acme!"), ("C++", "C#"), ("Bolt Co", "bolt-co")])
+def test_two_brands_sharing_one_schedule_key_are_refused_naming_both(first, second):
+    errors = errors_of({"brands": [{"name": first, "query": "a"}, {"name": second, "query": "a"}]})
+    assert len(errors) == 1 and errors[0].startswith("brands: ")
+    assert repr(first) in errors[0] and repr(second) in errors[0]
+
+
+def test_every_brand_gets_its_own_beat_entries():
+    from surgewatch.worker.settings import beat_schedule
+
+    s = parse_settings({"brands": [{"name": n, "query": "a"} for n in ("Acme", "Acme 2", "C", "Cee")],
+                        "sources": {"hackernews": {}}}, env={})
+    polled = [e["args"][1] for e in beat_schedule(s).values() if e["task"] == "surgewatch.collect"]
+    assert sorted(polled) == ["Acme", "Acme 2", "C", "Cee"]
+
+
+def test_a_brand_name_without_a_letter_or_digit_is_refused():
+    assert "no letter or digit" in errors_of({"brands": [{"name": "!!!", "query": "a"}]})[0]
+
+
+@pytest.mark.parametrize("path, value, says", [
+    (("store", "recent_cap"), 10**20, "less than or equal to 100000"),
+    (("store", "dedup_ttl_days"), float("inf"), "finite number"),
+    (("store", "dedup_ttl_days"), float("nan"), "finite number"),
+    (("detector", "evaluation_lag_seconds"), 10**30, "less than or equal to 86400"),
+    (("detector", "resolve_after_quiet_buckets"), 10**12, "less than or equal to"),
+    (("detector", "warm_up_minutes"), 10**12, "less than or equal to"),
+    (("routing", "repeat_interval_minutes"), 10**12, "less than or equal to"),
+    (("calendar", "bigger_factor"), float("inf"), "finite number"),
+    (("sources", "rss", "interval"), True, "expected a number, got true"),
+    (("sources", "rss", "timeout"), False, "expected a number, got false"),
+    (("sources", "rss", "alert_after_minutes"), 10**9, "less than or equal to"),
+    (("sources", "rss", "max_bytes"), 10**15, "less than or equal to"),
+    (("sources", "rss", "enabled"), 1, "expected true or false"),
+    (("sources", "rss", "enabled"), "yes", "expected true or false"),
+    (("ops", "stale_after_seconds"), True, "expected a number"),
+])
+def test_numbers_are_bounded_and_booleans_and_integers_are_strict(path, value, says):
+    data = {**MINIMAL, "sources": {"rss": {"feeds": ["https://a.example/f"]}}}
+    node = data
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    errors = errors_of(data)
+    assert any(e.startswith(".".join(path) + ":") and says in e for e in errors), errors
+
+
+def test_booleans_and_numbers_from_the_environment_still_work():
+    s = parse_settings({**MINIMAL, "sources": {"rss": {"feeds": ["https://a.example/f"], "interval": "${IV}",
+                                                        "enabled": "${ON}"}}}, env={"IV": "30", "ON": "true"})
+    assert s.sources.rss.interval == 30 and s.sources.rss.enabled is True
+
+
+def test_an_unknown_webhook_placeholder_is_a_config_error():
+    errors = errors_of({**MINIMAL, "traffic_controls": [
+        {"name": "scale", "url": "https://h.example/x", "body": {"n": "{observed_per_minute}"}}]})
+    assert len(errors) == 1 and errors[0].startswith("traffic_controls[0].body: unknown placeholder(s) "
+                                                      "{observed_per_minute}")
 
 
 yaml_values = st.recursive(
@@ -163,3 +305,17 @@ def test_check_config_accepts_a_sensitivity(tmp_path):
     p.write_text(yaml.safe_dump({"brands": [{"name": "Acme", "query": "acme", "sensitivity": "fewer"}]}))
     proc = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "check-config", str(p)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("text", ["{observed_per_min:.1f}", "{brand.name}", "{0}", "x {Brand} y"])
+def test_a_malformed_webhook_placeholder_is_a_config_error_not_text_sent_as_written(text):
+    errors = errors_of({**MINIMAL, "traffic_controls": [
+        {"name": "scale", "url": "https://h.example/x", "undo": {"n": [text]}, "body": {"ok": "{brand}"}}]})
+    assert len(errors) == 1 and errors[0].startswith("traffic_controls[0].undo: unknown placeholder(s)"), errors
+
+
+def test_literal_braces_that_are_not_placeholders_are_allowed():
+    s = parse_settings({**MINIMAL, "traffic_controls": [
+        {"name": "scale", "url": "https://h.example/x", "body": {"note": "use {} or { spaced }", "b": "{brand}"}}]},
+        env={})
+    assert s.traffic_controls[0].body["b"] == "{brand}"

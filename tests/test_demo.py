@@ -76,4 +76,5 @@ def test_the_demo_sends_to_the_channels_of_a_config_and_nothing_twice(tmp_path, 
         keys = [h["idempotency-key"] for h in headers]
         assert len(keys) == len(set(keys)), "a webhook call was sent twice"
         for r, h in zip(hook.requests, headers):
-            assert verify_signature(secret, h["x-surgewatch-timestamp"], r.body, h["x-surgewatch-signature"])
+            assert verify_signature(secret, h["x-surgewatch-timestamp"], r.body, h["x-surgewatch-signature"],
+                                    idempotency_key=h["idempotency-key"])

@@ -92,3 +92,42 @@ def test_log_text_keeps_one_line_without_control_or_bidi_characters() -> None:
     assert "\n" not in out and "\r" not in out and "\x1b" not in out and "\u202e" not in out and "\u2028" not in out
     assert out.startswith("line1 FAKE 2026 CRITICAL")
     assert len(log_text("x" * 1000, limit=50)) == 50
+
+
+INVISIBLE = {"LRM": "\u200e", "RLM": "\u200f", "ALM": "\u061c", "RLO": "\u202e", "LRI": "\u2066", "ZWNJ": "\u200c",
+             "ZWSP": "\u200b", "BOM": "\ufeff", "word joiner": "\u2060", "tag A": "\U000e0041",
+             "cancel tag": "\U000e007f", "soft hyphen": "\u00ad"}
+
+
+@pytest.mark.parametrize("name", sorted(INVISIBLE))
+def test_invisible_and_bidi_characters_never_reach_slack(name) -> None:
+    ch = INVISIBLE[name]
+    out = slack_text(f"Acme{ch} launch {ch}today{ch}")
+    assert ch not in out.replace(ZERO_WIDTH_SPACE, "") and "Acme launch today" == out
+    assert ch not in slack_text(f"plain{ch}", mrkdwn=False)
+
+
+def test_an_invisible_character_inside_a_link_target_is_percent_encoded() -> None:
+    link = slack_link("https://evil.example/\u202egpj.exe?x=\u200e1\ufeff", "photo")
+    assert "\u202e" not in link and "\u200e" not in link and "\ufeff" not in link
+    assert "%E2%80%AEgpj.exe" in link and "%E2%80%8E1" in link
+
+
+def test_emoji_built_with_the_zero_width_joiner_stay_intact() -> None:
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    assert family in slack_text(f"Acme {family}")
+
+
+def test_an_underscore_inside_a_name_is_left_alone_so_it_can_be_copied() -> None:
+    # "set X_BEARER_TOKEN" copied from an alert used to carry two zero-width spaces
+    assert slack_text("set X_BEARER_TOKEN and snake_case_2") == "set X_BEARER_TOKEN and snake_case_2"
+
+
+@pytest.mark.parametrize("text", ["_it_", "a _it_ b", "(_it_)", "_X_BEARER_", "x__y", "@here_x _@channel_"])
+def test_an_underscore_that_could_open_or_close_italics_is_still_neutralised(text) -> None:
+    out = slack_text(text)
+    for m in re.finditer("_", out):
+        i = m.start()
+        before, after = out[i - 1] if i else " ", out[i + 1] if i + 1 < len(out) else " "
+        assert before == ZERO_WIDTH_SPACE or (before.isalnum() and after.isalnum()), (text, out)
+    assert "@here" not in out and "@channel" not in out  # mention escaping is untouched

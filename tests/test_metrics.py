@@ -91,7 +91,18 @@ def seed(store: Any) -> dict[str, Any]:
     critical = Verdict(at=LAST_BUCKET - 60, observed=99.0, expected=3.0, score=0.95, severity=Severity.CRITICAL)
     other, _ = advance(None, bolt, critical, IncidentPolicy())
     store.save_incident(other)  # routed to both channels, nothing claimed yet: pending
+    beat_everything(store, NOW - 5)
     return {"incident": incident, "other": other}
+
+
+HEARTBEATS = ("beat", "worker:collect", "worker:detect", "worker:notify", "evaluate:evaluate-acme-2")
+
+
+def beat_everything(store: Any, at: float, skip: tuple[str, ...] = ()) -> None:
+    """The heartbeats a working pipeline leaves (beat, a worker of each queue, the evaluate tick)."""
+    for name in HEARTBEATS:
+        if name not in skip:
+            store.heartbeat(name, at)
 
 
 def fill_queues(settings: Settings, counts: dict[str, int]) -> None:
@@ -275,17 +286,86 @@ def test_a_scrape_of_100_brands_with_3_sources_stays_fast(make_store, tmp_path):
 
 
 # -- /healthz ---------------------------------------------------------------------------------------
-def test_healthz_is_200_when_store_broker_and_sources_are_fine(store, settings):
+@pytest.fixture
+def frozen_clock(tmp_path, monkeypatch):
+    clock_file = tmp_path / "clock"
+    clock_file.write_text(repr(NOW))
+    monkeypatch.setenv("SURGEWATCH_CLOCK", f"file:{clock_file}")
+    return clock_file
+
+
+def all_sources_ok(store: Any) -> None:
     for brand in BRANDS:
         for source in ("rss", "hackernews"):
             h = SourceHealth(source, brand)
             h.record_success(NOW, requests=1)
             h.save(store)
+
+
+def test_the_expected_heartbeats_are_beat_each_queue_and_each_evaluate_entry(settings):
+    from surgewatch.ops.health import expected_heartbeats
+
+    assert expected_heartbeats(settings) == list(HEARTBEATS)
+
+
+def test_healthz_is_200_when_store_broker_sources_and_heartbeats_are_fine(store, settings, frozen_clock):
+    all_sources_ok(store)
+    beat_everything(store, NOW - 30)
     code, body = health_report(settings, lambda: store, BrokerProbe(settings.broker.url))
-    assert code == 200
+    assert code == 200, body
     assert body["status"] == "ok"
     assert body["store"] == {"ok": True} and body["broker"] == {"ok": True}
     assert body["sources"]["statuses"] == {"ok": 4}
+    assert body["pipeline"]["ok"] is True and body["pipeline"]["stale_after_seconds"] == 180
+    assert body["pipeline"]["heartbeats"]["beat"] == {"at": NOW - 30, "age_seconds": 30.0}
+
+
+def test_healthz_on_a_fresh_store_is_503_because_nothing_has_run_yet(store, settings, frozen_clock):
+    # it used to answer 200 {"status": "ok"}: no source had failed, because none had run
+    code, body = health_report(settings, lambda: store, BrokerProbe(settings.broker.url))
+    assert code == 503
+    assert body["pipeline"]["ok"] is False
+    assert body["pipeline"]["stale"][0].startswith("nothing has run yet")
+    assert any(p.startswith("stale: nothing has run yet") for p in body["problems"])
+
+
+def test_healthz_is_503_naming_beat_when_its_heartbeat_is_older_than_stale_after(store, settings, frozen_clock):
+    # the pipeline died about 1.5 minutes... and then 3 stale_after periods ago: sources still say "ok"
+    all_sources_ok(store)
+    beat_everything(store, NOW - 30, skip=("beat",))
+    store.heartbeat("beat", NOW - 181)
+    code, body = health_report(settings, lambda: store, BrokerProbe(settings.broker.url))
+    assert code == 503
+    assert body["pipeline"]["stale"] == ["beat: last seen 181 s ago (stale after 180 s)"]
+    assert body["sources"]["failing"] == []
+
+
+def test_healthz_is_503_naming_a_queue_no_worker_takes(store, settings, frozen_clock):
+    all_sources_ok(store)
+    beat_everything(store, NOW - 30, skip=("worker:notify",))
+    code, body = health_report(settings, lambda: store, BrokerProbe(settings.broker.url))
+    assert code == 503
+    assert body["pipeline"]["stale"] == ["worker:notify: never seen"]
+
+
+def test_stale_after_defaults_to_three_times_the_longest_bucket_or_poll_and_can_be_set(tmp_path):
+    base = {"brands": [{"name": "Acme", "query": "a"}], "detector": {"bucket_seconds": 60},
+            "sources": {"hackernews": {"interval": 300}, "rss": {"feeds": ["https://a.example/f"], "interval": 30}}}
+    assert parse_settings(base, env={}).stale_after_seconds() == 900
+    assert parse_settings({**base, "ops": {"stale_after_seconds": 30}}, env={}).stale_after_seconds() == 30
+
+
+def test_the_scrape_exports_heartbeat_times_stale_after_and_pipeline_up(store, settings):
+    beat_everything(store, NOW - 30, skip=("beat",))
+    store.heartbeat("beat", NOW - 500)
+    samples = scrape(SurgeWatchCollector(settings, lambda: store, BrokerProbe(settings.broker.url), now=lambda: NOW))
+    assert value(samples, "surgewatch_heartbeat_timestamp_seconds", component="beat") == NOW - 500
+    assert value(samples, "surgewatch_heartbeat_timestamp_seconds", component="evaluate:evaluate-acme-2") == NOW - 30
+    assert value(samples, "surgewatch_stale_after_seconds") == 180
+    assert value(samples, "surgewatch_pipeline_up") == 0
+    store.heartbeat("beat", NOW - 1)
+    samples = scrape(SurgeWatchCollector(settings, lambda: store, BrokerProbe(settings.broker.url), now=lambda: NOW))
+    assert value(samples, "surgewatch_pipeline_up") == 1
 
 
 def test_healthz_is_503_and_names_each_failing_source(store, settings):
@@ -359,6 +439,7 @@ def test_the_server_answers_metrics_and_healthz_over_a_real_socket(server, store
 
 
 def test_the_server_answers_200_on_healthz_once_the_sources_recover(server, store):
+    beat_everything(store, NOW - 5)
     for brand in BRANDS:
         for source in ("rss", "hackernews"):
             h = SourceHealth(source, brand)

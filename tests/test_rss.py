@@ -342,7 +342,7 @@ def test_credentials_in_a_feed_url_never_reach_messages_or_the_cursor(server):
     batch = rss.fetch(ACME, None)
     shown = json.dumps(batch.cursor) + " ".join(batch.notes) + repr(rss)
     assert "hunter2" not in shown and "s3cr3t" not in shown
-    assert f"http://127.0.0.1:{port}/down.rss?api_key=***" in batch.notes[0]
+    assert f"http://reader:***@127.0.0.1:{port}/down.rss?api_key=***" in batch.notes[0]  # the one redactor keeps the user
     assert len(batch.mentions) == 2
     assert server.requests_to("/private.rss")[0].headers["authorization"].startswith("Basic ")
 

@@ -240,6 +240,36 @@ def test_states_read_and_write_in_batches_like_one_by_one(store):
     assert [v["i"] for v in store.get_states(names)] == list(range(1200))
 
 
+# -- heartbeats --------------------------------------------------------------------------------
+def test_heartbeats_are_recorded_listed_by_literal_prefix_and_never_move_back(store):
+    assert store.heartbeats() == {}
+    store.heartbeat("beat", T0)
+    store.heartbeat("worker:collect:w1@h", T0 + 1.25)
+    store.heartbeat("worker:notify:w2@h", T0 + 2)
+    store.heartbeat("worker*", T0)  # "*" is a wildcard to Redis MATCH
+    store.heartbeat("beat", T0 + 10.5)
+    store.heartbeat("beat", T0 + 5)  # a late writer with an older time does not move it back
+    assert store.heartbeats() == {"beat": T0 + 10.5, "worker:collect:w1@h": T0 + 1.25,
+                                  "worker:notify:w2@h": T0 + 2, "worker*": T0}
+    assert store.heartbeats("worker:") == {"worker:collect:w1@h": T0 + 1.25, "worker:notify:w2@h": T0 + 2}
+    assert store.heartbeats("worker*") == {"worker*": T0}
+    assert store.heartbeats("nothing") == {}
+
+
+def test_heartbeats_from_many_threads_keep_the_latest(store):
+    times = [T0 + i for i in range(40)]
+
+    def beat(ts: float) -> None:
+        store.heartbeat("evaluate:acme", ts)
+
+    threads = [threading.Thread(target=beat, args=(t,)) for t in reversed(times)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.heartbeats("evaluate:") == {"evaluate:acme": max(times)}
+
+
 def test_counts_for_many_brands_equal_counts_brand_by_brand(store):
     store.ingest([mention(i, at=T0 + 60 * (i % 5), brand=f"B{i % 3}", source=("rss", "x")[i % 2])
                   for i in range(60)])

@@ -37,24 +37,50 @@ def test_the_receiver_can_verify_the_signature_and_deduplicate_by_key(receiver: 
     receipt = action(receiver.url).send(make_notification(key="inc-1:1:waiting_room"))
     assert receipt == {"action": "do", "status": 200, "idempotency_key": "inc-1:1:waiting_room"}
     [req] = receiver.requests
-    ts, sig = req.headers[TIMESTAMP_HEADER], req.headers[SIGNATURE_HEADER]
+    ts, sig, key = req.headers[TIMESTAMP_HEADER], req.headers[SIGNATURE_HEADER], req.headers[IDEMPOTENCY_HEADER]
     assert ts == str(int(NOW))
-    assert verify_signature(WEBHOOK_SECRET, ts, req.body, sig, now=NOW + 10)
-    assert not verify_signature("another-secret", ts, req.body, sig, now=NOW)
-    assert not verify_signature(WEBHOOK_SECRET, ts, req.body + b" ", sig, now=NOW)  # body tampered
-    assert not verify_signature(WEBHOOK_SECRET, str(int(NOW) + 1), req.body, sig, now=NOW)  # timestamp swapped
-    assert not verify_signature(WEBHOOK_SECRET, ts, req.body, sig, now=NOW + 3600)  # replayed an hour later
+    assert verify_signature(WEBHOOK_SECRET, ts, req.body, sig, idempotency_key=key, now=NOW + 10)
+    assert not verify_signature("another-secret", ts, req.body, sig, idempotency_key=key, now=NOW)
+    assert not verify_signature(WEBHOOK_SECRET, ts, req.body + b" ", sig, idempotency_key=key, now=NOW)  # body tampered
+    assert not verify_signature(WEBHOOK_SECRET, str(int(NOW) + 1), req.body, sig, idempotency_key=key,
+                                now=NOW)  # timestamp swapped
+    assert not verify_signature(WEBHOOK_SECRET, ts, req.body, sig, idempotency_key=key,
+                                now=NOW + 3600)  # replayed an hour later
+    # the key is signed: a replay cannot pass as a new action with another key, or without one
+    assert not verify_signature(WEBHOOK_SECRET, ts, req.body, sig, idempotency_key="inc-1:2:waiting_room", now=NOW)
+    assert not verify_signature(WEBHOOK_SECRET, ts, req.body, sig, now=NOW)
     assert req.headers[IDEMPOTENCY_HEADER] == "inc-1:1:waiting_room"
     assert req.headers["Content-Type"] == "application/json"
     assert req.path == "/hooks/waiting-room?token=urlSECRET"
 
 
-def test_the_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+def test_the_signature_is_hmac_sha256_over_timestamp_dot_key_dot_body() -> None:
     import hashlib
     import hmac
 
-    expected = hmac.new(b"k", b"123.{}", hashlib.sha256).hexdigest()
-    assert sign("k", "123", "{}") == f"sha256={expected}"
+    expected = hmac.new(b"k", b"123.inc-1:0:scale.{}", hashlib.sha256).hexdigest()
+    assert sign("k", "123", "{}", "inc-1:0:scale") == f"sha256={expected}"
+    assert sign("k", "123", "{}") == "sha256=" + hmac.new(b"k", b"123.{}", hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("timestamp, body, signature, key", [
+    (None, b"{}", "sha256=00", "k"),  # no timestamp header
+    (str(int(NOW)), b"{}", None, "k"),  # no signature header
+    (str(int(NOW)), None, "sha256=00", "k"),  # no body
+    (str(int(NOW)), b"\xff\xfe not utf-8", "sha256=00", "k"),
+    ("soon", b"{}", "sha256=00", "k"),
+    ("nan", b"{}", "sha256=00", "k"),
+    (str(int(NOW)), b"{}", "sha256=\u00e9\u00e9", "k"),  # a non-ASCII signature header
+    (str(int(NOW)), b"{}", "sha256=00", 5),
+])
+def test_verify_signature_answers_false_instead_of_raising_on_a_malformed_request(timestamp, body, signature, key):
+    assert verify_signature(WEBHOOK_SECRET, timestamp, body, signature, idempotency_key=key, now=NOW) is False
+
+
+def test_a_non_utf8_body_signed_as_bytes_verifies() -> None:
+    body = b"\xff\xfe raw"
+    sig = sign(WEBHOOK_SECRET, str(int(NOW)), body, "k1")
+    assert verify_signature(WEBHOOK_SECRET, str(int(NOW)), body, sig, idempotency_key="k1", now=NOW)
 
 
 def test_the_body_is_templated_from_the_notifications_numbers_keeping_their_types(receiver: WebhookReceiver) -> None:

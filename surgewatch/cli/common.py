@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from surgewatch.config import ConfigError, Settings, load_settings
+from surgewatch.redact import redact
 
 out = Console()
 err = Console(stderr=True)
@@ -21,8 +23,9 @@ DEFAULT_CONFIG = Path("surgewatch.yaml")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``error: message`` on stderr; ``raise fail(...)`` ends the command with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """Print ``error: message`` on stderr; ``raise fail(...)`` ends the command with ``code``.  Redacted:
+    the message may quote an outside service that echoed our token."""
+    err.print("[bold red]error:[/] " + escape(redact(message)), markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

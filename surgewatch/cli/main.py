@@ -13,6 +13,7 @@ from rich.table import Table
 
 from surgewatch.cli.common import DEFAULT_CONFIG, err, fail, load_or_exit, out
 from surgewatch.config import Settings
+from surgewatch.redact import redact, redact_url
 
 app = typer.Typer(
     name="surgewatch",
@@ -40,15 +41,16 @@ def _main(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an unexpected error.")] = False,
-    log_level: Annotated[str, typer.Option("--log-level", envvar="SURGEWATCH_LOG_LEVEL",
-                                           help="Log level of SurgeWatch's own log lines (secrets redacted).")] = "WARNING",
+    log_level: Annotated[Optional[str], typer.Option(
+        "--log-level", help="Log level of SurgeWatch's own log lines, secrets redacted (default: WARNING, INFO for "
+                            "metrics and slack-listener; or SURGEWATCH_LOG_LEVEL).")] = None,
 ) -> None:
     """Warns you before your website is flooded: brand mentions -> spike detection -> alerts."""
-    # Every command logs through the redacting handler (Celery processes set it up again, at
-    # their own level, when they start).
-    from surgewatch import logs
+    # main() sets the redacting log handler up for every command; --log-level changes its level.
+    if log_level:
+        from surgewatch import logs
 
-    logs.setup(log_level)
+        logs.setup(log_level)
 
 
 def _use_config(path: Path) -> Settings:
@@ -58,42 +60,53 @@ def _use_config(path: Path) -> Settings:
     return settings
 
 
-def _warn_missing_credentials(settings: Settings) -> None:
-    from surgewatch.registry import MissingCredential, build_channel, configured_channels
+def _credential_problems(settings: Settings) -> list[str]:
+    """What every configured channel and source lacks to work (a secret not in the environment, a
+    webhook that cannot be built), one line each, naming the environment variable."""
+    from surgewatch.registry import MissingCredential, build_channel, build_collector, configured_channels
 
+    problems: list[str] = []
     for name in configured_channels(settings):
         try:
             build_channel(settings, name)
-        except MissingCredential as exc:
-            err.print(f"warning: {exc}; that channel will not send", markup=False, highlight=False)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"channels: {redact(str(exc))}; that channel would not send")
+    for name in settings.sources.enabled():
+        try:
+            build_collector(settings, name)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"sources: {redact(str(exc))}; that source would not poll")
+    return problems
+
+
+def _warn_missing_credentials(settings: Settings) -> None:
+    for problem in _credential_problems(settings):
+        err.print(f"warning: {problem}", markup=False, highlight=False)
 
 
 @app.command("check-config")
 def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
-    """Validate a configuration file: every error with its key path; exit 1 if any."""
+    """Validate a configuration file, and that every configured channel and source has its secret in
+    the environment: every error with its key path; exit 1 if any."""
     settings = load_or_exit(file)
     from surgewatch.worker.settings import beat_schedule
 
+    problems = _credential_problems(settings)
+    for problem in problems:
+        err.print(f"{file}: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
     out.print(f"[green]ok[/]: {file}", highlight=False)
     out.print(f"  brands:   {', '.join(b.name for b in settings.brands)}", highlight=False, markup=False)
     out.print(f"  sources:  {', '.join(settings.sources.enabled()) or '(none)'}", highlight=False, markup=False)
     from surgewatch.registry import configured_channels
 
     out.print(f"  channels: {', '.join(configured_channels(settings)) or '(none)'}", highlight=False, markup=False)
-    out.print(f"  store:    {_redact_url(settings.store.url)}", highlight=False, markup=False)
-    out.print(f"  broker:   {_redact_url(settings.broker.url)}", highlight=False, markup=False)
+    out.print(f"  store:    {redact_url(settings.store.url)}", highlight=False, markup=False)
+    out.print(f"  broker:   {redact_url(settings.broker.url)}", highlight=False, markup=False)
     out.print(f"  schedule: {len(beat_schedule(settings))} beat entries", highlight=False, markup=False)
-    _warn_missing_credentials(settings)
-
-
-def _redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    out.print(f"  stale:    /healthz turns red after {settings.stale_after_seconds():.0f} s without a heartbeat",
+              highlight=False, markup=False)
 
 
 def _celery_app():
@@ -165,20 +178,50 @@ def beat(
 
 @app.command()
 def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Source health per brand x source, open incidents and the latest verdict per brand."""
+    """The pipeline's heartbeats (what /healthz checks), active silences, source health per brand x
+    source, open incidents and the latest verdict per brand."""
     settings = load_or_exit(config)
-    from surgewatch.ops.health import SourceHealth
+    from surgewatch import clock
+    from surgewatch.ops.health import SourceHealth, pipeline_health
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(settings)
+    now = clock.now()
+    pipeline = pipeline_health(settings, rt.store, now)
     health = SourceHealth.load_all(rt.store)
     names = [b.name for b in settings.brands]
     verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
+    silences = [s for s in rt.store.get_states([f"silence:{n}" for n in names]) if s and s.get("until", 0) > now]
     open_incidents = rt.store.open_incidents(names)
     incidents = [open_incidents[n] for n in names if n in open_incidents]
     if as_json:
-        print(json.dumps({"sources": [h.to_dict() for h in health], "verdicts": verdicts, "open_incidents": incidents}))
+        for h in health:
+            h.last_error = redact(h.last_error) if h.last_error else h.last_error
+        print(json.dumps({"pipeline": pipeline.to_dict(), "silences": silences, "sources": [h.to_dict() for h in health],
+                          "verdicts": verdicts, "open_incidents": incidents}))
         return
+    if pipeline.ok:
+        out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
+    else:
+        out.print(f"[bold red]pipeline: STALE[/] (heartbeats older than {pipeline.stale_after:.0f} s count as stale)",
+                  highlight=False)
+        for line in pipeline.stale:
+            out.print(f"  {line}", highlight=False, markup=False)
+    pt = Table(title="Heartbeats")
+    for col in ("component", "last seen"):
+        pt.add_column(col)
+    for name, at in pipeline.last_seen.items():
+        pt.add_row(name, _ago(at))
+    out.print(pt)
+    st = Table(title="Silences")
+    for col in ("brand", "until", "by", "reason"):
+        st.add_column(col)
+    for entry in silences:
+        st.add_row(str(entry.get("brand", "")), _ago_until(entry["until"], now), str(entry.get("by", "")),
+                   str(entry.get("reason", "")))
+    if not silences:
+        st.add_row("(none)", "", "", "")
+    out.print(st)
     table = Table(title="Sources")
     for col in ("brand", "source", "status", "last success", "last error", "polls", "requests"):
         table.add_column(col)
@@ -186,7 +229,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         style = {"ok": "green", "degraded": "yellow", "failing": "red", "disabled": "bold red"}.get(h.status, "")
         table.add_row(
             h.brand, h.source, f"[{style}]{h.status}[/]" if style else h.status, _ago(h.last_success),
-            (h.last_error or "")[:80], str(h.polls), str(h.requests),
+            redact(h.last_error or "")[:80], str(h.polls), str(h.requests),
         )
     out.print(table)
     vt = Table(title="Brands")
@@ -200,6 +243,13 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
             v.get("severity", "-"), inc["id"] if inc else "",
         )
     out.print(vt)
+
+
+def _ago_until(until: float, now: float) -> str:
+    seconds = max(0.0, until - now)
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min more"
+    return f"{seconds / 3600:.1f} h more"
 
 
 def _ago(ts: float | None) -> str:
@@ -527,6 +577,13 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    from surgewatch import logs
+
+    # Every command logs through the redacting handler (worker and beat replace the level through
+    # Celery's setup_logging); the long-running metrics and slack-listener servers log at INFO.
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    default = "INFO" if command in ("metrics", "slack-listener") else "WARNING"
+    logs.setup(os.environ.get("SURGEWATCH_LOG_LEVEL") or default)
     try:
         app()
     except (KeyboardInterrupt, BrokenPipeError):
@@ -536,7 +593,7 @@ def main() -> None:
     except Exception as exc:  # the last resort: one line, not a traceback (unless --debug)
         if debug:
             raise
-        err.print(f"error: {exc.__class__.__name__}: {exc}", markup=False, highlight=False)
+        err.print(redact(f"error: {exc.__class__.__name__}: {exc}"), markup=False, highlight=False)
         raise SystemExit(1)
 
 

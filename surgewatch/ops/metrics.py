@@ -90,6 +90,9 @@ EXPORTED_METRICS = frozenset({
     "surgewatch_notifications",
     "surgewatch_queue_length",
     "surgewatch_queue_unacked",
+    "surgewatch_heartbeat_timestamp_seconds",
+    "surgewatch_stale_after_seconds",
+    "surgewatch_pipeline_up",
 })
 
 _SEVERITY_RANK = {"quiet": 0, "watch": 1, "warning": 2, "critical": 3}
@@ -270,7 +273,27 @@ class SurgeWatchCollector(Collector):
         out += self._incidents(store, brands)
         out += self._sources(store, brands)
         out += self._notifications(store, now)
+        out += self._heartbeats(store, now)
         return out
+
+    def _heartbeats(self, store: Store, now: float) -> list[Metric]:
+        from surgewatch.ops.health import pipeline_health
+
+        pipeline = pipeline_health(self.settings, store, now)
+        at = GaugeMetricFamily(
+            "surgewatch_heartbeat_timestamp_seconds",
+            "Last heartbeat (epoch) of beat, a worker of each queue (worker:<queue>) and each evaluate tick "
+            "(evaluate:<entry>); no sample for one never seen.", labels=["component"])
+        for name, ts in pipeline.last_seen.items():
+            if ts is not None:
+                at.add_metric([name], ts)
+        stale_after = GaugeMetricFamily(
+            "surgewatch_stale_after_seconds", "A heartbeat older than this makes /healthz answer 503.")
+        stale_after.add_metric([], pipeline.stale_after)
+        up = GaugeMetricFamily(
+            "surgewatch_pipeline_up", "1 if every expected heartbeat is fresh (what /healthz checks), else 0.")
+        up.add_metric([], 1 if pipeline.ok else 0)
+        return [at, stale_after, up]
 
     def _mentions(self, store: Store, brands: list[str], bucket: int, now: float) -> list[Metric]:
         last = GaugeMetricFamily(

@@ -1,32 +1,44 @@
 """The operations endpoint: ``GET /metrics`` (Prometheus text), ``GET /healthz`` (JSON), ``GET /livez``.
 
-Standard library HTTP server, one request at a time: a scrape takes milliseconds, and serving in
-one thread keeps the store connection in the thread that opened it (an embedded SQLite connection
-must not cross threads).  A client that stalls is cut off by the socket timeout, so it cannot hold
-the server for longer than ``REQUEST_TIMEOUT``.
+Standard library HTTP server, one thread per connection, each connection with an overall deadline
+(``REQUEST_DEADLINE``, from accept to the last byte of the answer): an idle client or one dripping a
+byte every few seconds holds only its own thread, and only until its deadline, so it can never delay
+``/healthz`` (one idle connection used to delay it 9.8 s, five 49.8 s).  At most ``MAX_CONNECTIONS``
+are served at once; beyond that a connection is closed at once.  The answers themselves are computed
+one at a time under a lock (the scrape caches are not thread-safe, and a scrape takes milliseconds);
+the store opens per thread (an embedded SQLite connection must not cross threads: SqliteStore keeps
+one per thread).
 
-``/healthz`` is for monitors and readiness probes: 503 when the store or the broker does not answer
-or a source is failing or disabled (the body names them).  It is *not* a liveness probe: restarting
-this process cannot fix an outside service, so Kubernetes liveness should use ``/livez``.
+``/healthz`` is for monitors and readiness probes: 503 when the store or the broker does not answer,
+a source is failing or disabled, or the pipeline's heartbeats (beat, a worker of each queue, every
+evaluate tick) are older than ``ops.stale_after_seconds`` -- or there are none yet (the body names
+them).  It is *not* a liveness probe: restarting this process cannot fix an outside service, so
+Kubernetes liveness should use ``/livez``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from surgewatch.config import Settings
-from surgewatch.ops.health import SourceHealth
+from surgewatch import clock
+from surgewatch.ops.health import SourceHealth, pipeline_health
+from surgewatch.redact import redact
 from surgewatch.ops.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.store.base import Store
 
 log = logging.getLogger("surgewatch.ops.server")
 
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 5.0  # one read or write
+REQUEST_DEADLINE = 10.0  # the whole connection, however the client drips its bytes
+MAX_CONNECTIONS = 64
 MAX_ERROR_CHARS = 300  # error texts can quote an outside service's answer: keep them short
 
 
@@ -37,12 +49,16 @@ def health_report(settings: Settings, store: Callable[[], Store], broker: Broker
     try:
         health = SourceHealth.load_all(store())
         body["store"] = {"ok": True}
+        pipeline = pipeline_health(settings, store(), clock.now())
+        body["pipeline"] = pipeline.to_dict()
+        if not pipeline.ok:
+            problems.append("stale: " + "; ".join(pipeline.stale))
     except STORE_ERRORS as exc:
         health = []
-        body["store"] = {"ok": False, "error": _short(f"{type(exc).__name__}: {exc}")}
+        body["store"] = {"ok": False, "error": _short(redact(f"{type(exc).__name__}: {exc}"))}
         problems.append("store unreachable")
     reading = broker.read()
-    body["broker"] = {"ok": reading.up, **({"error": _short(reading.error)} if reading.error else {})}
+    body["broker"] = {"ok": reading.up, **({"error": _short(redact(reading.error))} if reading.error else {})}
     if reading.up is False:
         problems.append("broker unreachable")
     brands = {b.name for b in settings.brands}
@@ -53,7 +69,7 @@ def health_report(settings: Settings, store: Callable[[], Store], broker: Broker
             "source": h.source,
             "status": h.status,
             "failing_since": h.failing_since,
-            "last_error": _short(h.last_error) if h.last_error else None,
+            "last_error": _short(redact(h.last_error)) if h.last_error else None,
         }
         for h in sorted(health, key=lambda h: (h.brand, h.source))
         if h.status in DOWN_STATUSES and h.brand in brands and h.source in enabled
@@ -78,23 +94,59 @@ def _short(text: str | None) -> str | None:
     return text[: MAX_ERROR_CHARS - 1] + "\u2026"
 
 
-class OpsServer(HTTPServer):
-    """An HTTPServer that owns the runtime it reports on."""
+class OpsServer(ThreadingHTTPServer):
+    """A threading HTTPServer that owns the runtime it reports on."""
+
+    daemon_threads = True  # a connection still open at shutdown does not keep the process alive
 
     def __init__(self, settings: Settings, address: tuple[str, int], store: Store | None = None):
         from surgewatch.pipeline import Runtime
 
         self.settings = settings
-        # Runtime opens the store on first use, i.e. in the serving thread (see the module docstring).
         self.runtime = Runtime(settings, store=store)
         self.broker = BrokerProbe(settings.broker.url)
-        self.collector = SurgeWatchCollector(settings, lambda: self.runtime.store, self.broker)
+        self.collector = SurgeWatchCollector(settings, lambda: self.store, self.broker)
         self.registry = build_registry(self.collector)
+        self.answer_lock = threading.Lock()  # one answer computed at a time (see the module docstring)
+        self._store_lock = threading.Lock()
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)  # binds last: a failed bind calls server_close()
+
+    @property
+    def store(self) -> Store:
+        with self._store_lock:  # opened once, on first use
+            return self.runtime.store
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            log.warning("ops server: %d connections open; closing a new one", MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # The deadline: shut the socket down however far the client has got; the handler's next
+        # read or write then fails at once and the thread ends.
+        timer = threading.Timer(REQUEST_DEADLINE, _cut_off, (request,))
+        timer.daemon = True
+        timer.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            timer.cancel()
+            self._connections.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client cut off at its deadline or gone mid-answer is not worth a traceback.
+        log.debug("ops server: connection from %s ended with an error", client_address, exc_info=True)
 
     def server_close(self) -> None:
         super().server_close()
@@ -106,6 +158,13 @@ class OpsServer(HTTPServer):
                 log.debug("closing the store: %s", exc)
 
 
+def _cut_off(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: OpsServer
     timeout = REQUEST_TIMEOUT
@@ -113,11 +172,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
+        srv = self.server
         if path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+            with srv.answer_lock:
+                text = generate_latest(srv.registry)
+            self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, text)
         elif path == "/healthz":
-            srv = self.server
-            code, body = health_report(srv.settings, lambda: srv.runtime.store, srv.broker)
+            with srv.answer_lock:
+                code, body = health_report(srv.settings, lambda: srv.store, srv.broker)
             self._send(code, "application/json", json.dumps(body, indent=2).encode() + b"\n")
         elif path == "/livez":
             self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n")

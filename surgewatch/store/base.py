@@ -97,6 +97,14 @@ class Store(Protocol):
     def delivery(self, key: str) -> dict[str, Any] | None:
         """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ..., "lease_until": ...} or None."""
 
+    # -- heartbeats (watching the watcher) ------------------------------------------------------
+    def heartbeat(self, name: str, at: float) -> None:
+        """Record that ``name`` (``beat``, ``worker:<queue>:<host>``, ``evaluate:<entry>``) was alive
+        at ``at``.  A heartbeat never moves back: two writers racing keep the later time."""
+
+    def heartbeats(self, prefix: str = "") -> dict[str, float]:
+        """{name: last time} for every heartbeat whose name starts with ``prefix``."""
+
     def ping(self) -> bool:
         """True when the store answers."""
 

@@ -175,6 +175,16 @@ return 0
 """
 
 
+# A heartbeat never moves back (two workers racing keep the later time).
+_HEARTBEAT_LUA = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or tonumber(current) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
 
@@ -222,6 +232,7 @@ class RedisStore:
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._save_incident = self._redis.register_script(_SAVE_INCIDENT_LUA)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
         self._ttl_ms = max(1, int(self.dedup_ttl * 1000))
 
     def __repr__(self) -> str:
@@ -476,6 +487,17 @@ class RedisStore:
         }
 
     # -- housekeeping ---------------------------------------------------------------------------
+    # -- heartbeats -----------------------------------------------------------------------------
+    def heartbeat(self, name: str, at: float) -> None:
+        with self._errors("recording a heartbeat"):
+            self._heartbeat(keys=[f"{self.prefix}heartbeat"], args=[name, repr(float(at))])
+
+    def heartbeats(self, prefix: str = "") -> dict[str, float]:
+        pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
+        with self._errors("reading heartbeats"):
+            items = self._redis.hscan_iter(f"{self.prefix}heartbeat", match=pattern, count=1000)
+            return {k.decode(): float(v) for k, v in items}
+
     def ping(self) -> None:
         """Raise StoreError unless the server answers (for health checks and start-up)."""
         with self._errors("pinging"):

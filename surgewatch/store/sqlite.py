@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, brand TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (source, brand)
 );
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS heartbeats (name TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
     id TEXT PRIMARY KEY, brand TEXT NOT NULL, status TEXT NOT NULL, opened_at REAL NOT NULL,
     body TEXT NOT NULL
@@ -370,6 +371,18 @@ class SqliteStore:
             return None
         return {"status": row[0], "receipt": None if row[1] is None else json.loads(row[1]),
                 "claimed_at": row[2], "lease_until": row[3]}
+
+    # -- heartbeats -----------------------------------------------------------------------------
+    def heartbeat(self, name: str, at: float) -> None:
+        with self._errors("recording a heartbeat"):
+            self._conn().execute("INSERT INTO heartbeats VALUES (?, ?) "
+                                 "ON CONFLICT (name) DO UPDATE SET at = max(at, excluded.at)", (name, float(at)))
+
+    def heartbeats(self, prefix: str = "") -> dict[str, float]:
+        with self._errors("reading heartbeats"):
+            rows = self._conn().execute(
+                "SELECT name, at FROM heartbeats WHERE name >= ? ORDER BY name", (prefix,)).fetchall()
+        return {name: at for name, at in rows if name.startswith(prefix)}
 
     def ping(self) -> None:
         """Raise StoreError unless the file can be read (for health checks and start-up)."""

@@ -15,6 +15,8 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
+from surgewatch.ops.heartbeat import HEARTBEAT_EVERY, Heartbeat
+
 log = logging.getLogger("surgewatch.worker.beat")
 
 RETRY_SECONDS = 5.0
@@ -23,11 +25,17 @@ RETRY_SECONDS = 5.0
 class ResilientRedBeatScheduler(RedBeatScheduler):
     _lost_redis = False
 
+    def __init__(self, *args, **kwargs):
+        self._heartbeat = Heartbeat()
+        super().__init__(*args, **kwargs)
+
     def tick(self, *args, **kwargs):  # type: ignore[override]
         try:
             if self._lost_redis:
                 self._recover()
-            return super().tick(*args, **kwargs)
+            interval = super().tick(*args, **kwargs)
+            self._heartbeat()  # only a beat that holds the lock and schedules is alive
+            return min(interval, HEARTBEAT_EVERY)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if not self._lost_redis:
                 log.warning("beat: Redis is unreachable (%s); waiting for it, nothing is scheduled meanwhile",

@@ -13,7 +13,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from surgewatch import clock
-from surgewatch.config import Settings, load_settings
+from surgewatch.config import Settings, brand_key, load_settings
 
 CONFIG_ENV = "SURGEWATCH_CONFIG"
 
@@ -22,8 +22,7 @@ EVALUATE_TICKS_PER_BUCKET = 4
 EVALUATE_CHUNK = 250  # brands per evaluate task: ~0.12 s of one worker's time on Redis (benchmarks/evaluate.py)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+_slug = brand_key  # the config refuses two brands with one key, so beat entries never collide
 
 
 def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str, Any]]:
@@ -41,20 +40,30 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
             }
     # One evaluate task per chunk of brands: a chunk costs a fixed number of store round trips
     # (pipeline.evaluate_many), and chunks spread over the workers of the detect queue.
-    names = [brand.name for brand in settings.brands]
     # Several ticks per bucket: a bucket is scored as soon as the last of the brand's sources has
     # polled past its end, not up to a whole bucket later (beat's phase is arbitrary); a tick that
     # finds nothing new costs a few small reads.  A compressed clock (the demo's) keeps ticks at
     # least half a real second apart, or one per bucket.
     bucket = settings.detector.bucket_seconds / speed
     every = max(bucket / EVALUATE_TICKS_PER_BUCKET, min(bucket, 0.5))
-    for i in range(0, len(names), EVALUATE_CHUNK):
-        chunk = names[i:i + EVALUATE_CHUNK]
-        schedule[f"evaluate-{_slug(chunk[0])}" + (f"-{len(chunk)}" if len(chunk) > 1 else "")] = {
+    for entry, chunk in evaluate_entries(settings).items():
+        schedule[entry] = {
             "task": "surgewatch.evaluate",
             "schedule": timedelta(seconds=every),
             "args": (chunk,),
             "options": {"queue": "detect", "expires": max(every, 2.0)},
+        }
+    # A heartbeat task on each queue: it proves beat -> broker -> a worker of that queue -> store
+    # (health.pipeline_health turns /healthz red when one is older than ops.stale_after_seconds).
+    # At least 2 real seconds apart: under the demo's compressed clock a simulated-time period would
+    # flood the embedded broker with heartbeats and starve the evaluate ticks.
+    beat_every = max(2.0, min(settings.stale_after_seconds() / 4, 60.0) / speed)
+    for queue in QUEUES:
+        schedule[f"heartbeat-{queue}"] = {
+            "task": "surgewatch.ops.heartbeat",
+            "schedule": timedelta(seconds=beat_every),
+            "args": (queue,),
+            "options": {"queue": queue, "expires": max(beat_every, 2.0)},
         }
     if settings.calendar.events:
         schedule["planned-event-reminders"] = {
@@ -81,6 +90,25 @@ def beat_schedule(settings: Settings, speed: float = 1.0) -> dict[str, dict[str,
     return schedule
 
 
+def evaluate_entries(settings: Settings) -> dict[str, list[str]]:
+    """{beat entry name: the chunk of brand names it evaluates}; each tick leaves the heartbeat
+    ``evaluate:<entry name>``."""
+    names = [brand.name for brand in settings.brands]
+    entries: dict[str, list[str]] = {}
+    for i in range(0, len(names), EVALUATE_CHUNK):
+        chunk = names[i:i + EVALUATE_CHUNK]
+        entries[f"evaluate-{_slug(chunk[0])}" + (f"-{len(chunk)}" if len(chunk) > 1 else "")] = chunk
+    return entries
+
+
+def evaluate_entry_for(settings: Settings, brands: list[str]) -> str | None:
+    """The beat entry that evaluates exactly these brands (None: a chunk sent by hand)."""
+    for entry, chunk in evaluate_entries(settings).items():
+        if chunk == list(brands):
+            return entry
+    return None
+
+
 def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
     broker_url = settings.broker.url if settings else "sqla+sqlite:///surgewatch-broker.db"
     conf: dict[str, Any] = {
@@ -102,6 +130,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.reports.digest": {"queue": "notify"},
             "surgewatch.reminders": {"queue": "notify"},
             "surgewatch.traffic_models": {"queue": "detect"},
+            # no route for surgewatch.ops.heartbeat: each beat entry names its queue
         },
         # Every task is safe to run twice: collect dedups by (source, id) and advances its cursor only
         # after the ingest; evaluate skips buckets already scored; notify claims each delivery in the
@@ -126,6 +155,9 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["redbeat_key_prefix"] = "surgewatch:redbeat:"
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 10  # well inside the lock timeout, so a live beat never loses it
+    else:
+        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.ops.heartbeat).
+        conf["beat_scheduler"] = "surgewatch.ops.heartbeat:HeartbeatScheduler"
     if speed > 1:
         conf["beat_max_loop_interval"] = 0.2
     return conf

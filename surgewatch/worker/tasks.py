@@ -4,15 +4,35 @@ from __future__ import annotations
 import logging
 import os
 import random
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Iterator
+
+from celery.exceptions import Ignore
 
 from surgewatch.notifier.base import ChannelError
 from surgewatch import clock, pipeline
 from surgewatch.worker.app import app
 from surgewatch.worker.settings import CONFIG_ENV
 from surgewatch.config import load_settings
+from surgewatch.store.errors import StoreError
 
 log = logging.getLogger("surgewatch.worker.tasks")
+
+
+@contextmanager
+def store_outage(task: str) -> Iterator[None]:
+    """While the store is down, a beat-driven task is one warning line, not a traceback per task:
+    the next beat tick runs it again (collect's cursor and evaluate's scored buckets are in the
+    store, so nothing is skipped).  Health shows the outage: /healthz's store check and stale
+    heartbeats."""
+    try:
+        yield
+    except StoreError as exc:
+        if exc.permanent:
+            raise
+        log.warning("%s: the store is unavailable, skipped until the next tick: %s", task, exc)
+        raise Ignore() from None
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +52,8 @@ def backoff(retries: int, floor: float | None = None) -> float:
 def collect(source: str, brand: str) -> dict:
     # No Celery retry here: a failed poll records its backoff in the source's health and the next
     # beat tick tries again when it has passed (no sleeping inside a worker).
-    outcome = pipeline.collect(runtime(), source, brand)
+    with store_outage(f"collect {source} for {brand}"):
+        outcome = pipeline.collect(runtime(), source, brand)
     return {"status": outcome.status, "new": outcome.new, "duplicates": outcome.duplicates}
 
 
@@ -41,7 +62,8 @@ def evaluate(brands: list[str] | str) -> dict:
     # A chunk of brands per task (beat sends chunks); a single name is still accepted, as queued
     # by an older beat or sent by hand.
     rt = runtime()
-    outcomes = pipeline.evaluate_many(rt, [brands] if isinstance(brands, str) else list(brands))
+    with store_outage("evaluate"):
+        outcomes = pipeline.evaluate_many(rt, [brands] if isinstance(brands, str) else list(brands))
     wait = rt.settings.routing.group_wait_seconds
     dispatch = [d for outcome in outcomes for d in outcome.dispatch]
     for outcome in outcomes:
@@ -51,9 +73,32 @@ def evaluate(brands: list[str] | str) -> dict:
             # the held one is superseded and one message carries the newest state.
             countdown = wait if wait and no in opened else None
             notify.apply_async((incident_id, no, channel), queue="notify", countdown=countdown)
-    pipeline.mark_dispatched(rt, dispatch)
+    with store_outage("evaluate"):
+        pipeline.mark_dispatched(rt, dispatch)
+        _after_tick(rt, list(brands) if not isinstance(brands, str) else [brands])
     return {"brands": len(outcomes), "buckets": sum(len(o.verdicts) for o in outcomes),
             "transitions": sum(len(o.transitions) for o in outcomes), "busy": [o.brand for o in outcomes if o.busy]}
+
+
+def _after_tick(rt: pipeline.Runtime, brands: list[str]) -> None:
+    """The evaluate tick's heartbeat, then the dead-man's switch when the whole pipeline is healthy."""
+    from surgewatch.worker.settings import evaluate_entry_for
+    from surgewatch.ops.health import ping_heartbeat_url
+
+    now = clock.now()
+    entry = evaluate_entry_for(rt.settings, brands)
+    if entry is not None:
+        rt.store.heartbeat(f"evaluate:{entry}", now)
+    ping_heartbeat_url(rt.settings, rt.store, now)
+
+
+@app.task(name="surgewatch.ops.heartbeat")
+def heartbeat(queue: str) -> dict:
+    # Sent by beat to each queue: a worker of that queue took it, so beat, the broker, that queue's
+    # workers and the store all work (health.pipeline_health).
+    with store_outage(f"heartbeat of the {queue} queue"):
+        runtime().store.heartbeat(f"worker:{queue}", clock.now())
+    return {"queue": queue}
 
 
 @app.task(name="surgewatch.notify", bind=True, max_retries=8)
@@ -64,6 +109,12 @@ def notify(self, incident_id: str, no: int, channel: str) -> dict:
         raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in), max_retries=30)
     except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
         raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
+    except StoreError as exc:
+        if exc.permanent:
+            raise
+        # Not a beat-driven task: nothing would send it again, so retry (one log line per retry).
+        log.warning("notify %s: the store is unavailable, retrying: %s", channel, exc)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries), max_retries=30)
     return {"key": outcome.key, "status": outcome.status}
 
 
