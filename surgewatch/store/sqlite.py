@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from surgewatch.collectors.base import Mention
 
-from .base import IngestResult
+from .base import Delivery, IngestResult
 from .codec import bucket_start, decode_mention, encode_mention, fold_points, micros
 from .errors import StoreError
 
@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, claimed_at REAL, lease_until REAL, receipt TEXT
 );
 """
+# The delivery log's columns, added to a deliveries table of an older file (claims and marks only).
+# ``body`` is the Delivery record (JSON); rows without one are plain claims (locks, reminders).
+_DELIVERY_COLUMNS = {"incident": "TEXT", "created_at": "REAL", "body": "TEXT"}
 
 # Connections inherited through fork() are kept referenced, never closed: closing one in the
 # child could release locks or checkpoint the WAL on behalf of the parent.
@@ -100,7 +103,17 @@ class SqliteStore:
         if parent:
             os.makedirs(parent, exist_ok=True)
         with self._errors("creating the schema"):
-            self._conn().executescript(_SCHEMA)
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+            for column, kind in _DELIVERY_COLUMNS.items():
+                if column not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE deliveries ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
+            conn.execute("CREATE INDEX IF NOT EXISTS deliveries_by_incident ON deliveries (incident, created_at)")
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -334,13 +347,14 @@ class SqliteStore:
 
     # -- exactly-once notifications -------------------------------------------------------------
     def claim(self, key: str, lease_seconds: float, now: float) -> bool:
-        # One statement, so atomic: insert a claim, or take over one whose lease has run out.
-        # A sent row, or a claim with a live lease, makes the upsert a no-op (rowcount 0).
+        # One statement, so atomic: insert a claim, take a pending delivery, or take over a claim
+        # whose lease has run out.  A final row (sent, failed, superseded, suppressed), or a claim
+        # with a live lease, makes the upsert a no-op (rowcount 0).
         with self._errors("claiming a notification"):
             cur = self._conn().execute(
                 "INSERT INTO deliveries (key, status, claimed_at, lease_until) VALUES (?1, 'claimed', ?2, ?3) "
-                "ON CONFLICT (key) DO UPDATE SET claimed_at = ?2, lease_until = ?3, receipt = NULL "
-                "WHERE deliveries.status = 'claimed' AND deliveries.lease_until <= ?2",
+                "ON CONFLICT (key) DO UPDATE SET status = 'claimed', claimed_at = ?2, lease_until = ?3, receipt = NULL "
+                "WHERE deliveries.status = 'pending' OR (deliveries.status = 'claimed' AND deliveries.lease_until <= ?2)",
                 (key, float(now), float(now) + float(lease_seconds)))
         return cur.rowcount == 1
 
@@ -370,6 +384,53 @@ class SqliteStore:
             return None
         return {"status": row[0], "receipt": None if row[1] is None else json.loads(row[1]),
                 "claimed_at": row[2], "lease_until": row[3]}
+
+    # -- the delivery log -------------------------------------------------------------------------
+    @staticmethod
+    def _delivery_row(d: Delivery) -> tuple[Any, ...]:
+        return (d.key, d.status, d.claimed_at, d.lease_until, None if d.receipt is None else _dumps(d.receipt),
+                d.incident, d.created_at, _dumps(d.to_dict()))
+
+    def add_pending(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._errors("recording pending deliveries"):
+            self._conn().executemany(
+                "INSERT OR IGNORE INTO deliveries (key, status, claimed_at, lease_until, receipt, incident, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [self._delivery_row(d) for d in deliveries])
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        with self._errors("recording a delivery"):
+            self._conn().execute(
+                "INSERT INTO deliveries (key, status, claimed_at, lease_until, receipt, incident, created_at, body) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (key) DO UPDATE SET status = ?2, claimed_at = ?3, "
+                "lease_until = ?4, receipt = ?5, incident = ?6, created_at = ?7, body = ?8",
+                self._delivery_row(delivery))
+
+    @staticmethod
+    def _delivery_of(row: tuple[Any, ...]) -> Delivery:
+        status, claimed_at, lease_until, body = row
+        d = Delivery.from_dict(json.loads(body))
+        # the claim columns are the truth about status and lease (a claim does not rewrite the body)
+        d.status, d.claimed_at, d.lease_until = status, claimed_at, lease_until
+        return d
+
+    def get_delivery(self, key: str) -> Delivery | None:
+        with self._errors("reading a delivery"):
+            row = self._conn().execute(
+                "SELECT status, claimed_at, lease_until, body FROM deliveries WHERE key = ? AND body IS NOT NULL",
+                (key,)).fetchone()
+        return None if row is None else self._delivery_of(row)
+
+    def list_deliveries(self, incident: str | None = None) -> list[Delivery]:
+        sql = "SELECT status, claimed_at, lease_until, body FROM deliveries WHERE body IS NOT NULL"
+        params: tuple[Any, ...] = ()
+        if incident is not None:
+            sql += " AND incident = ?"
+            params = (incident,)
+        with self._errors("listing deliveries"):
+            rows = self._conn().execute(sql, params).fetchall()
+        return sorted(map(self._delivery_of, rows), key=lambda d: (d.created_at or 0.0, d.incident, d.transition, d.channel))
 
     def ping(self) -> None:
         """Raise StoreError unless the file can be read (for health checks and start-up)."""
