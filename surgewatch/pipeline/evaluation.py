@@ -17,6 +17,8 @@ from surgewatch.notifier.escape import log_text
 from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline.routing import _held_back, _planned, escalate, repeat, routes
 from surgewatch.pipeline.runtime import Runtime
+from surgewatch.registry import configured_channels
+from surgewatch.store.base import Delivery
 
 log = logging.getLogger("surgewatch.pipeline.evaluation")
 
@@ -185,12 +187,27 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
                 store.save_incident(open_now)
     if silenced and silenced.get("until", 0) <= now:
         silenced = None
+    log_entries: list[Delivery] = []  # the delivery log: pending for each dispatch, suppressed with why
+    configured = configured_channels(rt.settings)
+    approval_only = {f"webhook:{t.name}" for t in rt.settings.traffic_controls if t.approval}
+    at = clock.now()
+
+    def entry(inc: dict[str, Any], tr: dict[str, Any], channel: str, status: str = "pending",
+              reason: str | None = None) -> None:
+        log_entries.append(Delivery(inc["id"], tr["no"], channel, status=status, event=tr["event"], brand=inc["brand"],
+                                    reason=reason, created_at=at, updated_at=at))
+
     for inc in candidates.values():
         changed = False
         for tr in inc["transitions"]:
             if tr.get("dispatched"):
                 continue
             channels = routes(rt.settings, inc, tr)
+            if tr["event"] in ("opened", "escalated"):
+                for c in configured:
+                    if c not in channels:
+                        entry(inc, tr, c, "suppressed", "route: runs only when approved in Slack" if c in approval_only
+                              else f"route: not routed for a {tr['to']} {tr['event']} transition")
             if tr["event"] in ("opened", "escalated") and "planned" not in tr:
                 note = _planned(rt.settings, brand, tr["at"], tr["verdict"].get("observed", 0.0))
                 if note is not None:
@@ -198,20 +215,30 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
                     changed = True
             if _held_back(tr, "pagerduty"):
                 # The planned surge, as big as planned: Slack and the console say so; no page.
+                if "pagerduty" in channels:
+                    entry(inc, tr, "pagerduty", "suppressed",
+                          f"planned event: {(tr.get('planned') or {}).get('name')}, as big as planned")
                 channels = [c for c in channels if c != "pagerduty"]
             if silenced is not None:
                 # A silence mutes every channel but the console log; the transition is still recorded.
+                for c in channels:
+                    if c != "console":
+                        entry(inc, tr, c, "suppressed", f"silence: {silenced.get('reason') or 'no reason given'} "
+                                                        f"(by {silenced.get('by') or '?'}, until {clock.iso(silenced['until'])})")
                 channels = [c for c in channels if c == "console"]
                 tr["silenced"] = {"reason": silenced.get("reason", ""), "by": silenced.get("by", ""),
                                   "until": silenced["until"]}
                 changed = True
             for channel in channels:
                 outcome.dispatch.append((inc["id"], tr["no"], channel))
+                entry(inc, tr, channel)
             if not channels:
                 tr["dispatched"] = True
                 changed = True
         if changed:
             store.save_incident(inc)
+    # Only where no record exists: an outbox entry listed again must not reset a record that moved on.
+    store.add_pending(log_entries)
 
 
 def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from functools import lru_cache
 
-from surgewatch.notifier.base import ChannelError
 from surgewatch import clock, pipeline
 from surgewatch.worker.app import app
 from surgewatch.worker.settings import CONFIG_ENV
@@ -23,9 +21,11 @@ def runtime() -> pipeline.Runtime:
     return pipeline.Runtime(load_settings(path))
 
 
-def backoff(retries: int, floor: float | None = None) -> float:
-    """Jittered exponential backoff that honours a Retry-After floor."""
-    return max(floor or 0.0, min(300.0, 2.0**retries) * random.uniform(0.5, 1.5))
+backoff = pipeline.backoff  # jittered exponential backoff that honours a Retry-After floor
+
+# How often a notification may wait for an earlier one on its channel (or another attempt's claim)
+# before its delivery is given up as failed.
+MAX_NOT_READY = 30
 
 
 @app.task(name="surgewatch.collect")
@@ -56,14 +56,21 @@ def evaluate(brands: list[str] | str) -> dict:
             "transitions": sum(len(o.transitions) for o in outcomes), "busy": [o.brand for o in outcomes if o.busy]}
 
 
-@app.task(name="surgewatch.notify", bind=True, max_retries=8)
+# max_retries=None: the delivery log counts the sends (pipeline.MAX_SEND_ATTEMPTS) and ends the
+# delivery `failed` when they run out; Celery giving up on its own would leave it pending, unsaid.
+@app.task(name="surgewatch.notify", bind=True, max_retries=None)
 def notify(self, incident_id: str, no: int, channel: str) -> dict:
+    rt = runtime()
     try:
-        outcome = pipeline.notify(runtime(), incident_id, no, channel)
+        outcome = pipeline.notify(rt, incident_id, no, channel)
     except pipeline.NotReady as exc:
-        raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in), max_retries=30)
-    except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
+        if self.request.retries >= MAX_NOT_READY:
+            outcome = pipeline.give_up(rt, incident_id, no, channel, f"not sent: still waiting after "
+                                       f"{self.request.retries} tries ({exc})")
+        else:
+            raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in))
+    except pipeline.RetryLater as exc:  # transient, with attempts left: recorded pending
+        raise self.retry(exc=exc, countdown=exc.retry_in)
     return {"key": outcome.key, "status": outcome.status}
 
 
