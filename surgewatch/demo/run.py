@@ -247,7 +247,8 @@ def _say(message: str, quiet: bool) -> None:
 
 def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: float, keep: Path | None) -> int:
     scenario = Scenario()
-    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="surgewatch-demo-"))
+    # absolute: the config written there names the store by path, for commands run from anywhere
+    folder = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="surgewatch-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("surgewatch.db", "surgewatch.db-wal", "surgewatch.db-shm", "broker.db", "surgewatch-beat-schedule",
                  "worker.log"):
@@ -302,7 +303,9 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
             temporary: bool) -> int:
     from surgewatch.config import load_settings
     from surgewatch.ops.health import SourceHealth
+    from surgewatch.notifier.escape import log_text
     from surgewatch.pipeline import Runtime
+    from surgewatch.store.keys import delivery_key
 
     rt = Runtime(load_settings(config_path))
     store = rt.store
@@ -313,14 +316,17 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         f.write("timestamp,requests_per_minute\n")
         for t in range(int(scenario.start), int(scenario.end), 60):
             f.write(f"{_iso(t)},{scenario.traffic_rpm(t):.0f}\n")
+    # What happened to every notification, as the delivery log recorded it (never recomputed).
+    log = [d for inc in incidents for d in store.list_deliveries(inc["id"])]
+    by_key = {d.key: d for d in log}
     alerts: list[dict[str, Any]] = []
     for inc in incidents:
         for tr in inc["transitions"]:
             v = tr["verdict"]
             # When the alert really went out (the console's delivery, on the simulated clock): the
             # bucket's close plus the evaluation lag and the queue.  Bucket close if it never went out.
-            delivered = store.delivery(f"{inc['id']}:{tr['no']}:console") or {}
-            sent_at = (delivered.get("receipt") or {}).get("sent_at")
+            delivered = by_key.get(delivery_key(inc["id"], tr["no"], "console"))
+            sent_at = delivered.sent_at if delivered is not None and delivered.status == "sent" else None
             alerts.append(
                 {
                     "at": _iso(sent_at if sent_at else tr["at"] + bucket),
@@ -342,10 +348,14 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     health = SourceHealth.load_all(store)
     # Every matching story the feeds ever list (the first poll, at 07:00 or later, sees their history).
     expected_posts = feeds.matching_posts(scenario.start - SimulatedFeeds.WINDOW, scenario.end)
-    sent = sum(
-        1 for inc in incidents for tr in inc["transitions"] for ch in ("console", "slack", "pagerduty")
-        if (d := store.delivery(f"{inc['id']}:{tr['no']}:{ch}")) and d.get("status") == "sent"
-    )
+    statuses: dict[str, int] = {}
+    by_channel: dict[str, dict[str, int]] = {}
+    for d in log:
+        statuses[d.status] = statuses.get(d.status, 0) + 1
+        per = by_channel.setdefault(d.channel, {})
+        per[d.status] = per.get(d.status, 0) + 1
+    sent = statuses.get("sent", 0)
+    failed = [d for d in log if d.status == "failed"]
 
     if not as_json:
         print()
@@ -366,14 +376,20 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         else:
             print("No alert fired.")
         print(f"Collected {collected} mentions of {BRAND} of {expected_posts} matching posts published "
-              f"(noise and syndicated copies excluded); {sent} notifications sent; "
-              f"sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+              f"(noise and syndicated copies excluded); sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+        print("Deliveries: " + ("; ".join(
+            f"{channel} " + ", ".join(f"{n} {status}" for status, n in sorted(per.items()))
+            for channel, per in sorted(by_channel.items())) or "none"))
+        for d in failed:
+            print(f"  FAILED {d.channel} {d.event or ''} of {d.incident}: {log_text(d.error or '', 300)}",
+                  file=sys.stderr)
         if early:
             print(f"FAILED: {len(early)} alert(s) fired before the surge began", file=sys.stderr)
         if not temporary:
             first_id = incidents[0]["id"] if incidents else "INCIDENT_ID"
             print(f"The history is kept in {folder}. Look at it with:")
             print(f"  surgewatch incidents --config {config_path}")
+            print(f"  surgewatch deliveries --config {config_path}")
             print(f"  surgewatch review {first_id} --config {config_path} --traffic {folder / 'traffic.csv'}")
             print(f"  surgewatch digest --week {scenario.day:%G-W%V} --config {config_path}")
     result = {
@@ -386,6 +402,8 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         "mentions_collected": collected,
         "matching_posts_published": expected_posts,
         "notifications_sent": sent,
+        "deliveries": statuses,
+        "deliveries_by_channel": by_channel,
         "folder": str(folder),
     }
     rt.store.close()
