@@ -312,6 +312,41 @@ def test_an_incident_without_its_index_fields_is_refused(store):
         store.save_incident({"id": "x", "brand": "Acme", "status": "open"})
 
 
+def test_an_incident_is_replaced_only_at_the_version_the_writer_read(store):
+    inc = {"id": "acme-1", "brand": "Acme", "status": "open", "opened_at": T0, "transitions": []}
+    assert store.replace_incident(inc, 1) is False  # not stored yet: its version is 0
+    assert store.get_incident("acme-1") is None
+    assert store.replace_incident(inc, 0) is True
+    assert store.get_incident("acme-1")["version"] == 1
+    acked = {**store.get_incident("acme-1"), "acked_by": "sam"}
+    stale = {**inc, "severity": "critical"}  # a writer that read version 0
+    assert store.replace_incident(acked, 1) is True
+    assert store.replace_incident(stale, 0) is False  # the ack is not overwritten
+    assert store.get_incident("acme-1")["acked_by"] == "sam" and store.get_incident("acme-1")["version"] == 2
+    assert store.open_incident("Acme")["version"] == 2
+    resolved = {**store.get_incident("acme-1"), "status": "resolved"}
+    assert store.replace_incident(resolved, 2) is True
+    assert store.open_incident("Acme") is None  # the open pointer follows a swapped-in incident too
+
+
+def test_two_processes_swapping_the_same_incident_lose_no_update(store):
+    store.save_incident({"id": "acme-1", "brand": "Acme", "status": "open", "opened_at": T0, "marks": []})
+    done_a, done_b = _run_in_two_processes(_mark_in_child, store, [f"a{i}" for i in range(25)],
+                                           [f"b{i}" for i in range(25)])
+    assert done_a == done_b == 25
+    marks = store.get_incident("acme-1")["marks"]
+    assert sorted(marks) == sorted([f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)])
+
+
+def _mark_in_child(store, marks, barrier, results):
+    from surgewatch.incidents.updates import update_incident
+
+    barrier.wait(timeout=20)
+    for m in marks:
+        update_incident(store, "acme-1", lambda inc, m=m: {**inc, "marks": inc["marks"] + [m]})
+    results.put(len(marks))
+
+
 # -- claims ----------------------------------------------------------------------------------
 
 

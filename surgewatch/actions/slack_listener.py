@@ -168,9 +168,13 @@ def run_traffic_control(rt: Runtime, incident_id: str, control_name: str, who: s
     if not receipt.get("skipped"):
         # Recorded on the incident too, so the resolve can send this control's undo (routes()
         # sees the incident, not the store) and the review shows who approved what.
-        latest = rt.store.get_incident(incident_id) or inc
-        ran = [x for x in latest.get("approved_controls") or [] if x.get("name") != control_name]
-        rt.store.save_incident({**latest, "approved_controls": ran + [{"name": control_name, "by": who, "at": now}]})
+        from surgewatch.incidents.updates import update_incident
+
+        def approve(latest: dict[str, Any]) -> dict[str, Any]:
+            ran = [x for x in latest.get("approved_controls") or [] if x.get("name") != control_name]
+            return {**latest, "approved_controls": ran + [{"name": control_name, "by": who, "at": now}]}
+
+        update_incident(rt.store, incident_id, approve)  # compare-and-swap: no tick's save drops it
     if receipt.get("skipped"):
         return ControlRun("skipped", f"{control_name}: {receipt['skipped']}", receipt)
     if receipt.get("dry_run"):

@@ -3,6 +3,7 @@ the brand's incident, and list the transitions still to be dispatched (an outbox
 marked)."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -13,6 +14,7 @@ from surgewatch import clock
 from surgewatch.detector.spike import SpikeDetector
 from surgewatch.detector.verdict import Severity, Verdict
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
+from surgewatch.incidents.updates import MAX_TRIES, save_evaluated, update_incident, version
 from surgewatch.notifier.escape import log_text
 from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline.routing import _held_back, _planned, escalate, repeat, routes
@@ -163,9 +165,13 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
             open_incidents[b] = incident
     # Incidents first, detector states second: if we die in between, the replay re-scores the
     # same buckets and `advance` ignores those it has already seen.
-    for touched in touched_by_brand.values():
-        for inc in touched.values():
-            store.save_incident(inc)
+    # Compare-and-swap: an ack (or a click, or a dispatch mark) that landed since the tick read the
+    # incident is kept, and what follows (escalation above all) sees it.
+    for b, touched in touched_by_brand.items():
+        for iid, inc in list(touched.items()):
+            touched[iid] = saved = save_evaluated(store, inc)
+            if (open_incidents.get(b) or {}).get("id") == iid:
+                open_incidents[b] = saved
     store.set_states(saves)
     for b, outcome in outcomes.items():
         _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[f"silence:{b}"], outcome, now)
@@ -180,11 +186,17 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
     candidates = dict(touched)
     if open_now is not None:
         open_now = candidates.setdefault(open_now["id"], open_now)
-        for policy in (escalate, repeat):
-            added = policy(rt.settings, store, open_now, now)
-            if added is not None:
-                outcome.transitions.append(added)
-                store.save_incident(open_now)
+        for _ in range(MAX_TRIES):
+            trial = copy.deepcopy(open_now)
+            added = [tr for policy in (escalate, repeat) if (tr := policy(rt.settings, store, trial, now)) is not None]
+            if not added:
+                break
+            if store.replace_incident(trial, version(trial)):
+                candidates[trial["id"]] = {**trial, "version": version(trial) + 1}
+                outcome.transitions.extend(added)
+                break
+            # Someone acknowledged (or clicked) meanwhile: decide again on what is stored now.
+            open_now = candidates[open_now["id"]] = store.get_incident(open_now["id"]) or open_now
     if silenced and silenced.get("until", 0) <= now:
         silenced = None
     log_entries: list[Delivery] = []  # the delivery log: pending for each dispatch, suppressed with why
@@ -236,7 +248,7 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
                 tr["dispatched"] = True
                 changed = True
         if changed:
-            store.save_incident(inc)
+            save_evaluated(store, inc)  # the marks are the tick's own; anything else changed meanwhile is kept
     # Only where no record exists: an outbox entry listed again must not reset a record that moved on.
     store.add_pending(log_entries)
 
@@ -246,10 +258,10 @@ def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:
     for incident_id, no, _ in dispatch:
         by_incident.setdefault(incident_id, set()).add(no)
     for incident_id, nos in by_incident.items():
-        inc = rt.store.get_incident(incident_id)
-        if inc is None:
-            continue
-        for tr in inc["transitions"]:
-            if tr["no"] in nos:
+        def mark(inc: dict[str, Any], nos: set[int] = nos) -> dict[str, Any] | None:
+            todo = [tr for tr in inc["transitions"] if tr["no"] in nos and not tr.get("dispatched")]
+            for tr in todo:
                 tr["dispatched"] = True
-        rt.store.save_incident(inc)
+            return inc if todo else None
+
+        update_incident(rt.store, incident_id, mark)

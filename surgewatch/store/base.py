@@ -117,7 +117,14 @@ class Store(Protocol):
         """All state entries whose name starts with ``prefix``."""
 
     # -- incidents ------------------------------------------------------------------------------
-    def save_incident(self, incident: dict[str, Any]) -> None: ...
+    def save_incident(self, incident: dict[str, Any]) -> None:
+        """Write unconditionally (imports, tests).  Every writer of a live incident uses
+        ``replace_incident`` instead, through :mod:`surgewatch.incidents.updates`."""
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        """Compare-and-swap: write ``incident`` with ``version`` = ``expected_version`` + 1 only if the
+        stored version is ``expected_version`` (0 for an incident not stored yet, or stored without
+        one).  False, and nothing written, when another writer got there first."""
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
 

@@ -11,6 +11,7 @@ so no two (source, brand) pairs can spell the same key):
     p inc                           hash id -> incident JSON
     p inc:all, p inc:b:{brand}      zset opened_at -> id         -- newest-first listings
     p inc:open:{brand}              id of the brand's open incident
+    p inc:v                         hash id -> version (compare-and-swap, see replace_incident)
     p dl:{key}                      hash status/claimed_at/lease_until/receipt[/body], EXPIRE retention
     p dl:index                      zset created_at -> delivery key  -- the delivery log, oldest first
     p dl:inc:{incident}             set of the incident's delivery keys, EXPIRE retention
@@ -181,11 +182,18 @@ end
 return 0
 """
 
-# ARGV: prefix, id, brand, status, opened_at, json.  Keeps the open pointer consistent with the
-# incident in one step, so a reader never sees a resolved incident as the brand's open one.
+# ARGV: prefix, id, brand, status, opened_at, json, expected version ('' = any), new version.
+# Keeps the open pointer consistent with the incident in one step, so a reader never sees a
+# resolved incident as the brand's open one; with an expected version, writes only if the stored
+# version (0 when none) is that one -- a compare-and-swap, so two writers never lose an update.
 _SAVE_INCIDENT_LUA = r"""
 local p, id, brand = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[7] ~= '' then
+  local current = tonumber(redis.call('HGET', p .. 'inc:v', id) or '0')
+  if current ~= tonumber(ARGV[7]) then return 0 end
+end
 redis.call('HSET', p .. 'inc', id, ARGV[6])
+redis.call('HSET', p .. 'inc:v', id, ARGV[8])
 redis.call('ZADD', p .. 'inc:all', ARGV[5], id)
 redis.call('ZADD', p .. 'inc:b:' .. brand, ARGV[5], id)
 local open = p .. 'inc:open:' .. brand
@@ -194,7 +202,7 @@ if ARGV[4] == 'open' then
 elseif redis.call('GET', open) == id then
   redis.call('DEL', open)
 end
-return 0
+return 1
 """
 
 
@@ -409,12 +417,22 @@ class RedisStore:
 
     # -- incidents ------------------------------------------------------------------------------
     def save_incident(self, incident: dict[str, Any]) -> None:
+        self._write_incident(incident, None)
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        return self._write_incident(incident, int(expected_version))
+
+    def _write_incident(self, incident: dict[str, Any], expected: int | None) -> bool:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")
+        if expected is not None:
+            incident = {**incident, "version": expected + 1}
         with self._errors("saving an incident"):
-            self._save_incident(args=[self.prefix, str(incident["id"]), incident["brand"],
-                                      incident["status"], float(incident["opened_at"]), _dumps(incident)])
+            done = self._save_incident(args=[self.prefix, str(incident["id"]), incident["brand"], incident["status"],
+                                             float(incident["opened_at"]), _dumps(incident),
+                                             "" if expected is None else expected, int(incident.get("version") or 0)])
+        return bool(done)
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         with self._errors("reading an incident"):

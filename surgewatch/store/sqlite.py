@@ -114,6 +114,13 @@ class SqliteStore:
                         if "duplicate column" not in str(exc):
                             raise
             conn.execute("CREATE INDEX IF NOT EXISTS deliveries_by_incident ON deliveries (incident, created_at)")
+            # the incident's version, for compare-and-swap updates (replace_incident)
+            if "version" not in {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}:
+                try:
+                    conn.execute("ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -309,14 +316,34 @@ class SqliteStore:
 
     # -- incidents ------------------------------------------------------------------------------
     def save_incident(self, incident: dict[str, Any]) -> None:
+        self._check_incident(incident)
+        with self._errors("saving an incident"):
+            self._conn().execute(
+                "INSERT OR REPLACE INTO incidents (id, brand, status, opened_at, body, version) VALUES (?, ?, ?, ?, ?, ?)",
+                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
+                 _dumps(incident), int(incident.get("version") or 0)))
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        self._check_incident(incident)
+        expected = int(expected_version)
+        incident = {**incident, "version": expected + 1}
+        # the version column is the compare-and-swap: the write lock is taken at BEGIN, so no other
+        # writer can slip in between the check and the write
+        with self._write("saving an incident") as conn:
+            row = conn.execute("SELECT version FROM incidents WHERE id = ?", (str(incident["id"]),)).fetchone()
+            if (row[0] if row else 0) != expected:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO incidents (id, brand, status, opened_at, body, version) VALUES (?, ?, ?, ?, ?, ?)",
+                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
+                 _dumps(incident), expected + 1))
+        return True
+
+    @staticmethod
+    def _check_incident(incident: dict[str, Any]) -> None:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")
-        with self._errors("saving an incident"):
-            self._conn().execute(
-                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
-                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
-                 _dumps(incident)))
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         return self._get_json("SELECT body FROM incidents WHERE id = ?", (incident_id,), "reading an incident")
