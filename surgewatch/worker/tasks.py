@@ -83,9 +83,28 @@ def traffic_models() -> dict:
 
 @app.task(name="surgewatch.reports.digest")
 def digest() -> dict:
-    from surgewatch.reports.digest import deliver_weekly_digests
+    # One task per brand, each retried on its own: one brand's Slack error costs no other brand its digest.
+    from surgewatch.reports.digest import last_complete_week
 
-    return {"digests": deliver_weekly_digests(runtime())}
+    rt = runtime()
+    week = last_complete_week(clock.now(), rt.settings.timezone)
+    for b in rt.settings.brands:
+        digest_brand.apply_async((b.name, week), queue="notify")
+    return {"brands": len(rt.settings.brands), "week": week}
+
+
+@app.task(name="surgewatch.reports.digest_brand", bind=True, max_retries=8)
+def digest_brand(self, brand: str, week: str) -> dict:
+    from surgewatch.notifier.base import ChannelError
+    from surgewatch.reports.digest import deliver_brand_digest
+
+    try:
+        return deliver_brand_digest(runtime(), brand, week)
+    except ChannelError as exc:
+        if exc.permanent or self.request.retries >= self.max_retries:
+            log.error("digest for %s %s not delivered: %s", brand, week, exc)
+            return {"brand": brand, "week": week, "sent": False, "error": str(exc)}
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
 
 
 @app.task(name="surgewatch.reminders")
