@@ -13,6 +13,7 @@ from typing import Any
 from surgewatch.incidents.updates import update_incident
 from surgewatch.notifier.base import ChannelError
 from surgewatch.pipeline import Runtime, delivery_key
+from surgewatch.store.keys import silence_key
 
 log = logging.getLogger("surgewatch.actions.operator")
 
@@ -80,17 +81,17 @@ def silence(rt: Runtime, brand: str, seconds: float, who: str, reason: str, now:
         raise OperatorError("a silence needs a positive duration, e.g. --for 2h")
     name = rt.settings.brand(brand).name
     entry = {"brand": name, "until": now + seconds, "reason": reason, "by": who, "created_at": now}
-    rt.store.set_state(f"silence:{name}", entry)
+    rt.store.set_state(silence_key(name), entry)
     return entry
 
 
 def unsilence(rt: Runtime, brand: str) -> None:
     name = rt.settings.brand(brand).name
-    rt.store.set_state(f"silence:{name}", {"brand": name, "until": 0})
+    rt.store.set_state(silence_key(name), {"brand": name, "until": 0})
 
 
 def active_silence(rt: Runtime, brand: str, at: float) -> dict[str, Any] | None:
-    entry = rt.store.get_state(f"silence:{brand}")
+    entry = rt.store.get_state(silence_key(brand))
     if entry and entry.get("until", 0) > at:
         return entry
     return None

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from surgewatch.cli.common import DEFAULT_CONFIG, err, fail, load_or_exit, out
 from surgewatch.config import Settings
+from surgewatch.store.keys import verdict_key
 
 app = typer.Typer(
     name="surgewatch",
@@ -173,7 +174,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
     rt = Runtime(settings)
     health = SourceHealth.load_all(rt.store)
     names = [b.name for b in settings.brands]
-    verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
+    verdicts = dict(zip(names, rt.store.get_states([verdict_key(n) for n in names])))
     open_incidents = rt.store.open_incidents(names)
     incidents = [open_incidents[n] for n in names if n in open_incidents]
     # Deliveries that did not go out: failed ones (a failed page above all), and the outbox.
@@ -497,7 +498,7 @@ def traffic_model(
     out.print(f"  traffic peaks ~{model.lag_seconds / 60:.0f} min after mentions (past surges: "
               + ", ".join(f"{lag / 60:.0f}" for lag in model.surge_lags) + " min)")
     # examples at the brand's own normal mention rate (the latest verdict's), which matters at low counts
-    expected = (rt.store.get_state(f"verdict:{cfg.name}") or {}).get("expected")
+    expected = (rt.store.get_state(verdict_key(cfg.name)) or {}).get("expected")
     per_min = expected * 60 / settings.detector.bucket_seconds if expected else 1.0
     for ratio in (5, 25):
         p = predict_traffic(model, mention_peak_per_min=ratio * per_min, mention_normal_per_min=per_min,

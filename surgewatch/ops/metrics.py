@@ -49,6 +49,7 @@ from surgewatch.config import Settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.store.base import Store
 from surgewatch.store.errors import StoreError, redact_url
+from surgewatch.store.keys import verdict_key
 
 log = logging.getLogger("surgewatch.ops.metrics")
 
@@ -325,9 +326,9 @@ class SurgeWatchCollector(Collector):
                 "surgewatch_forecast_seconds_to_peak", "Forecast seconds until the peak (only during a surge).",
                 labels=["brand"]),
         }
-        verdicts = store.list_state("verdict:")
+        verdicts = store.list_state(verdict_key(""))
         for brand in brands:
-            v = verdicts.get(f"verdict:{brand}")
+            v = verdicts.get(verdict_key(brand))
             if not v:
                 continue  # never scored: no sample rather than a misleading zero
             fams["observed"].add_metric([brand], float(v["observed"]))

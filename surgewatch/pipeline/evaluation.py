@@ -21,6 +21,7 @@ from surgewatch.pipeline.routing import _held_back, _planned, escalate, repeat, 
 from surgewatch.pipeline.runtime import Runtime
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Delivery
+from surgewatch.store.keys import detector_key, evaluate_lock_key, scored_key, silence_key, verdict_key
 
 log = logging.getLogger("surgewatch.pipeline.evaluation")
 
@@ -60,7 +61,7 @@ def evaluate_many(rt: Runtime, brands: list[str], now: float | None = None) -> l
         except KeyError:
             log.warning("evaluate: %s is not a brand of the config (any more); skipped", log_text(str(b), 200))
     names = list(dict.fromkeys(names))
-    locks = [f"lock:evaluate:{b}" for b in names]
+    locks = [evaluate_lock_key(b) for b in names]
     # Two workers must not score the same brand at once (beat could queue two ticks after a stall).
     won = store.claim_many(locks, 60.0, time.time())
     mine = [b for b, w in zip(names, won) if w]
@@ -94,14 +95,14 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     store = rt.store
     bucket = rt.settings.detector.bucket_seconds
     health_keys = [SourceHealth.key(s, b) for b in brands for s in rt.settings.sources.enabled()]
-    state_keys = [f"scored:{b}" for b in brands] + [f"silence:{b}" for b in brands] + health_keys
+    state_keys = [scored_key(b) for b in brands] + [silence_key(b) for b in brands] + health_keys
     states = dict(zip(state_keys, store.get_states(state_keys)))
     open_incidents = store.open_incidents(brands)
     ends = {b: math.floor(rt.scoring_horizon(b, now, states) / bucket) * bucket for b in brands}  # buckets before are complete
     # Most ticks find most brands already scored up to their horizon (ticks run more often than
     # buckets close): read and decode the detector state (~5 KB) only where there is work.
-    due = [b for b in brands if (states[f"scored:{b}"] or {}).get("next_at", -math.inf) < ends[b]]
-    states.update(zip((f"detector:{b}" for b in due), store.get_states([f"detector:{b}" for b in due])))
+    due = [b for b in brands if (states[scored_key(b)] or {}).get("next_at", -math.inf) < ends[b]]
+    states.update(zip((detector_key(b) for b in due), store.get_states([detector_key(b) for b in due])))
     params = rt.detector_params()
     # Where each brand's scoring resumes: its saved detector, or (a new brand, or a state from an
     # older detector version) its first counted mention within the last day -- scoring the empty
@@ -109,7 +110,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     plans: dict[str, tuple[SpikeDetector | None, float, float]] = {}  # brand -> (detector, start, end)
     for b in due:
         end = ends[b]
-        saved = states[f"detector:{b}"]
+        saved = states[detector_key(b)]
         detector, start = None, end - FIRST_LOOK_BACK
         if saved:
             try:
@@ -156,9 +157,9 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
             log.info("evaluated %s: %d bucket(s) from %s, last %s observed=%.0f expected=%.1f %s", b,
                      len(outcome.verdicts), clock.iso(start), clock.iso(last.at), last.observed, last.expected,
                      last.severity.value)
-            saves[f"detector:{b}"] = {"next_at": end, "detector": detector.state()}
-            saves[f"scored:{b}"] = {"next_at": end}  # written with the state, in one call
-            saves[f"verdict:{b}"] = last.to_dict()
+            saves[detector_key(b)] = {"next_at": end, "detector": detector.state()}
+            saves[scored_key(b)] = {"next_at": end}  # written with the state, in one call
+            saves[verdict_key(b)] = last.to_dict()
         if incident is None:
             open_incidents.pop(b, None)
         else:
@@ -174,7 +175,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
                 open_incidents[b] = saved
     store.set_states(saves)
     for b, outcome in outcomes.items():
-        _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[f"silence:{b}"], outcome, now)
+        _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[silence_key(b)], outcome, now)
     return outcomes
 
 
