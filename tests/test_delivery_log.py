@@ -234,3 +234,21 @@ def test_the_deliveries_command_lists_the_log_one_json_object_per_line(tmp_path)
         table = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "deliveries", "-c", str(path)],
                                capture_output=True, text=True, timeout=60)
         assert table.returncode == 0 and "failed" in table.stdout and "1 failed, 1 sent" in table.stdout
+
+
+def test_status_shows_a_failed_page_in_its_own_words(tmp_path):
+    with FakePagerDuty() as pd:
+        rt = runtime(tmp_path, pd=pd)
+        rt.store.save_incident(incident("warning"))
+        pd.fail_next(400, body={"message": ["bad"]}, times=5)
+        pipeline.notify(rt, "acme-1", 0, "pagerduty")
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(config(tmp_path, pd=pd)))
+        run = [sys.executable, "-m", "surgewatch.cli.main", "status", "-c", str(path)]
+        table = subprocess.run(run, capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
+                                                                                    "COLUMNS": "250"})
+        assert table.returncode == 0, table.stderr
+        assert "Failed deliveries" in table.stdout and "pagerduty" in table.stdout and "HTTP 400 bad" in table.stdout
+        doc = json.loads(subprocess.run(run + ["--json"], capture_output=True, text=True, timeout=60).stdout)
+        [failed] = doc["deliveries_not_sent"]
+        assert (failed["channel"], failed["status"]) == ("pagerduty", "failed") and "HTTP 400 bad" in failed["error"]
