@@ -245,6 +245,10 @@ def test_run_action_runs_the_traffic_control_once_after_a_human_clicks(world: Wo
     delivery = world.rt.store.delivery("acme-1:approved:waiting_room")
     assert delivery["status"] == "sent" and delivery["receipt"]["by"] == f"@sam ({USER})"
     assert world.rt.store.get_incident("acme-1")["approved_controls"] == [{"name": "waiting_room", "by": f"@sam ({USER})", "at": NOW}]
+    # the delivery log accounts for the run, on the transition it acted on
+    [logged] = [d for d in world.rt.store.list_deliveries("acme-1") if d.channel == "webhook:waiting_room"]
+    assert (logged.transition, logged.status, logged.attempts, logged.receipt["status"]) == (0, "sent", 1, 200)
+    assert logged.reason == f"approved in Slack by @sam ({USER})"
     [reply] = world.thread()
     text = reply["text"].replace("\u200b", "")  # the zero-width space that keeps "_" from starting italics
     assert "waiting_room ran (HTTP 200)" in text and f"approved by <@{USER}>" in text

@@ -50,7 +50,9 @@ from surgewatch.config import Settings, secret_from
 from surgewatch.actions.operator import OperatorError
 from surgewatch.pipeline import NOTIFY_LEASE, NotReady, Runtime, build_notification
 from surgewatch.registry import MissingCredential, build_channel
+from surgewatch.store.base import Delivery
 from surgewatch.store.errors import StoreError
+from surgewatch.store.keys import delivery_key
 
 log = logging.getLogger("surgewatch.actions.slack_listener")
 
@@ -155,16 +157,29 @@ def run_traffic_control(rt: Runtime, incident_id: str, control_name: str, who: s
         rt.store.release(key)
         raise OperatorError(str(exc)) from None
     n = dataclasses.replace(n, key=key)  # the idempotency key of this approved run, not of a transition
+    # The delivery log's record of the run: the control's channel on the transition it acted on.
+    logged = rt.store.get_delivery(delivery_key(incident_id, transitions[-1]["no"], f"webhook:{control_name}")) or Delivery(
+        incident_id, transitions[-1]["no"], f"webhook:{control_name}", event=transitions[-1]["event"], brand=inc["brand"],
+        created_at=now)
+    logged.reason, logged.updated_at = f"approved in Slack by {who}", now
+    logged.attempts += 1
     try:
         receipt = channel.send(n) or {}
     except ChannelError as exc:
+        logged.error = exc.message
         if exc.permanent:
             rt.store.mark_sent(key, {"error": exc.message, "permanent": True, "by": who, "at": now})
+            logged.status = "failed"
+            rt.store.record_delivery(logged)
             return ControlRun("failed", f"{control_name} failed and will not be retried: {exc.message}")
         rt.store.release(key)  # nothing was done: the next click may try again
+        logged.status = "pending"  # waits for the next click
+        rt.store.record_delivery(logged)
         return ControlRun("failed", f"{control_name} failed ({exc.message}); click again to retry")
     receipt = {**receipt, "by": who, "at": now}
     rt.store.mark_sent(key, receipt)
+    logged.status, logged.receipt, logged.sent_at = "sent", receipt, now
+    rt.store.record_delivery(logged)
     if not receipt.get("skipped"):
         # Recorded on the incident too, so the resolve can send this control's undo (routes()
         # sees the incident, not the store) and the review shows who approved what.

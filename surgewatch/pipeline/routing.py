@@ -42,7 +42,9 @@ def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, A
     for name in _routed(settings, incident, transition):
         if name in approval_only:
             # Runs only when a human clicks its Slack button; its undo follows only if it ran.
-            if transition["event"] == "resolved" and name.removeprefix("webhook:") in incident.get("approved_controls", []):
+            # approved_controls: [{"name", "by", "at"}] (names alone in older records)
+            approved = {x.get("name") if isinstance(x, dict) else x for x in incident.get("approved_controls") or []}
+            if transition["event"] == "resolved" and name.removeprefix("webhook:") in approved:
                 out.append(name)
             continue
         if transition["event"] == "resolved":
