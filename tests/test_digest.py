@@ -29,7 +29,6 @@ from surgewatch.reports.digest import (
     weekly_digests,
 )
 from surgewatch.ops.health import SourceHealth
-from surgewatch.pipeline import delivery_key
 from surgewatch.store.base import Delivery
 
 TZ = "America/New_York"  # five hours behind UTC in November: local days are not UTC days

@@ -26,7 +26,7 @@ from surgewatch.reports.charts import png_size
 from surgewatch.config import parse_settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
-from surgewatch.pipeline import Runtime, delivery_key
+from surgewatch.pipeline import Runtime
 from surgewatch.store.base import Delivery
 from surgewatch.reports.review import ReviewError, build_review, render_html, render_markdown
 from surgewatch.traffic import STATE_PREFIX
