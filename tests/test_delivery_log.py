@@ -252,3 +252,17 @@ def test_status_shows_a_failed_page_in_its_own_words(tmp_path):
         doc = json.loads(subprocess.run(run + ["--json"], capture_output=True, text=True, timeout=60).stdout)
         [failed] = doc["deliveries_not_sent"]
         assert (failed["channel"], failed["status"]) == ("pagerduty", "failed") and "HTTP 400 bad" in failed["error"]
+
+
+def test_a_dead_attempts_claim_without_a_log_record_is_taken_over_with_a_check_for_its_post(tmp_path):
+    import time
+
+    with FakeSlack(token=TOKEN) as slack:
+        rt = runtime(tmp_path, slack)
+        rt.store.save_incident(incident("watch"))
+        # a notify task sent by hand (no outbox record) that claimed and died before recording anything
+        assert rt.store.claim("acme-1:0:slack", 1.0, time.time() - 60)
+        assert rt.store.get_delivery("acme-1:0:slack") is None
+        assert pipeline.notify(rt, "acme-1", 0, "slack").status == "sent"
+        assert slack.calls_to("conversations.history"), "the takeover did not look for the dead attempt's post"
+        assert rt.store.get_delivery("acme-1:0:slack").status == "sent"

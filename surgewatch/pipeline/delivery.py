@@ -191,6 +191,9 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str, *, max_attempts
             _finish(rt, record, "superseded", reason=f"superseded by transition {later[0]['no']} ({later[0]['event']})")
         return NotifyOutcome(key, "superseded")
     notification = build_notification(rt, incident, transition, channel)  # may raise NotReady
+    # (read from the claim itself: a claim taken without a log record -- a task sent by hand or by an
+    # older version -- is a dead attempt's claim all the same)
+    before = store.delivery(key)
     # Claim before sending, mark after: a second worker (or a redelivery) finds the claim and stays quiet.
     if not store.claim(key, rt.notify_lease(channel), time.time()):
         held = store.delivery(key) or {}
@@ -204,7 +207,7 @@ def notify(rt: Runtime, incident_id: str, no: int, channel: str, *, max_attempts
             left = lease_until - time.time()
             raise NotReady(f"{key} is claimed by another attempt", retry_in=max(1.0, min(left + 1.0, lease / 8)))
         return NotifyOutcome(key, "duplicate")
-    if record.status == "claimed":
+    if before is not None and before.get("status") == "claimed":
         notification = replace(notification, takeover=True)  # we took over a dead attempt's claim
     record.attempts += 1
     try:
