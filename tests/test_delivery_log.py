@@ -254,15 +254,23 @@ def test_status_shows_a_failed_page_in_its_own_words(tmp_path):
         assert (failed["channel"], failed["status"]) == ("pagerduty", "failed") and "HTTP 400 bad" in failed["error"]
 
 
-def test_a_dead_attempts_claim_without_a_log_record_is_taken_over_with_a_check_for_its_post(tmp_path):
+def test_a_dead_attempts_claim_without_a_log_record_is_taken_over_without_posting_twice(tmp_path):
     import time
+
+    from slack_sdk import WebClient
+
+    from surgewatch.notifier.slack import METADATA_EVENT
 
     with FakeSlack(token=TOKEN) as slack:
         rt = runtime(tmp_path, slack)
         rt.store.save_incident(incident("watch"))
-        # a notify task sent by hand (no outbox record) that claimed and died before recording anything
+        # a notify task sent by hand (no outbox record) claimed, posted to #marketing, and died
         assert rt.store.claim("acme-1:0:slack", 1.0, time.time() - 60)
+        WebClient(token=TOKEN, base_url=slack.base_url).chat_postMessage(
+            channel="#marketing", text="the dead attempt's post",
+            metadata={"event_type": METADATA_EVENT, "event_payload": {"key": "acme-1:0:slack", "audience": "marketing"}})
         assert rt.store.get_delivery("acme-1:0:slack") is None
         assert pipeline.notify(rt, "acme-1", 0, "slack").status == "sent"
-        assert slack.calls_to("conversations.history"), "the takeover did not look for the dead attempt's post"
+        assert len(slack.messages("#marketing", include_replies=False)) == 1  # adopted, not posted again
+        assert len(slack.messages("#ops", include_replies=False)) == 1
         assert rt.store.get_delivery("acme-1:0:slack").status == "sent"
