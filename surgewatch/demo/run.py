@@ -285,8 +285,10 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
             if not as_json and time.time() - last_report > 5 and clock.now() > scenario.start:
                 last_report = time.time()
                 _say(f"  ... simulated {_hhmm(clock.now())}", as_json)
-        # Let the last evaluation and notifications finish.
+        # Let the last evaluation and notifications finish: until the delivery log has nothing in
+        # flight (a loaded machine can leave the worker minutes of simulated time behind).
         time.sleep(3.0)
+        _drain(config_path, worker, DRAIN_SECONDS)
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -297,6 +299,32 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
                 worker.wait()
         server.stop()
     return _report(folder, config_path, scenario, feeds, as_json, keep is None)
+
+
+DRAIN_SECONDS = 45.0  # at most this long (real time) for the notifications still in flight
+
+
+def _drain(config_path: Path, worker: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait (at most ``seconds``) until no delivery is pending or being sent, twice in a row a
+    second apart (an evaluate tick may be about to list more)."""
+    from surgewatch.config import load_settings
+    from surgewatch.pipeline import Runtime
+    from surgewatch.store import StoreError
+
+    rt = Runtime(load_settings(config_path))
+    deadline, quiet = time.time() + seconds, 0
+    try:
+        while time.time() < deadline and worker.poll() is None:
+            try:
+                busy = any(d.status in ("pending", "claimed") for d in rt.store.list_deliveries())
+            except StoreError:
+                busy = True  # the worker holds the write lock a moment: look again
+            quiet = 0 if busy else quiet + 1
+            if quiet >= 2:
+                return
+            time.sleep(1.0)
+    finally:
+        rt.store.close()
 
 
 def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: SimulatedFeeds, as_json: bool,
@@ -383,6 +411,10 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         for d in failed:
             print(f"  FAILED {d.channel} {d.event or ''} of {d.incident}: {log_text(d.error or '', 300)}",
                   file=sys.stderr)
+        in_flight = statuses.get("pending", 0) + statuses.get("claimed", 0)
+        if in_flight:
+            print(f"  {in_flight} deliveries were still in flight when the demo stopped "
+                  f"(the worker fell behind the simulated clock)", file=sys.stderr)
         if early:
             print(f"FAILED: {len(early)} alert(s) fired before the surge began", file=sys.stderr)
         if not temporary:
