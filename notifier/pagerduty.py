@@ -11,6 +11,7 @@ Responses (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/#re
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,13 +164,31 @@ class PagerDutyChannel:
             raise error_for_exception(what, e) from None  # the request in the cause holds the key
         if resp.status_code == 202 or resp.status_code == 200:
             body = _json(resp)
-            return {"dedup_key": body.get("dedup_key") or event.get("dedup_key"), "action": event["event_action"]}
-        body = _json(resp)
-        detail = body.get("message") or ""
-        if body.get("errors"):
-            detail += ": " + "; ".join(str(e) for e in body["errors"][:5])
-        detail = detail.replace(self._routing_key, "***")
+            key = body.get("dedup_key")
+            return {"dedup_key": key if isinstance(key, str) and key else event.get("dedup_key"),
+                    "action": event["event_action"]}
+        detail = _detail(_json(resp)).replace(self._routing_key, "***")
         raise error_for_status(what, resp.status_code, resp.headers, detail, default_retry_after=DEFAULT_RETRY_AFTER_429)
+
+
+def _detail(body: dict[str, Any]) -> str:
+    """PagerDuty's own words from an error answer, whatever shape its fields have: documented as
+    ``message`` (a string) and ``errors`` (a list of strings), but a proxy or a changed API may send
+    a number, a list or an object (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return "; ".join(v if isinstance(v, str) else json.dumps(v) for v in value[:5])
+        return json.dumps(value)[:300]
+
+    message = body.get("message")
+    detail = text(message) if message not in (None, "", []) else text(body.get("status") or "")
+    errors = body.get("errors")
+    if errors not in (None, "", []):
+        detail += ("errors: " if not detail else ": errors: " if not isinstance(errors, list) else ": ") + text(errors)
+    return detail
 
 
 def _json(resp: requests.Response) -> dict[str, Any]:

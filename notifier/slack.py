@@ -292,7 +292,13 @@ class SlackChannel:
         # (https://api.slack.com/metadata/using) instead of posting it again.
         r = self._call("chat.postMessage", f"{audience} {target}", channel=target, text=text, blocks=blocks,
                        metadata={"event_type": METADATA_EVENT, "event_payload": {"key": n.key, "audience": audience}})
-        entry: dict[str, Any] = {"channel": r["channel"], "ts": r["ts"]}
+        channel, ts = r.get("channel") if isinstance(r, dict) else None, r.get("ts") if isinstance(r, dict) else None
+        if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
+            # "ok": true without the message's channel and ts: whether it was posted we cannot tell,
+            # and without them no later update could find it.  Permanent: a retry could post it twice.
+            raise SlackChannelError(f"slack chat.postMessage {audience} {target}: the answer lacks the message's "
+                                    f"channel and ts ({log_text(str(r), 200)})", permanent=True, error="bad_answer")
+        entry: dict[str, Any] = {"channel": channel, "ts": ts}
         if audience == "marketing" and self._chart is not None:
             self._upload_chart(n, entry)
         return entry

@@ -149,11 +149,17 @@ def ops_blocks(n: Notification, *, buttons: bool = True, actions: tuple[str, ...
     if buttons and n.event != "resolved":
         elements = [] if n.acknowledged_by else [_button("Acknowledge", ACTION_ACK, n.incident_id, style="primary")]
         elements += [
-            _button("Silence 1 h", ACTION_SILENCE_1H, n.incident_id),
-            _button("False alarm", ACTION_FALSE_ALARM, n.incident_id, style="danger"),
+            _button("Silence 1 h", ACTION_SILENCE_1H, n.incident_id, confirm=_confirm(
+                "Silence for 1 hour?", f"Mutes Slack and PagerDuty alerts for {n.brand} for an hour. "
+                "Incidents are still recorded.", "Silence")),
+            _button("False alarm", ACTION_FALSE_ALARM, n.incident_id, style="danger", confirm=_confirm(
+                "Mark as a false alarm?", f"Records this {n.brand} incident as a false alarm, for the detector's "
+                "review and the weekly digest.", "False alarm")),
         ]
         # Traffic controls that need a human's approval: one button each (at most Slack's 25 elements).
-        elements += [_button(f"Run {name}"[:75], ACTION_RUN, f"{n.incident_id}|{name}") for name in n.approval_controls[:20]]
+        elements += [_button(f"Run {name}"[:75], ACTION_RUN, f"{n.incident_id}|{name}", confirm=_confirm(
+            f"Run {name}?", f"Calls the {name} traffic control now, for {n.brand}. It runs once per incident.",
+            "Run", danger=True)) for name in n.approval_controls[:20]]
         blocks.append({"type": "actions", "block_id": "surgewatch_incident_actions", "elements": elements})
     blocks.append(_context(f"SurgeWatch · incident `{slack_text(n.incident_id, 100, mrkdwn=False)}` · {render.iso(n.at)}"))
     return blocks
@@ -170,11 +176,24 @@ def _traffic_blocks(n: Notification) -> list[Block]:
     return blocks
 
 
-def _button(label: str, action_id: str, value: str, style: str | None = None) -> Block:
+def _button(label: str, action_id: str, value: str, style: str | None = None, confirm: Block | None = None) -> Block:
     b: Block = {"type": "button", "text": {"type": "plain_text", "text": label}, "action_id": action_id, "value": value[:2000]}
     if style:
         b["style"] = style
+    if confirm:
+        b["confirm"] = confirm
     return b
+
+
+def _confirm(title: str, text: str, confirm: str, *, danger: bool = False) -> Block:
+    """Slack's "are you sure?" dialog on a button that changes things
+    (https://api.slack.com/reference/block-kit/composition-objects#confirm): title <= 100,
+    text <= 300, buttons <= 30 characters, all plain text (a brand name needs no escaping there)."""
+    dialog: Block = {"title": {"type": "plain_text", "text": title[:100]}, "text": {"type": "plain_text", "text": text[:300]},
+                     "confirm": {"type": "plain_text", "text": confirm[:30]}, "deny": {"type": "plain_text", "text": "Cancel"}}
+    if danger:
+        dialog["style"] = "danger"
+    return dialog
 
 
 def change_text(n: Notification) -> str:

@@ -231,6 +231,12 @@ class SlackChannelConfig(Strict):
     marketing_channel: str | None = None
     ops_channel: str | None = None
     timeout: Float = Field(default=10.0, gt=0, le=60)
+    # Who may press the buttons that change things (run a traffic control, silence, false alarm).
+    # Unset: the members of ops_channel.  Acknowledge is open to everyone who sees the message.
+    allowed_users: list[Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,30}$")]] = Field(
+        default_factory=list, description="Slack user ids (U...) allowed to press the action buttons")
+    allowed_usergroups: list[Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,30}$")]] = Field(
+        default_factory=list, description="Slack user group ids (S...) whose members may press the action buttons")
 
     @model_validator(mode="after")
     def _needs_a_channel(self) -> "SlackChannelConfig":

@@ -78,3 +78,59 @@ def test_the_demo_sends_to_the_channels_of_a_config_and_nothing_twice(tmp_path, 
         for r, h in zip(hook.requests, headers):
             assert verify_signature(secret, h["x-surgewatch-timestamp"], r.body, h["x-surgewatch-signature"],
                                     idempotency_key=h["idempotency-key"])
+
+
+def _demo_against(tmp_path, slack, pd):
+    """The demo surge against the given stand-ins, kept in a folder; returns (summary, the delivery
+    log as `surgewatch deliveries --json` prints it, the config the demo wrote)."""
+    token, key = "xoxb-demo-test-token", "R0UT1NGKEY0123456789012345678901"
+    cfg = tmp_path / "channels.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "brands": [{"name": "placeholder", "query": "x"}],
+        "channels": {"slack": {"api_url": slack.base_url, "marketing_channel": "#marketing", "ops_channel": "#ops"},
+                     "pagerduty": {"events_url": pd.events_url, "min_severity": "warning"}},
+    }))
+    env = {**__import__("os").environ, "SLACK_BOT_TOKEN": token, "PAGERDUTY_ROUTING_KEY": key}
+    result, proc = run_demo("--config", str(cfg), "--keep", str(tmp_path / "demo"), "--seconds", "30", env=env)
+    kept = tmp_path / "demo" / "config.yaml"
+    listing = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "deliveries", "--config", str(kept), "--json"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert listing.returncode == 0, listing.stderr
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    table = subprocess.run([sys.executable, "-m", "surgewatch.cli.main", "deliveries", "--config", str(kept)],
+                           capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "200"})
+    print(table.stdout)  # the closing note quotes it (pytest -s)
+    assert rows, "the demo recorded no delivery"
+    assert not [r for r in rows if r["status"] in ("pending", "claimed")], "deliveries left in flight after the demo"
+    return result, rows
+
+
+def test_the_demo_against_a_slack_that_refuses_every_message_fails_each_slack_delivery_and_pages(tmp_path):
+    with FakeSlack(token="xoxb-demo-test-token") as slack, FakePagerDuty() as pd:
+        slack.fail_next("chat.postMessage", "channel_not_found", times=10_000)
+        result, rows = _demo_against(tmp_path, slack, pd)
+        chat = [r for r in rows if r["channel"] == "slack"]
+        assert chat and all(r["status"] in ("failed", "superseded", "suppressed") for r in chat)
+        failed = [r for r in chat if r["status"] == "failed"]
+        assert failed and all("channel_not_found" in r["error"] for r in failed)
+        assert not [r for r in chat if r["status"] == "sent"]
+        assert pd.accepted("trigger"), "PagerDuty was not paged"
+        assert [r for r in rows if r["channel"] == "pagerduty" and r["status"] == "sent"]
+        assert result["deliveries_by_channel"]["slack"].get("sent", 0) == 0
+        assert result["notifications_sent"] == sum(1 for r in rows if r["status"] == "sent")
+
+
+def test_the_demo_against_a_pagerduty_answering_400_fails_each_page_and_sends_slack(tmp_path):
+    with FakeSlack(token="xoxb-demo-test-token") as slack, FakePagerDuty() as pd:
+        pd.fail_next(400, body={"errors": 5}, times=10_000)
+        result, rows = _demo_against(tmp_path, slack, pd)
+        pages = [r for r in rows if r["channel"] == "pagerduty"]
+        assert pages and all(r["status"] in ("failed", "superseded", "suppressed") for r in pages)
+        failed = [r for r in pages if r["status"] == "failed"]
+        assert failed and all("HTTP 400" in r["error"] for r in failed)
+        assert not pd.accepted()
+        chat = [r for r in rows if r["channel"] == "slack"]
+        assert [r for r in chat if r["status"] == "sent"] and not [r for r in chat if r["status"] == "failed"]
+        assert slack.messages("#marketing", include_replies=False)
+        # the failed page is told to ops in Slack
+        assert any("could not page" in (m.get("text") or "") for m in slack.messages("#ops"))

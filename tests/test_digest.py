@@ -29,7 +29,7 @@ from surgewatch.reports.digest import (
     weekly_digests,
 )
 from surgewatch.ops.health import SourceHealth
-from surgewatch.pipeline import delivery_key
+from surgewatch.store.base import Delivery
 
 TZ = "America/New_York"  # five hours behind UTC in November: local days are not UTC days
 ZONE = ZoneInfo(TZ)
@@ -155,10 +155,14 @@ def seed_incidents(store, when: float) -> list[dict]:
             if tr["event"] == "resolved" and "pagerduty" in channels:
                 continue
             for channel, (status, receipt) in channels.items():
-                key = delivery_key(iid, tr["no"], channel)
-                # claimed 30 s after the bucket closed: a plausible send time
-                assert store.claim(key, 120, tr["at"] + 60 + 30)
-                store.mark_sent(key, receipt)
+                # what the notifier records in the delivery log; sent 30 s after the bucket closed
+                # (a plausible send time), or failed with the service's error
+                at = tr["at"] + 60 + 30
+                error = receipt.get("error")
+                store.record_delivery(Delivery(iid, tr["no"], channel, status="failed" if error else status,
+                                               event=tr["event"], brand="Acme", attempts=1,
+                                               receipt=None if error else receipt, error=error, created_at=tr["at"] + 60,
+                                               updated_at=at, sent_at=None if error else at))
         incidents.append(inc)
     return incidents
 

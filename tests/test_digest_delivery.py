@@ -193,3 +193,56 @@ def test_the_schedule_survives_beats_pickled_schedule_file(london):
     assert isinstance(schedule, ZonedCrontab) and schedule.zone == "Europe/London" and schedule.hour == {7}
     last = datetime(2026, 10, 19, 7, 0, tzinfo=LONDON)
     assert _next_run(schedule, last, last + timedelta(seconds=5)) == datetime(2026, 10, 26, 7, 0, tzinfo=UTC)
+
+
+def _two_brand_runtime(tmp_path, slack):
+    from surgewatch.pipeline import Runtime
+
+    settings = parse_settings({
+        "brands": [{"name": "Acme", "query": "acme"}, {"name": "Bolt", "query": "bolt"}],
+        "channels": {"slack": {"api_url": slack.base_url, "marketing_channel": "#marketing"}},
+        "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+        "timezone": "UTC",
+    }, "test")
+    return Runtime(settings)
+
+
+def test_one_brands_slack_error_does_not_cost_the_other_brands_their_digest(tmp_path, monkeypatch):
+    from surgewatch.reports.digest import deliver_weekly_digests
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    with FakeSlack(token=TOKEN) as slack:
+        rt = _two_brand_runtime(tmp_path, slack)
+        slack.fail_next("chat.postMessage", "channel_not_found", times=1)  # the first brand's post
+        entries = deliver_weekly_digests(rt)
+        assert [(e["brand"], e["sent"]) for e in entries] == [("Acme", False), ("Bolt", True)]
+        assert "channel_not_found" in entries[0]["error"]
+        posted = slack.messages("#marketing", include_replies=False)
+        assert len(posted) == 1 and "Bolt" in str(posted[0]["blocks"])
+        # the failed brand is not marked as sent: the next run (or a retry) sends it
+        again = deliver_weekly_digests(rt)
+        assert [(e["brand"], e["sent"]) for e in again] == [("Acme", True), ("Bolt", False)]
+        assert again[1].get("duplicate") is True
+        assert len(slack.messages("#marketing", include_replies=False)) == 2
+
+
+def test_the_weekly_task_fans_out_one_retried_task_per_brand(tmp_path, monkeypatch):
+    from surgewatch.worker import tasks
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    with FakeSlack(token=TOKEN) as slack:
+        rt = _two_brand_runtime(tmp_path, slack)
+        monkeypatch.setattr(tasks, "runtime", lambda: rt)
+        monkeypatch.setattr(tasks, "backoff", lambda retries, floor=None: 0.0)
+        sent = []
+        monkeypatch.setattr(tasks.digest_brand, "apply_async", lambda args, queue: sent.append((args, queue)))
+        summary = tasks.digest.apply().get()
+        assert [a[0] for a, _ in sent] == ["Acme", "Bolt"] and {q for _, q in sent} == {"notify"}
+        assert all(a[1] == summary["week"] for a, _ in sent)
+        # Slack is rate limiting the first brand's post: that brand's task retries, and gets through
+        slack.fail_next("chat.postMessage", "ratelimited", retry_after=0, times=2)
+        first = tasks.digest_brand.apply(sent[0][0]).get()
+        assert first["sent"] is True
+        second = tasks.digest_brand.apply(sent[1][0]).get()
+        assert second["sent"] is True
+        assert len(slack.messages("#marketing", include_replies=False)) == 2

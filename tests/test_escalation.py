@@ -45,6 +45,20 @@ def test_watch_goes_to_chat_only_warning_adds_the_traffic_control_critical_pages
     assert routes(s, inc, inc["transitions"][2]) == ["console", "slack", "pagerduty"]
 
 
+def test_a_traffic_control_approved_in_slack_hears_the_resolve_and_runs_its_undo():
+    s = parse_settings({
+        "brands": [{"name": "Acme", "query": "acme"}],
+        "channels": {"console": {}},
+        "traffic_controls": [{"name": "room", "url": "https://ops.example/room", "min_severity": "warning",
+                              "approval": True, "body": {"on": True}, "undo": {"on": False}}],
+    }, env={})
+    inc = incident("critical")
+    resolved = {"no": 1, "at": T0 + 600, "event": "resolved", "from": "critical", "to": "resolved", "verdict": {}}
+    assert routes(s, inc, resolved) == ["console"]  # never approved: nothing to undo
+    inc["approved_controls"] = [{"name": "room", "by": "@sam (U0HUMAN001)", "at": T0 + 60}]  # what the button records
+    assert routes(s, inc, resolved) == ["console", "webhook:room"]
+
+
 def test_the_resolve_reaches_only_channels_that_acted():
     s = settings()
     small = incident("watch")

@@ -26,6 +26,7 @@ from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.ops.metrics import EXPORTED_METRICS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.ops.server import health_report, make_server
 from surgewatch.pipeline import delivery_key
+from surgewatch.store.base import Delivery
 from surgewatch.store.redis import RedisStore
 from tests.support import redis_db_url
 
@@ -83,14 +84,18 @@ def seed(store: Any) -> dict[str, Any]:
 
     incident, _ = advance(None, acme, verdict, IncidentPolicy())
     store.save_incident(incident)
-    # console got it; PagerDuty refused it for good (a permanent error is recorded as a receipt)
-    for channel, receipt in (("console", {"printed": True}), ("pagerduty", {"error": "invalid routing key"})):
-        key = delivery_key(incident["id"], 0, channel)
-        assert store.claim(key, 60, NOW)
-        store.mark_sent(key, receipt)
+    # console got it; PagerDuty refused it for good (what the notifier records in the delivery log)
+    store.record_delivery(Delivery(incident["id"], 0, "console", status="sent", event="opened", brand=acme, attempts=1,
+                                   receipt={"printed": True}, created_at=NOW, updated_at=NOW, sent_at=NOW))
+    store.record_delivery(Delivery(incident["id"], 0, "pagerduty", status="failed", event="opened", brand=acme,
+                                   attempts=1, error="pagerduty trigger: HTTP 400 invalid routing key",
+                                   created_at=NOW, updated_at=NOW))
     critical = Verdict(at=LAST_BUCKET - 60, observed=99.0, expected=3.0, score=0.95, severity=Severity.CRITICAL)
     other, _ = advance(None, bolt, critical, IncidentPolicy())
-    store.save_incident(other)  # routed to both channels, nothing claimed yet: pending
+    store.save_incident(other)
+    # routed to both channels, nothing claimed yet: pending (what the evaluate tick's outbox records)
+    store.add_pending([Delivery(other["id"], 0, c, event="opened", brand=bolt, created_at=NOW, updated_at=NOW)
+                       for c in ("console", "pagerduty")])
     beat_everything(store, NOW - 5)
     return {"incident": incident, "other": other}
 
@@ -182,6 +187,10 @@ def test_every_seeded_value_comes_back_from_a_scrape(store, settings):
     assert value(samples, "surgewatch_notification_failures", brand=acme, channel="console") == 0
     assert value(samples, "surgewatch_notifications", brand=acme, channel="console", status="sent") == 1
     assert value(samples, "surgewatch_notifications", brand=bolt, channel="pagerduty", status="pending") == 1
+    assert value(samples, "surgewatch_deliveries_total", channel="pagerduty", status="failed") == 1
+    assert value(samples, "surgewatch_deliveries_total", channel="pagerduty", status="pending") == 1
+    assert value(samples, "surgewatch_deliveries_total", channel="console", status="sent") == 1
+    assert value(samples, "surgewatch_deliveries_total", channel="console", status="superseded") == 0
 
     assert value(samples, "surgewatch_broker_up") == 1
     assert value(samples, "surgewatch_queue_length", queue="collect") == 3

@@ -21,7 +21,7 @@ from tests.fakes.http_server import QuietServer
 import pytest
 
 from surgewatch.collectors.base import Mention
-from surgewatch.notifier import Channel, ChannelError, ConsoleChannel, PagerDutyChannel, SlackChannel, WebhookAction
+from surgewatch.notifier import Channel, ChannelError, PagerDutyChannel, SlackChannel, WebhookAction
 from surgewatch.notifier.base import Notification
 from tests.fakes.pagerduty_server import FakePagerDuty
 from tests.fakes.slack_server import FakeSlack

@@ -26,7 +26,8 @@ from surgewatch.reports.charts import png_size
 from surgewatch.config import parse_settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
-from surgewatch.pipeline import Runtime, delivery_key
+from surgewatch.pipeline import Runtime
+from surgewatch.store.base import Delivery
 from surgewatch.reports.review import ReviewError, build_review, render_html, render_markdown
 from surgewatch.traffic import STATE_PREFIX
 
@@ -97,10 +98,35 @@ def scored(make_store, tmp_path):
     return store, settings, data, incidents[0]
 
 
-def deliver(store, incident, channel, no, delay, receipt):
-    key = delivery_key(incident["id"], no, channel)
-    assert store.claim(key, 120, incident["transitions"][no]["at"] + 60 + delay)
-    store.mark_sent(key, receipt)
+def deliver(store, incident, channel, no, delay, receipt, status="sent", error=None):
+    """What the notifier writes: the delivery log's record of a send."""
+    at = incident["transitions"][no]["at"] + 60 + delay
+    store.record_delivery(Delivery(incident["id"], no, channel, status=status, event=incident["transitions"][no]["event"],
+                                   brand="Acme", attempts=1, receipt=receipt, error=error, created_at=at - delay,
+                                   updated_at=at, sent_at=at if status == "sent" else None))
+
+
+def test_the_review_lists_a_webhook_delivery_and_one_whose_channel_left_the_config(scored):
+    store, settings, data, incident = scored
+    # a control that ran, and one that failed and has since been removed from the config
+    deliver(store, incident, "webhook:scale-web", 0, 3, {"action": "scale_up", "status": 202})
+    deliver(store, incident, "webhook:gone-now", 0, 4, None, status="failed", error="webhook gone-now: HTTP 500")
+    r = build_review(store, settings, incident["id"])
+    by_channel = {d.channel: d for d in r.deliveries if d.transition_no == 0}
+    assert by_channel["webhook:scale-web"].status == "sent"
+    assert by_channel["webhook:scale-web"].recipients == ("webhook:scale-web scale_up HTTP 202",)
+    assert (by_channel["webhook:gone-now"].status, by_channel["webhook:gone-now"].error) == (
+        "failed", "webhook gone-now: HTTP 500")
+    assert "webhook:gone-now" in render_markdown(r)
+
+
+def test_a_superseded_update_is_superseded_in_the_review_not_sent(scored):
+    store, settings, data, incident = scored
+    store.record_delivery(Delivery(incident["id"], 0, "console", status="superseded", reason="superseded by transition 1",
+                                   created_at=incident["opened_at"], updated_at=incident["opened_at"]))
+    r = build_review(store, settings, incident["id"])
+    d = next(d for d in r.deliveries if (d.channel, d.transition_no) == ("console", 0))
+    assert (d.status, d.error, d.ok) == ("superseded", "superseded by transition 1", False)
 
 
 def test_an_unknown_incident_is_a_clear_error(make_store, tmp_path):
@@ -130,8 +156,12 @@ def test_the_review_numbers_are_the_stored_numbers(scored):
     assert r.peak_at == min(k for k, v in inside.items() if v == max(inside.values()))
     firing = [tr for tr in incident["transitions"] if tr["event"] != "resolved" and tr["verdict"]["forecast"]]
     assert [f.peak_rate for f in r.forecasts] == [tr["verdict"]["forecast"]["peak_rate"] for tr in firing]
-    assert [(d.channel, d.transition_no, d.status) for d in r.deliveries] == [("console", 0, "sent"), ("pagerduty", 0, "sent")]
-    assert r.deliveries[1].recipients == ("PagerDuty trigger dedup_key sw-x",)
+    assert [(d.channel, d.transition_no, d.status) for d in r.deliveries if d.status == "sent"] == [
+        ("console", 0, "sent"), ("pagerduty", 0, "sent")]
+    # the rest is what the pipeline's outbox recorded and nobody sent: pending or suppressed, never "sent"
+    assert {d.status for d in r.deliveries if d.status != "sent"} <= {"pending", "suppressed"}
+    assert [d.recipients for d in r.deliveries if d.channel == "pagerduty" and d.status == "sent"] == [
+        ("PagerDuty trigger dedup_key sw-x",)]
     assert r.counts == store.counts("Acme", r.window_start, r.window_end)
     assert png_size(r.chart_png) == (1200, 600)
 

@@ -103,6 +103,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             "traffic_controls": [{"name": "waiting_room", "url": hooks.url, "min_severity": "warning", "dry_run": False, "approval": True,
                                   "body": {"action": "waiting_room.enable", "rate": "{observed_per_min}"}}],
             "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"}})
+        slack.join("#ops", USER)  # the clicker is on the ops team (who may press the action buttons)
         rt = Runtime(settings)
         rt.store.save_incident(incident())
         receipt = rt.channel("slack").send(make_notification(key="acme-1:0:slack", incident_id="acme-1"))
@@ -203,9 +204,12 @@ def test_an_unknown_incident_gets_a_private_answer_and_the_listener_keeps_workin
 
 def test_hostile_user_names_and_values_are_escaped(world: World) -> None:
     world.click(ACTION_ACK, user_name=HOSTILE)
-    world.click(ACTION_FALSE_ALARM, user_name=HOSTILE, user_id="<!channel>")  # not a Slack id: no mention
+    world.click(ACTION_FALSE_ALARM, user_name=HOSTILE)
     world.click(ACTION_SILENCE_1H, value=HOSTILE)
-    world.wait_outcomes(3)
+    # not a Slack id: no mention, and (an action button) refused, since no one can tell who clicked
+    world.click(ACTION_FALSE_ALARM, user_name=HOSTILE, user_id="<!channel>")
+    outcomes = world.wait_outcomes(4)  # handled on the SDK's threads: in any order
+    assert sorted(o.status for o in outcomes if o.action_id == ACTION_FALSE_ALARM) == ["done", "refused"]
     posted = [m["text"] for m in world.thread()] + [e["text"] for e in world.slack.ephemerals]
     posted += [json.dumps(b) for b in world.ops_message()["blocks"]]
     assert len(posted) >= 4
@@ -241,6 +245,10 @@ def test_run_action_runs_the_traffic_control_once_after_a_human_clicks(world: Wo
     delivery = world.rt.store.delivery("acme-1:approved:waiting_room")
     assert delivery["status"] == "sent" and delivery["receipt"]["by"] == f"@sam ({USER})"
     assert world.rt.store.get_incident("acme-1")["approved_controls"] == [{"name": "waiting_room", "by": f"@sam ({USER})", "at": NOW}]
+    # the delivery log accounts for the run, on the transition it acted on
+    [logged] = [d for d in world.rt.store.list_deliveries("acme-1") if d.channel == "webhook:waiting_room"]
+    assert (logged.transition, logged.status, logged.attempts, logged.receipt["status"]) == (0, "sent", 1, 200)
+    assert logged.reason == f"approved in Slack by @sam ({USER})"
     [reply] = world.thread()
     text = reply["text"].replace("\u200b", "")  # the zero-width space that keeps "_" from starting italics
     assert "waiting_room ran (HTTP 200)" in text and f"approved by <@{USER}>" in text
@@ -323,3 +331,84 @@ def test_the_command_listens_until_sigterm(world: World) -> None:
             proc.wait()
     _, err = proc.communicate()
     assert "SECRET" not in err and "Traceback" not in err
+
+
+# ---- who may press what -----------------------------------------------------------------------------
+
+GUEST = "U0GUEST0001"
+
+
+def test_a_guest_outside_the_ops_channel_cannot_run_a_control_silence_or_mark_a_false_alarm(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.click(ACTION_RUN_CONTROL, value="acme-1|waiting_room", user_id=GUEST, user_name="guest")
+    world.click(ACTION_SILENCE_1H, user_id=GUEST, user_name="guest")
+    world.click(ACTION_FALSE_ALARM, user_id=GUEST, user_name="guest")
+    outcomes = world.wait_outcomes(3)
+    assert [o.status for o in outcomes] == ["refused"] * 3
+    assert world.hooks.requests == []  # the traffic control was not POSTed
+    assert operator.active_silence(world.rt, "Acme", NOW) is None
+    assert "feedback" not in world.rt.store.get_incident("acme-1")
+    refusals = [e for e in world.slack.ephemerals if e.get("user") == GUEST]
+    assert len(refusals) == 3 and all("only members of the ops channel #ops" in e["text"] for e in refusals)
+    assert world.thread() == []  # nothing said in public
+    assert sum("refused" in r.getMessage() and GUEST in r.getMessage() for r in caplog.records) == 3
+    # acknowledging stays open to whoever sees the alert
+    world.click(ACTION_ACK, user_id=GUEST, user_name="guest")
+    assert world.wait_outcomes(4)[3].status == "done"
+
+
+def test_a_click_on_a_message_surgewatch_did_not_post_does_nothing(world: World) -> None:
+    # our button copied onto a message in #random that another app (or a person) posted
+    foreign = {"type": "message", "ts": "1700000000.999900", "text": "click me", "user": "U0SOMEONE1",
+               "blocks": world.ops_message()["blocks"]}
+    world.click(ACTION_ACK, channel="#random", message_ts="1700000000.999900", message=foreign)
+    [outcome] = world.wait_outcomes(1)
+    assert outcome.status == "refused" and "own alert messages" in outcome.reply
+    assert world.rt.store.get_incident("acme-1")["acked_by"] is None
+
+
+def _listener_with(world: World, monkeypatch: pytest.MonkeyPatch, **slack_cfg: Any) -> SlackActionListener:
+    """The world's listener, restarted with more channels.slack settings."""
+    from surgewatch.config import load_settings
+
+    data = __import__("yaml").safe_load(world.config.read_text())
+    data["channels"]["slack"].update(slack_cfg)
+    world.config.write_text(__import__("yaml").safe_dump(data))
+    world.listener.stop()
+    world.rt = Runtime(load_settings(world.config))
+    world.listener = SlackActionListener(world.rt, APP, BOT, world.slack.base_url, now=lambda: NOW).start()
+    return world.listener
+
+
+def test_allowed_users_and_usergroups_decide_instead_of_the_ops_channel(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.slack.add_usergroup("S0ONCALL01", "U0ONCALL001")
+    listener = _listener_with(world, monkeypatch, allowed_users=["U0LEAD0001"], allowed_usergroups=["S0ONCALL01"])
+    try:
+        world.click(ACTION_SILENCE_1H, user_id=USER)  # in #ops, but not on the lists
+        world.click(ACTION_FALSE_ALARM, user_id="U0ONCALL001", user_name="oncall")  # in the group
+        world.click(ACTION_RUN_CONTROL, value="acme-1|waiting_room", user_id="U0LEAD0001", user_name="lead")
+        by_action = {o.action_id: o for o in world.wait_outcomes(3)}  # handled in any order
+        assert {a: o.status for a, o in by_action.items()} == {
+            ACTION_SILENCE_1H: "refused", ACTION_FALSE_ALARM: "done", ACTION_RUN_CONTROL: "done"}
+        assert "you are not allowed to do that" in by_action[ACTION_SILENCE_1H].reply
+        assert world.rt.store.get_incident("acme-1")["feedback_by"] == "@oncall (U0ONCALL001)"
+        assert len(world.hooks.requests) == 1
+    finally:
+        listener.stop()
+
+
+def test_the_buttons_that_change_things_ask_for_confirmation(world: World) -> None:
+    from tests.fakes.slack_server import validate_blocks
+
+    blocks = world.ops_message()["blocks"]
+    assert validate_blocks(blocks) == []
+    buttons = {el["action_id"]: el for b in blocks if b["type"] == "actions" for el in b["elements"]}
+    assert "confirm" not in buttons[ACTION_ACK]
+    for action_id in (ACTION_SILENCE_1H, ACTION_FALSE_ALARM):
+        dialog = buttons[action_id]["confirm"]
+        assert dialog["title"]["text"].endswith("?") and dialog["deny"]["text"] == "Cancel"
+    run = world.rt.channel("slack").render(make_notification(key="k", incident_id="acme-1",
+                                                             approval_controls=("waiting_room",)), "ops")
+    [control] = [el for b in run if b["type"] == "actions" for el in b["elements"] if el["action_id"] == ACTION_RUN_CONTROL]
+    assert control["confirm"]["title"]["text"] == "Run waiting_room?" and control["confirm"]["style"] == "danger"
+    assert validate_blocks(run) == []

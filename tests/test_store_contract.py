@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from surgewatch.collectors.base import Mention
-from surgewatch.store.base import IngestResult, Store
+from surgewatch.store.base import Delivery, IngestResult, Store
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a multiple of every bucket size used here
 UTC = timezone.utc
@@ -342,6 +342,41 @@ def test_an_incident_without_its_index_fields_is_refused(store):
         store.save_incident({"id": "x", "brand": "Acme", "status": "open"})
 
 
+def test_an_incident_is_replaced_only_at_the_version_the_writer_read(store):
+    inc = {"id": "acme-1", "brand": "Acme", "status": "open", "opened_at": T0, "transitions": []}
+    assert store.replace_incident(inc, 1) is False  # not stored yet: its version is 0
+    assert store.get_incident("acme-1") is None
+    assert store.replace_incident(inc, 0) is True
+    assert store.get_incident("acme-1")["version"] == 1
+    acked = {**store.get_incident("acme-1"), "acked_by": "sam"}
+    stale = {**inc, "severity": "critical"}  # a writer that read version 0
+    assert store.replace_incident(acked, 1) is True
+    assert store.replace_incident(stale, 0) is False  # the ack is not overwritten
+    assert store.get_incident("acme-1")["acked_by"] == "sam" and store.get_incident("acme-1")["version"] == 2
+    assert store.open_incident("Acme")["version"] == 2
+    resolved = {**store.get_incident("acme-1"), "status": "resolved"}
+    assert store.replace_incident(resolved, 2) is True
+    assert store.open_incident("Acme") is None  # the open pointer follows a swapped-in incident too
+
+
+def test_two_processes_swapping_the_same_incident_lose_no_update(store):
+    store.save_incident({"id": "acme-1", "brand": "Acme", "status": "open", "opened_at": T0, "marks": []})
+    done_a, done_b = _run_in_two_processes(_mark_in_child, store, [f"a{i}" for i in range(25)],
+                                           [f"b{i}" for i in range(25)])
+    assert done_a == done_b == 25
+    marks = store.get_incident("acme-1")["marks"]
+    assert sorted(marks) == sorted([f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)])
+
+
+def _mark_in_child(store, marks, barrier, results):
+    from surgewatch.incidents.updates import update_incident
+
+    barrier.wait(timeout=20)
+    for m in marks:
+        update_incident(store, "acme-1", lambda inc, m=m: {**inc, "marks": inc["marks"] + [m]})
+    results.put(len(marks))
+
+
 # -- claims ----------------------------------------------------------------------------------
 
 
@@ -396,6 +431,53 @@ def test_claims_in_a_batch_follow_the_rules_of_single_claims(store):
     assert store.delivery("lock:held")["status"] == "claimed"
     assert store.claim_many([], 60, T0) == []
     store.release_many([])
+
+
+# -- the delivery log ------------------------------------------------------------------------
+
+
+def test_a_pending_delivery_is_listed_and_claimable_and_a_final_one_never_again(store):
+    d = Delivery("acme-20260101T000000", 0, "slack", event="opened", brand="Acme", created_at=T0, updated_at=T0)
+    store.add_pending([d])
+    assert [x.key for x in store.list_deliveries()] == ["acme-20260101T000000:0:slack"]
+    assert store.get_delivery(d.key).status == "pending"
+    assert store.claim(d.key, lease_seconds=60, now=T0) is True  # pending: the outbox
+    assert store.get_delivery(d.key).status == "claimed"
+    assert store.get_delivery(d.key).lease_until == T0 + 60
+    for final in ("failed", "sent", "superseded", "suppressed"):
+        d.status, d.claimed_at, d.lease_until = final, None, None
+        store.record_delivery(d)
+        assert store.claim(d.key, lease_seconds=60, now=T0 + 86400) is False, final
+        store.release(d.key)  # a late release never reopens a final record
+        assert store.get_delivery(d.key).status == final
+
+
+def test_re_listing_a_pending_delivery_never_resets_one_that_moved_on(store):
+    d = Delivery("acme-20260101T000000", 1, "webhook:scale-web", created_at=T0)
+    store.add_pending([d])
+    store.record_delivery(Delivery("acme-20260101T000000", 1, "webhook:scale-web", status="failed", attempts=9,
+                                   error="webhook scale-web: HTTP 400 nope", created_at=T0, updated_at=T0 + 5))
+    store.add_pending([d])  # the outbox lists it again (a crashed dispatch)
+    got = store.get_delivery(d.key)
+    assert (got.status, got.attempts, got.error, got.channel) == ("failed", 9, "webhook scale-web: HTTP 400 nope",
+                                                                  "webhook:scale-web")
+
+
+def test_the_delivery_log_keeps_every_field_and_lists_by_incident_oldest_first(store):
+    full = Delivery("acme-1", 2, "pagerduty", status="sent", event="escalated", brand="Acme", attempts=3,
+                    next_attempt_at=None, receipt={"dedup_key": "acme-1"}, error="HTTP 429 throttle",
+                    created_at=T0 + 10, updated_at=T0 + 30, sent_at=T0 + 30)
+    store.record_delivery(full)
+    store.record_delivery(Delivery("acme-1", 0, "slack", status="suppressed", reason="silence: deploy",
+                                   created_at=T0, updated_at=T0))
+    store.record_delivery(Delivery("other-1", 0, "console", status="sent", created_at=T0 + 5, updated_at=T0 + 5))
+    store.claim("lock:evaluate:Acme", 60, T0)  # plain claims (locks, reminders) are not deliveries
+    store.mark_sent("reminder:x", {"at": T0})
+    assert [d.key for d in store.list_deliveries()] == ["acme-1:0:slack", "other-1:0:console", "acme-1:2:pagerduty"]
+    assert [d.key for d in store.list_deliveries("acme-1")] == ["acme-1:0:slack", "acme-1:2:pagerduty"]
+    assert store.get_delivery("acme-1:2:pagerduty") == full
+    assert store.list_deliveries("nobody") == []
+    assert store.get_delivery("lock:evaluate:Acme") is None and store.get_delivery("never") is None
 
 
 # -- concurrency -----------------------------------------------------------------------------

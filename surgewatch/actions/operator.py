@@ -10,8 +10,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from surgewatch.incidents.updates import update_incident
 from surgewatch.notifier.base import ChannelError
 from surgewatch.pipeline import Runtime, delivery_key
+from surgewatch.store.keys import silence_key
 
 log = logging.getLogger("surgewatch.actions.operator")
 
@@ -43,11 +45,19 @@ class AckResult:
 
 
 def acknowledge(rt: Runtime, incident_id: str, who: str, now: float) -> AckResult:
-    inc = _incident(rt, incident_id)
-    if inc.get("acked_at"):
+    _incident(rt, incident_id)  # a clear error for an unknown id
+    first = []
+
+    def ack(inc: dict[str, Any]) -> dict[str, Any] | None:
+        if inc.get("acked_at"):
+            return None
+        first.append(True)
+        return {**inc, "acked_by": who, "acked_at": now}
+
+    # compare-and-swap: an evaluate tick saving the same incident meanwhile cannot drop the ack
+    inc = update_incident(rt.store, incident_id, ack) or {}
+    if not first or inc.get("acked_by") != who or inc.get("acked_at") != now:
         return AckResult(inc, True, "unchanged")
-    inc = {**inc, "acked_by": who, "acked_at": now}
-    rt.store.save_incident(inc)
     pager = "not paged"
     if _was_paged(rt, inc):
         try:
@@ -61,10 +71,9 @@ def acknowledge(rt: Runtime, incident_id: str, who: str, now: float) -> AckResul
 
 def mark_false_alarm(rt: Runtime, incident_id: str, who: str, now: float, note: str = "") -> dict[str, Any]:
     """Feedback for the detector's review and the digest's scorecard."""
-    inc = _incident(rt, incident_id)
-    inc = {**inc, "feedback": "false_alarm", "feedback_by": who, "feedback_at": now, "feedback_note": note}
-    rt.store.save_incident(inc)
-    return inc
+    _incident(rt, incident_id)
+    return update_incident(rt.store, incident_id, lambda inc: {
+        **inc, "feedback": "false_alarm", "feedback_by": who, "feedback_at": now, "feedback_note": note}) or {}
 
 
 def silence(rt: Runtime, brand: str, seconds: float, who: str, reason: str, now: float) -> dict[str, Any]:
@@ -72,17 +81,17 @@ def silence(rt: Runtime, brand: str, seconds: float, who: str, reason: str, now:
         raise OperatorError("a silence needs a positive duration, e.g. --for 2h")
     name = rt.settings.brand(brand).name
     entry = {"brand": name, "until": now + seconds, "reason": reason, "by": who, "created_at": now}
-    rt.store.set_state(f"silence:{name}", entry)
+    rt.store.set_state(silence_key(name), entry)
     return entry
 
 
 def unsilence(rt: Runtime, brand: str) -> None:
     name = rt.settings.brand(brand).name
-    rt.store.set_state(f"silence:{name}", {"brand": name, "until": 0})
+    rt.store.set_state(silence_key(name), {"brand": name, "until": 0})
 
 
 def active_silence(rt: Runtime, brand: str, at: float) -> dict[str, Any] | None:
-    entry = rt.store.get_state(f"silence:{brand}")
+    entry = rt.store.get_state(silence_key(brand))
     if entry and entry.get("until", 0) > at:
         return entry
     return None

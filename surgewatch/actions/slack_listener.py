@@ -49,7 +49,9 @@ from surgewatch.config import Settings, secret_from
 from surgewatch.actions.operator import OperatorError
 from surgewatch.pipeline import NOTIFY_LEASE, NotReady, Runtime, build_notification
 from surgewatch.registry import MissingCredential, build_channel
+from surgewatch.store.base import Delivery
 from surgewatch.store.errors import StoreError
+from surgewatch.store.keys import delivery_key
 
 log = logging.getLogger("surgewatch.actions.slack_listener")
 
@@ -154,22 +156,39 @@ def run_traffic_control(rt: Runtime, incident_id: str, control_name: str, who: s
         rt.store.release(key)
         raise OperatorError(str(exc)) from None
     n = dataclasses.replace(n, key=key)  # the idempotency key of this approved run, not of a transition
+    # The delivery log's record of the run: the control's channel on the transition it acted on.
+    logged = rt.store.get_delivery(delivery_key(incident_id, transitions[-1]["no"], f"webhook:{control_name}")) or Delivery(
+        incident_id, transitions[-1]["no"], f"webhook:{control_name}", event=transitions[-1]["event"], brand=inc["brand"],
+        created_at=now)
+    logged.reason, logged.updated_at = f"approved in Slack by {who}", now
+    logged.attempts += 1
     try:
         receipt = channel.send(n) or {}
     except ChannelError as exc:
+        logged.error = exc.message
         if exc.permanent:
             rt.store.mark_sent(key, {"error": exc.message, "permanent": True, "by": who, "at": now})
+            logged.status = "failed"
+            rt.store.record_delivery(logged)
             return ControlRun("failed", f"{control_name} failed and will not be retried: {exc.message}")
         rt.store.release(key)  # nothing was done: the next click may try again
+        logged.status = "pending"  # waits for the next click
+        rt.store.record_delivery(logged)
         return ControlRun("failed", f"{control_name} failed ({exc.message}); click again to retry")
     receipt = {**receipt, "by": who, "at": now}
     rt.store.mark_sent(key, receipt)
+    logged.status, logged.receipt, logged.sent_at = "sent", receipt, now
+    rt.store.record_delivery(logged)
     if not receipt.get("skipped"):
         # Recorded on the incident too, so the resolve can send this control's undo (routes()
         # sees the incident, not the store) and the review shows who approved what.
-        latest = rt.store.get_incident(incident_id) or inc
-        ran = [x for x in latest.get("approved_controls") or [] if x.get("name") != control_name]
-        rt.store.save_incident({**latest, "approved_controls": ran + [{"name": control_name, "by": who, "at": now}]})
+        from surgewatch.incidents.updates import update_incident
+
+        def approve(latest: dict[str, Any]) -> dict[str, Any]:
+            ran = [x for x in latest.get("approved_controls") or [] if x.get("name") != control_name]
+            return {**latest, "approved_controls": ran + [{"name": control_name, "by": who, "at": now}]}
+
+        update_incident(rt.store, incident_id, approve)  # compare-and-swap: no tick's save drops it
     if receipt.get("skipped"):
         return ControlRun("skipped", f"{control_name}: {receipt['skipped']}", receipt)
     if receipt.get("dry_run"):
@@ -208,6 +227,9 @@ class SlackActionListener:
         # handled at once would lose one of the two changes.  Clicks are rare: one at a time.
         self._work_lock = threading.Lock()
         self.outcomes: deque[ActionOutcome] = deque(maxlen=200)  # recent clicks, for status and tests
+        self.bot_id: str | None = None  # ours (auth.test): only clicks on messages this bot posted count
+        self._members: dict[str, tuple[float, frozenset[str]]] = {}  # channel or user group -> (read at, ids)
+        self._ops_channel_id: str | None = None
 
     def __repr__(self) -> str:  # never the tokens
         return f"SlackActionListener(api_url={self.api_url!r}, connected={self.connected})"
@@ -216,6 +238,10 @@ class SlackActionListener:
     def start(self) -> "SlackActionListener":
         """Open the WebSocket.  Raises :class:`ListenerError` when Slack rejects the app token."""
         sdk_log = logging.getLogger("surgewatch.actions.slack_listener.socket")
+        try:
+            self.bot_id = self.web.auth_test().get("bot_id")
+        except (SlackClientError, OSError) as exc:
+            raise ListenerError(str(classify_slack_error(exc, "auth.test"))) from None
         self._client = SocketModeClient(app_token=self._app_token, web_client=self.web, logger=sdk_log,
                                         ping_interval=self._ping_interval)
         self._client.socket_mode_request_listeners.append(self._on_request)  # type: ignore[arg-type]
@@ -283,6 +309,12 @@ class SlackActionListener:
         incident_id = value.split("|", 1)[0]
         log.info("slack: %s clicked %s on %s", actor.who, action_id, log_text(value, 120))
         try:
+            refusal = self._refusal(payload, actor, action_id)
+            if refusal is not None:
+                log.warning("slack: refused %s on %s by %s: %s", action_id, log_text(value, 120), actor.who, refusal)
+                reply = f":no_entry: {slack_text(refusal, 500)}"
+                self._answer_privately(payload, actor, reply)
+                return ActionOutcome(action_id, incident_id, "refused", reply)
             return handler(payload, actor, value)
         except OperatorError as exc:
             reply = f":grey_question: {slack_text(str(exc), 500)}"
@@ -299,6 +331,87 @@ class SlackActionListener:
             log.error("slack: answering %s for %s failed: %s", action_id, log_text(incident_id, 100),
                       classify_slack_error(exc, "reply"))
             return ActionOutcome(action_id, incident_id, "failed", "")
+
+    # ---- who may click what ---------------------------------------------------------------------
+    PROTECTED = (ACTION_SILENCE_1H, ACTION_FALSE_ALARM, ACTION_RUN_CONTROL)  # they change what happens next
+    MEMBERS_TTL = 60.0  # seconds a membership list is trusted (someone removed from #ops loses the buttons soon)
+
+    def _refusal(self, payload: dict[str, Any], actor: Actor, action_id: str) -> str | None:
+        """Why this click must not be carried out, or None.  Only clicks on SurgeWatch's own messages
+        count (a copy of our buttons on someone else's message does nothing), and the buttons that
+        change things -- run a traffic control, silence, false alarm -- are for the people
+        ``channels.slack.allowed_users`` / ``allowed_usergroups`` name, or else the ops channel's members."""
+        message = _dict(payload.get("message"))
+        if self.bot_id is None or message.get("bot_id") != self.bot_id:
+            return "SurgeWatch only acts on buttons of its own alert messages"
+        if action_id not in self.PROTECTED:
+            return None
+        if actor.user_id is None:
+            return "Slack did not say who clicked, so SurgeWatch cannot check you may do that"
+        cfg = self.rt.settings.channels.slack
+        if cfg is None:
+            return "Slack is not configured"
+        try:
+            if cfg.allowed_users or cfg.allowed_usergroups:
+                if actor.user_id in cfg.allowed_users or any(
+                        actor.user_id in self._group_members(g) for g in cfg.allowed_usergroups):
+                    return None
+                return "you are not allowed to do that (channels.slack.allowed_users / allowed_usergroups)"
+            if cfg.ops_channel:
+                if actor.user_id in self._channel_members(cfg.ops_channel):
+                    return None
+                return f"only members of the ops channel {cfg.ops_channel} may do that"
+        except (SlackClientError, OSError) as exc:
+            # Fail closed: a membership we cannot read is not a membership.
+            log.error("slack: cannot check who may click: %s", classify_slack_error(exc, "membership"))
+            return "SurgeWatch could not check that you may do that (Slack did not answer); try again"
+        return "no one may do that: set channels.slack.allowed_users or an ops_channel"
+
+    def _cached(self, key: str, read: Callable[[], list[str]]) -> frozenset[str]:
+        now = time.monotonic()
+        hit = self._members.get(key)
+        if hit is not None and now - hit[0] < self.MEMBERS_TTL:
+            return hit[1]
+        ids = frozenset(read())
+        self._members[key] = (now, ids)
+        return ids
+
+    def _group_members(self, usergroup: str) -> frozenset[str]:
+        return self._cached(f"group:{usergroup}", lambda: list(self.web.usergroups_users_list(usergroup=usergroup).get("users") or []))
+
+    def _channel_members(self, channel: str) -> frozenset[str]:
+        def read() -> list[str]:
+            channel_id = self._channel_id(channel)
+            if channel_id is None:
+                return []
+            members: list[str] = []
+            cursor = None
+            for _ in range(50):  # pages of 1000
+                page = self.web.conversations_members(channel=channel_id, limit=1000, cursor=cursor)
+                members += page.get("members") or []
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+            return members
+
+        return self._cached(f"channel:{channel}", read)
+
+    def _channel_id(self, channel: str) -> str | None:
+        if not channel.startswith("#"):
+            return channel
+        if self._ops_channel_id is None:
+            cursor = None
+            for _ in range(20):  # pages of 200 channels
+                page = self.web.conversations_list(limit=200, cursor=cursor, types="public_channel,private_channel",
+                                                   exclude_archived=True)
+                for ch in page.get("channels") or []:
+                    if ch.get("name") == channel[1:]:
+                        self._ops_channel_id = ch["id"]
+                        return self._ops_channel_id
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        return self._ops_channel_id
 
     @staticmethod
     def _try(answer: Callable[[], None]) -> None:

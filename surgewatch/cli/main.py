@@ -14,6 +14,7 @@ from rich.table import Table
 from surgewatch.cli.common import DEFAULT_CONFIG, err, fail, load_or_exit, out
 from surgewatch.config import Settings
 from surgewatch.redact import redact, redact_url
+from surgewatch.store.keys import silence_key, verdict_key
 
 app = typer.Typer(
     name="surgewatch",
@@ -190,15 +191,18 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
     pipeline = pipeline_health(settings, rt.store, now)
     health = SourceHealth.load_all(rt.store)
     names = [b.name for b in settings.brands]
-    verdicts = dict(zip(names, rt.store.get_states([f"verdict:{n}" for n in names])))
-    silences = [s for s in rt.store.get_states([f"silence:{n}" for n in names]) if s and s.get("until", 0) > now]
+    verdicts = dict(zip(names, rt.store.get_states([verdict_key(n) for n in names])))
+    silences = [s for s in rt.store.get_states([silence_key(n) for n in names]) if s and s.get("until", 0) > now]
     open_incidents = rt.store.open_incidents(names)
     incidents = [open_incidents[n] for n in names if n in open_incidents]
+    # Deliveries that did not go out: failed ones (a failed page above all), and the outbox.
+    unsent = [d for d in rt.store.list_deliveries() if d.status in ("failed", "pending", "claimed")]
     if as_json:
         for h in health:
             h.last_error = redact(h.last_error) if h.last_error else h.last_error
         print(json.dumps({"pipeline": pipeline.to_dict(), "silences": silences, "sources": [h.to_dict() for h in health],
-                          "verdicts": verdicts, "open_incidents": incidents}))
+                          "verdicts": verdicts, "open_incidents": incidents,
+                          "deliveries_not_sent": [_delivery_json(d) for d in unsent]}))
         return
     if pipeline.ok:
         out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
@@ -243,6 +247,94 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
             v.get("severity", "-"), inc["id"] if inc else "",
         )
     out.print(vt)
+    failed = [d for d in unsent if d.status == "failed"]
+    if failed:
+        ft = Table(title="[bold red]Failed deliveries[/]")
+        for col in ("incident", "transition", "channel", "attempts", "error"):
+            ft.add_column(col)
+        for d in failed:
+            ft.add_row(_plain(d.incident), f"{d.transition} {d.event or ''}", _plain(d.channel), str(d.attempts),
+                       _plain((d.error or "")[:200]))
+        out.print(ft)
+    waiting = len(unsent) - len(failed)
+    if waiting:
+        out.print(f"{waiting} deliveries pending or being sent (see `surgewatch deliveries`)", highlight=False)
+
+
+def _plain(text: str) -> str:
+    """Outside text (a service's error, a channel name) shown literally, never as Rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _delivery_json(d) -> dict:
+    """One delivery-log record for ``--json`` output: the log's fields plus its key."""
+    return {"key": d.key, **d.to_dict()}
+
+
+@app.command()
+def deliveries(
+    config: Path = ConfigOption,
+    incident: Optional[str] = typer.Option(None, "--incident", "-i", help="Only this incident's deliveries."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """The delivery log: what became of every incident transition on every channel (pending, sent,
+    failed, superseded, suppressed), with attempts, receipts and the service's own error."""
+    settings = load_or_exit(config)
+    from surgewatch.cli.common import open_store_or_exit
+    from surgewatch.clock import iso as _iso
+    from surgewatch.store import StoreError
+
+    store = open_store_or_exit(settings)
+    try:
+        items = store.list_deliveries(incident)
+    except StoreError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        for d in items:
+            print(json.dumps(_delivery_json(d)))
+        return
+    if not items:
+        out.print("No deliveries recorded" + (f" for incident {incident}" if incident else "") + ".", markup=False)
+        return
+    table = Table(title="Deliveries")
+    for col in ("incident", "transition", "channel", "status", "attempts", "at", "receipt", "error / reason"):
+        table.add_column(col)
+    style = {"sent": "green", "failed": "bold red", "pending": "yellow", "claimed": "yellow"}
+    for d in items:
+        when = d.sent_at if d.sent_at is not None else d.updated_at
+        note = d.error if d.status in ("failed", "pending", "claimed") else (d.reason or "")
+        if d.status == "pending" and d.next_attempt_at is not None:
+            note = f"{note or ''} (next attempt {_iso(d.next_attempt_at)})".strip()
+        st = style.get(d.status)
+        table.add_row(_plain(d.incident), f"{d.transition} {d.event or ''}", _plain(d.channel),
+                      f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts), _iso(when) if when else "",
+                      _plain(_receipt_text(d.receipt)), _plain((note or "")[:200]))
+    out.print(table)
+    counts: dict[str, int] = {}
+    for d in items:
+        counts[d.status] = counts.get(d.status, 0) + 1
+    out.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), highlight=False)
+
+
+def _receipt_text(receipt: dict | None) -> str:
+    if not receipt:
+        return ""
+    parts = []
+    for audience in ("marketing", "ops"):
+        entry = receipt.get(audience)
+        if isinstance(entry, dict) and entry.get("channel"):
+            parts.append(f"{audience} {entry['channel']} ts {entry.get('ts')}")
+    if receipt.get("dedup_key"):
+        parts.append(f"dedup_key {receipt['dedup_key']}")
+    if receipt.get("status") is not None:
+        parts.append(f"HTTP {receipt['status']}")
+    if receipt.get("dry_run"):
+        parts.append("dry run")
+    if receipt.get("skipped"):
+        parts.append(f"skipped: {receipt['skipped']}")
+    return "; ".join(str(p) for p in parts)
 
 
 def _ago_until(until: float, now: float) -> str:
@@ -470,7 +562,7 @@ def traffic_model(
     out.print(f"  traffic peaks ~{model.lag_seconds / 60:.0f} min after mentions (past surges: "
               + ", ".join(f"{lag / 60:.0f}" for lag in model.surge_lags) + " min)")
     # examples at the brand's own normal mention rate (the latest verdict's), which matters at low counts
-    expected = (rt.store.get_state(f"verdict:{cfg.name}") or {}).get("expected")
+    expected = (rt.store.get_state(verdict_key(cfg.name)) or {}).get("expected")
     per_min = expected * 60 / settings.detector.bucket_seconds if expected else 1.0
     for ratio in (5, 25):
         p = predict_traffic(model, mention_peak_per_min=ratio * per_min, mention_normal_per_min=per_min,

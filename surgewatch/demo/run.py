@@ -377,7 +377,8 @@ def _say(message: str, quiet: bool) -> None:
 
 def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: float, keep: Path | None) -> int:
     scenario = Scenario()
-    folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="surgewatch-demo-"))
+    # absolute: the config written there names the store by path, for commands run from anywhere
+    folder = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="surgewatch-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("surgewatch.db", "surgewatch.db-wal", "surgewatch.db-shm", "broker.db", "surgewatch-beat-schedule",
                  "worker.log"):
@@ -421,8 +422,10 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
             if not as_json and time.time() - last_report > 5 and clock.now() > scenario.start:
                 last_report = time.time()
                 _say(f"  ... simulated {_hhmm(clock.now())}", as_json)
-        # Let the last evaluation and notifications finish.
+        # Let the last evaluation and notifications finish: until the delivery log has nothing in
+        # flight (a loaded machine can leave the worker minutes of simulated time behind).
         time.sleep(3.0)
+        _drain(config_path, worker, DRAIN_SECONDS)
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -435,24 +438,55 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
     return _report(folder, config_path, scenario, feeds, as_json, keep is None)
 
 
+DRAIN_SECONDS = 45.0  # at most this long (real time) for the notifications still in flight
+
+
+def _drain(config_path: Path, worker: subprocess.Popen[bytes], seconds: float) -> None:
+    """Wait (at most ``seconds``) until no delivery is pending or being sent, twice in a row a
+    second apart (an evaluate tick may be about to list more)."""
+    from surgewatch.config import load_settings
+    from surgewatch.pipeline import Runtime
+    from surgewatch.store import StoreError
+
+    rt = Runtime(load_settings(config_path))
+    deadline, quiet = time.time() + seconds, 0
+    try:
+        while time.time() < deadline and worker.poll() is None:
+            try:
+                busy = any(d.status in ("pending", "claimed") for d in rt.store.list_deliveries())
+            except StoreError:
+                busy = True  # the worker holds the write lock a moment: look again
+            quiet = 0 if busy else quiet + 1
+            if quiet >= 2:
+                return
+            time.sleep(1.0)
+    finally:
+        rt.store.close()
+
+
 def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: SimulatedFeeds, as_json: bool,
             temporary: bool) -> int:
     from surgewatch.config import load_settings
     from surgewatch.ops.health import SourceHealth
+    from surgewatch.notifier.escape import log_text
     from surgewatch.pipeline import Runtime
+    from surgewatch.store.keys import delivery_key
 
     rt = Runtime(load_settings(config_path))
     store = rt.store
     incidents = sorted(store.list_incidents(brand=BRAND), key=lambda i: i["opened_at"])
     bucket = rt.settings.detector.bucket_seconds
+    # What happened to every notification, as the delivery log recorded it (never recomputed).
+    log = [d for inc in incidents for d in store.list_deliveries(inc["id"])]
+    by_key = {d.key: d for d in log}
     alerts: list[dict[str, Any]] = []
     for inc in incidents:
         for tr in inc["transitions"]:
             v = tr["verdict"]
             # When the alert really went out (the console's delivery, on the simulated clock): the
             # bucket's close plus the evaluation lag and the queue.  Bucket close if it never went out.
-            delivered = store.delivery(f"{inc['id']}:{tr['no']}:console") or {}
-            sent_at = (delivered.get("receipt") or {}).get("sent_at")
+            delivered = by_key.get(delivery_key(inc["id"], tr["no"], "console"))
+            sent_at = delivered.sent_at if delivered is not None and delivered.status == "sent" else None
             alerts.append(
                 {
                     "at": _iso(sent_at if sent_at else tr["at"] + bucket),
@@ -470,7 +504,8 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     outlook = None
     for inc in incidents:
         for tr in inc["transitions"]:
-            receipt = (store.delivery(f"{inc['id']}:{tr['no']}:console") or {}).get("receipt") or {}
+            record = by_key.get(delivery_key(inc["id"], tr["no"], "console"))
+            receipt = (record.receipt or {}) if record is not None and record.status == "sent" else {}
             if outlook is None and tr["event"] != "resolved" and receipt.get("traffic_outlook"):
                 outlook = f"Site traffic: {receipt['traffic_outlook']}"
     first_alert = min((datetime.fromisoformat(a["at"]).timestamp() for a in firing), default=None)
@@ -481,10 +516,14 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     health = SourceHealth.load_all(store)
     # Every matching story the feeds ever list (the first poll, at 07:00 or later, sees their history).
     expected_posts = feeds.matching_posts(scenario.start - SimulatedFeeds.WINDOW, scenario.end)
-    sent = sum(
-        1 for inc in incidents for tr in inc["transitions"] for ch in ("console", "slack", "pagerduty")
-        if (d := store.delivery(f"{inc['id']}:{tr['no']}:{ch}")) and d.get("status") == "sent"
-    )
+    statuses: dict[str, int] = {}
+    by_channel: dict[str, dict[str, int]] = {}
+    for d in log:
+        statuses[d.status] = statuses.get(d.status, 0) + 1
+        per = by_channel.setdefault(d.channel, {})
+        per[d.status] = per.get(d.status, 0) + 1
+    sent = statuses.get("sent", 0)
+    failed = [d for d in log if d.status == "failed"]
 
     if not as_json:
         print()
@@ -506,14 +545,24 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         else:
             print("No alert fired.")
         print(f"Collected {collected} mentions of {BRAND} of {expected_posts} matching posts published "
-              f"(noise and syndicated copies excluded); {sent} notifications sent; "
-              f"sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+              f"(noise and syndicated copies excluded); sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+        print("Deliveries: " + ("; ".join(
+            f"{channel} " + ", ".join(f"{n} {status}" for status, n in sorted(per.items()))
+            for channel, per in sorted(by_channel.items())) or "none"))
+        for d in failed:
+            print(f"  FAILED {d.channel} {d.event or ''} of {d.incident}: {log_text(d.error or '', 300)}",
+                  file=sys.stderr)
+        in_flight = statuses.get("pending", 0) + statuses.get("claimed", 0)
+        if in_flight:
+            print(f"  {in_flight} deliveries were still in flight when the demo stopped "
+                  f"(the worker fell behind the simulated clock)", file=sys.stderr)
         if early:
             print(f"FAILED: {len(early)} alert(s) fired before the surge began", file=sys.stderr)
         if not temporary:
             first_id = incidents[0]["id"] if incidents else "INCIDENT_ID"
             print(f"The history is kept in {folder}. Look at it with:")
             print(f"  surgewatch incidents --config {config_path}")
+            print(f"  surgewatch deliveries --config {config_path}")
             print(f"  surgewatch review {first_id} --config {config_path} --traffic {folder / 'traffic.csv'}")
             print(f"  surgewatch digest --week {scenario.day:%G-W%V} --config {config_path}")
     result = {
@@ -527,6 +576,8 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
         "mentions_collected": collected,
         "matching_posts_published": expected_posts,
         "notifications_sent": sent,
+        "deliveries": statuses,
+        "deliveries_by_channel": by_channel,
         "folder": str(folder),
     }
     rt.store.close()

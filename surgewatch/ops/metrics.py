@@ -18,10 +18,11 @@ detector's variance, so no honest upper bound can be computed from it: there is 
 ``surgewatch_expected_upper``; the dashboard draws an approximate Poisson band from ``expected`` and
 says so.
 
-Notification failures.  The store cannot list deliveries, only look one up by key.  The keys are
-derived from incidents (``incident:transition:channel``), so we walk the incidents opened within
-``NOTIFICATION_WINDOW`` and look up each routed delivery.  A delivery marked sent never changes, so
-its outcome is cached in this process and looked up only once.
+Deliveries.  Read from the delivery log (one record per incident, transition and channel), never
+recomputed from today's config: a channel removed since still counts what it did.
+``surgewatch_deliveries_total{channel,status}`` counts every record the store keeps; the
+per-brand ``surgewatch_notifications`` and ``surgewatch_notification_failures`` count those
+recorded within ``NOTIFICATION_WINDOW``.
 
 Scrape cost.  The store is read in a fixed number of calls whatever the number of brands (counts
 and open incidents of every brand at once, health and verdicts by prefix), and the hour of counts is
@@ -48,6 +49,7 @@ from surgewatch.config import Settings
 from surgewatch.ops.health import SourceHealth
 from surgewatch.store.base import Store
 from surgewatch.store.errors import StoreError, redact_url
+from surgewatch.store.keys import verdict_key
 
 log = logging.getLogger("surgewatch.ops.metrics")
 
@@ -56,7 +58,7 @@ SEVERITIES = ("watch", "warning", "critical")
 SOURCE_STATUSES = ("unknown", "ok", "degraded", "failing", "disabled")
 UP_STATUSES = frozenset({"ok", "degraded"})  # a degraded source still delivers mentions
 DOWN_STATUSES = frozenset({"failing", "disabled"})  # what /healthz reports as failing
-DELIVERY_STATUSES = ("sent", "failed", "sending", "pending")
+DELIVERY_STATUSES = ("sent", "failed", "sending", "pending", "superseded", "suppressed")
 
 # What a store or an embedded database raises when it cannot answer.  A scrape that meets one of
 # these still answers (with surgewatch_store_up 0) rather than failing as a whole.
@@ -88,6 +90,7 @@ EXPORTED_METRICS = frozenset({
     "surgewatch_source_requests_total",
     "surgewatch_notification_failures",
     "surgewatch_notifications",
+    "surgewatch_deliveries_total",
     "surgewatch_queue_length",
     "surgewatch_queue_unacked",
     "surgewatch_heartbeat_timestamp_seconds",
@@ -223,7 +226,6 @@ class SurgeWatchCollector(Collector):
         self.broker = broker if broker is not None else BrokerProbe(settings.broker.url)
         self._now = now
         self._lock = threading.Lock()
-        self._sent: dict[str, str] = {}  # delivery key -> "sent" | "failed": final outcomes
         self._counts_end: float | None = None  # the window the cached counts cover ends here
         self._counts: dict[str, dict[str, dict[float, int]]] = {}
         self.last_error: str | None = None
@@ -347,9 +349,9 @@ class SurgeWatchCollector(Collector):
                 "surgewatch_forecast_seconds_to_peak", "Forecast seconds until the peak (only during a surge).",
                 labels=["brand"]),
         }
-        verdicts = store.list_state("verdict:")
+        verdicts = store.list_state(verdict_key(""))
         for brand in brands:
-            v = verdicts.get(f"verdict:{brand}")
+            v = verdicts.get(verdict_key(brand))
             if not v:
                 continue  # never scored: no sample rather than a misleading zero
             fams["observed"].add_metric([brand], float(v["observed"]))
@@ -415,29 +417,24 @@ class SurgeWatchCollector(Collector):
         return [up, status, last_success, failures, polls, requests]
 
     def _notifications(self, store: Store, now: float) -> list[Metric]:
-        from surgewatch.pipeline import delivery_key, routes
+        from surgewatch.store.base import DELIVERY_STATUSES as LOG_STATUSES
 
         counts: dict[tuple[str, str, str], int] = {}
-        seen: dict[str, str] = {}
-        for incident in store.list_incidents(since=now - NOTIFICATION_WINDOW):
-            for transition in incident.get("transitions", []):
-                for channel in routes(self.settings, incident, transition):
-                    key = delivery_key(incident["id"], transition["no"], channel)
-                    outcome = self._sent.get(key)
-                    if outcome is None:
-                        outcome = self._delivery_outcome(store.delivery(key))
-                    if outcome in ("sent", "failed"):
-                        seen[key] = outcome
-                    k = (incident["brand"], channel, outcome)
-                    counts[k] = counts.get(k, 0) + 1
-        self._sent = seen  # keep only what is still in the window
+        totals: dict[tuple[str, str], int] = {}
+        for d in store.list_deliveries():
+            totals[(d.channel, d.status)] = totals.get((d.channel, d.status), 0) + 1
+            if (d.created_at or 0.0) < now - NOTIFICATION_WINDOW:
+                continue
+            outcome = "sending" if d.status == "claimed" else d.status
+            k = (d.brand or "", d.channel, outcome)
+            counts[k] = counts.get(k, 0) + 1
         failures = GaugeMetricFamily(
             "surgewatch_notification_failures",
-            f"Deliveries whose receipt holds an error, for incidents opened in the last {NOTIFICATION_WINDOW // 86400} days.",
+            f"Deliveries that failed, recorded in the last {NOTIFICATION_WINDOW // 86400} days.",
             labels=["brand", "channel"])
         deliveries = GaugeMetricFamily(
             "surgewatch_notifications",
-            f"Deliveries by outcome (sent, failed, sending, pending), for incidents opened in the last "
+            f"Deliveries by status (sent, failed, sending, pending, superseded, suppressed), recorded in the last "
             f"{NOTIFICATION_WINDOW // 86400} days.",
             labels=["brand", "channel", "status"])
         pairs = sorted({(b, c) for b, c, _ in counts} | {(b.name, c) for b in self.settings.brands
@@ -446,16 +443,13 @@ class SurgeWatchCollector(Collector):
             failures.add_metric([brand, channel], counts.get((brand, channel, "failed"), 0))
             for status in DELIVERY_STATUSES:
                 deliveries.add_metric([brand, channel, status], counts.get((brand, channel, status), 0))
-        return [failures, deliveries]
-
-    @staticmethod
-    def _delivery_outcome(d: dict[str, Any] | None) -> str:
-        if d is None:
-            return "pending"  # routed, not yet claimed by a notify task
-        if d.get("status") == "claimed":
-            return "sending"
-        receipt = d.get("receipt")
-        return "failed" if isinstance(receipt, dict) and receipt.get("error") else "sent"
+        logged = CounterMetricFamily(
+            "surgewatch_deliveries", "Records of the delivery log by channel and status (what happened to each "
+            "incident transition on each channel).", labels=["channel", "status"])
+        for channel in sorted({c for c, _ in totals} | set(_channels(self.settings))):
+            for status in LOG_STATUSES:
+                logged.add_metric([channel, status], totals.get((channel, status), 0))
+        return [failures, deliveries, logged]
 
     # -- broker ---------------------------------------------------------------------------------
     def _collect_broker(self) -> list[Metric]:

@@ -11,7 +11,17 @@
 Each function does one unit of work idempotently, so a redelivered task is harmless.
 """
 from surgewatch.pipeline.collection import FUTURE_TOLERANCE, MAX_MENTION_AGE, CollectOutcome, admit, collect, source_outage_alert
-from surgewatch.pipeline.delivery import NotifyOutcome, build_notification, delivery_key, notify, receipt_key
+from surgewatch.pipeline.delivery import (
+    MAX_SEND_ATTEMPTS,
+    NotifyOutcome,
+    RetryLater,
+    backoff,
+    build_notification,
+    fail_delivery,
+    give_up,
+    notify,
+)
+from surgewatch.store.keys import delivery_key, receipt_key
 from surgewatch.pipeline.evaluation import (
     MAX_TICK_BUCKETS,
     EvaluateOutcome,
@@ -25,7 +35,7 @@ from surgewatch.pipeline.routing import CHAT_CHANNELS, escalate, repeat, routes
 from surgewatch.pipeline.runtime import NOTIFY_LEASE, NotReady, Runtime
 
 __all__ = [
-    "CHAT_CHANNELS", "FUTURE_TOLERANCE", "MAX_MENTION_AGE", "MAX_TICK_BUCKETS", "NOTIFY_LEASE",
+    "CHAT_CHANNELS", "FUTURE_TOLERANCE", "MAX_SEND_ATTEMPTS", "RetryLater", "backoff", "fail_delivery", "give_up", "MAX_MENTION_AGE", "MAX_TICK_BUCKETS", "NOTIFY_LEASE",
     "CollectOutcome", "EvaluateOutcome", "NotReady", "NotifyOutcome", "Runtime",
     "admit", "build_notification", "collect", "delivery_key", "escalate", "evaluate", "evaluate_many",
     "evaluate_until_current", "mark_dispatched", "notify", "ops_poster", "receipt_key", "repeat", "routes",

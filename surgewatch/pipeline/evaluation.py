@@ -3,6 +3,7 @@ the brand's incident, and list the transitions still to be dispatched (an outbox
 marked)."""
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -13,10 +14,14 @@ from surgewatch import clock
 from surgewatch.detector.spike import SpikeDetector
 from surgewatch.detector.verdict import Severity, Verdict
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
+from surgewatch.incidents.updates import MAX_TRIES, save_evaluated, update_incident, version
 from surgewatch.notifier.escape import log_text
 from surgewatch.ops.health import SourceHealth
 from surgewatch.pipeline.routing import _held_back, _planned, escalate, repeat, routes
 from surgewatch.pipeline.runtime import Runtime
+from surgewatch.registry import configured_channels
+from surgewatch.store.base import Delivery
+from surgewatch.store.keys import detector_key, evaluate_lock_key, scored_key, silence_key, verdict_key
 
 log = logging.getLogger("surgewatch.pipeline.evaluation")
 
@@ -56,7 +61,7 @@ def evaluate_many(rt: Runtime, brands: list[str], now: float | None = None) -> l
         except KeyError:
             log.warning("evaluate: %s is not a brand of the config (any more); skipped", log_text(str(b), 200))
     names = list(dict.fromkeys(names))
-    locks = [f"lock:evaluate:{b}" for b in names]
+    locks = [evaluate_lock_key(b) for b in names]
     # Two workers must not score the same brand at once (beat could queue two ticks after a stall).
     won = store.claim_many(locks, 60.0, time.time())
     mine = [b for b, w in zip(names, won) if w]
@@ -90,14 +95,14 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     store = rt.store
     bucket = rt.settings.detector.bucket_seconds
     health_keys = [SourceHealth.key(s, b) for b in brands for s in rt.settings.sources.enabled()]
-    state_keys = [f"scored:{b}" for b in brands] + [f"silence:{b}" for b in brands] + health_keys
+    state_keys = [scored_key(b) for b in brands] + [silence_key(b) for b in brands] + health_keys
     states = dict(zip(state_keys, store.get_states(state_keys)))
     open_incidents = store.open_incidents(brands)
     ends = {b: math.floor(rt.scoring_horizon(b, now, states) / bucket) * bucket for b in brands}  # buckets before are complete
     # Most ticks find most brands already scored up to their horizon (ticks run more often than
     # buckets close): read and decode the detector state (~5 KB) only where there is work.
-    due = [b for b in brands if (states[f"scored:{b}"] or {}).get("next_at", -math.inf) < ends[b]]
-    states.update(zip((f"detector:{b}" for b in due), store.get_states([f"detector:{b}" for b in due])))
+    due = [b for b in brands if (states[scored_key(b)] or {}).get("next_at", -math.inf) < ends[b]]
+    states.update(zip((detector_key(b) for b in due), store.get_states([detector_key(b) for b in due])))
     params = {b: rt.detector_params(b) for b in due}  # per brand: its sensitivity
     # Where each brand's scoring resumes: its saved detector, or (a new brand, or a state from an
     # older detector version) its first counted mention within the last day -- scoring the empty
@@ -105,7 +110,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     plans: dict[str, tuple[SpikeDetector | None, float, float]] = {}  # brand -> (detector, start, end)
     for b in due:
         end = ends[b]
-        saved = states[f"detector:{b}"]
+        saved = states[detector_key(b)]
         detector, start = None, end - FIRST_LOOK_BACK
         if saved:
             try:
@@ -152,21 +157,25 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
             log.info("evaluated %s: %d bucket(s) from %s, last %s observed=%.0f expected=%.1f %s", b,
                      len(outcome.verdicts), clock.iso(start), clock.iso(last.at), last.observed, last.expected,
                      last.severity.value)
-            saves[f"detector:{b}"] = {"next_at": end, "detector": detector.state()}
-            saves[f"scored:{b}"] = {"next_at": end}  # written with the state, in one call
-            saves[f"verdict:{b}"] = last.to_dict()
+            saves[detector_key(b)] = {"next_at": end, "detector": detector.state()}
+            saves[scored_key(b)] = {"next_at": end}  # written with the state, in one call
+            saves[verdict_key(b)] = last.to_dict()
         if incident is None:
             open_incidents.pop(b, None)
         else:
             open_incidents[b] = incident
     # Incidents first, detector states second: if we die in between, the replay re-scores the
     # same buckets and `advance` ignores those it has already seen.
-    for touched in touched_by_brand.values():
-        for inc in touched.values():
-            store.save_incident(inc)
+    # Compare-and-swap: an ack (or a click, or a dispatch mark) that landed since the tick read the
+    # incident is kept, and what follows (escalation above all) sees it.
+    for b, touched in touched_by_brand.items():
+        for iid, inc in list(touched.items()):
+            touched[iid] = saved = save_evaluated(store, inc)
+            if (open_incidents.get(b) or {}).get("id") == iid:
+                open_incidents[b] = saved
     store.set_states(saves)
     for b, outcome in outcomes.items():
-        _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[f"silence:{b}"], outcome, now)
+        _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[silence_key(b)], outcome, now)
     return outcomes
 
 
@@ -178,19 +187,40 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
     candidates = dict(touched)
     if open_now is not None:
         open_now = candidates.setdefault(open_now["id"], open_now)
-        for policy in (escalate, repeat):
-            added = policy(rt.settings, store, open_now, now)
-            if added is not None:
-                outcome.transitions.append(added)
-                store.save_incident(open_now)
+        for _ in range(MAX_TRIES):
+            trial = copy.deepcopy(open_now)
+            added = [tr for policy in (escalate, repeat) if (tr := policy(rt.settings, store, trial, now)) is not None]
+            if not added:
+                break
+            if store.replace_incident(trial, version(trial)):
+                candidates[trial["id"]] = {**trial, "version": version(trial) + 1}
+                outcome.transitions.extend(added)
+                break
+            # Someone acknowledged (or clicked) meanwhile: decide again on what is stored now.
+            open_now = candidates[open_now["id"]] = store.get_incident(open_now["id"]) or open_now
     if silenced and silenced.get("until", 0) <= now:
         silenced = None
+    log_entries: list[Delivery] = []  # the delivery log: pending for each dispatch, suppressed with why
+    configured = configured_channels(rt.settings)
+    approval_only = {f"webhook:{t.name}" for t in rt.settings.traffic_controls if t.approval}
+    at = clock.now()
+
+    def entry(inc: dict[str, Any], tr: dict[str, Any], channel: str, status: str = "pending",
+              reason: str | None = None) -> None:
+        log_entries.append(Delivery(inc["id"], tr["no"], channel, status=status, event=tr["event"], brand=inc["brand"],
+                                    reason=reason, created_at=at, updated_at=at))
+
     for inc in candidates.values():
         changed = False
         for tr in inc["transitions"]:
             if tr.get("dispatched"):
                 continue
             channels = routes(rt.settings, inc, tr)
+            if tr["event"] in ("opened", "escalated"):
+                for c in configured:
+                    if c not in channels:
+                        entry(inc, tr, c, "suppressed", "route: runs only when approved in Slack" if c in approval_only
+                              else f"route: not routed for a {tr['to']} {tr['event']} transition")
             if tr["event"] in ("opened", "escalated") and "planned" not in tr:
                 note = _planned(rt.settings, brand, tr["at"], tr["verdict"].get("observed", 0.0))
                 if note is not None:
@@ -198,20 +228,30 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
                     changed = True
             if _held_back(tr, "pagerduty"):
                 # The planned surge, as big as planned: Slack and the console say so; no page.
+                if "pagerduty" in channels:
+                    entry(inc, tr, "pagerduty", "suppressed",
+                          f"planned event: {(tr.get('planned') or {}).get('name')}, as big as planned")
                 channels = [c for c in channels if c != "pagerduty"]
             if silenced is not None:
                 # A silence mutes every channel but the console log; the transition is still recorded.
+                for c in channels:
+                    if c != "console":
+                        entry(inc, tr, c, "suppressed", f"silence: {silenced.get('reason') or 'no reason given'} "
+                                                        f"(by {silenced.get('by') or '?'}, until {clock.iso(silenced['until'])})")
                 channels = [c for c in channels if c == "console"]
                 tr["silenced"] = {"reason": silenced.get("reason", ""), "by": silenced.get("by", ""),
                                   "until": silenced["until"]}
                 changed = True
             for channel in channels:
                 outcome.dispatch.append((inc["id"], tr["no"], channel))
+                entry(inc, tr, channel)
             if not channels:
                 tr["dispatched"] = True
                 changed = True
         if changed:
-            store.save_incident(inc)
+            save_evaluated(store, inc)  # the marks are the tick's own; anything else changed meanwhile is kept
+    # Only where no record exists: an outbox entry listed again must not reset a record that moved on.
+    store.add_pending(log_entries)
 
 
 def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:
@@ -219,10 +259,10 @@ def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:
     for incident_id, no, _ in dispatch:
         by_incident.setdefault(incident_id, set()).add(no)
     for incident_id, nos in by_incident.items():
-        inc = rt.store.get_incident(incident_id)
-        if inc is None:
-            continue
-        for tr in inc["transitions"]:
-            if tr["no"] in nos:
+        def mark(inc: dict[str, Any], nos: set[int] = nos) -> dict[str, Any] | None:
+            todo = [tr for tr in inc["transitions"] if tr["no"] in nos and not tr.get("dispatched")]
+            for tr in todo:
                 tr["dispatched"] = True
-        rt.store.save_incident(inc)
+            return inc if todo else None
+
+        update_incident(rt.store, incident_id, mark)

@@ -9,6 +9,7 @@ from surgewatch.detector.verdict import Severity
 from surgewatch.incidents.calendar import planned_note
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Store
+from surgewatch.store.keys import channel_failed_key, verdict_key
 
 def _min_severity(settings: Settings, channel: str) -> Severity | None:
     """The lowest severity a channel acts on (None: every transition)."""
@@ -45,7 +46,9 @@ def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, A
     for name in _routed(settings, incident, transition):
         if name in approval_only:
             # Runs only when a human clicks its Slack button; its undo follows only if it ran.
-            if transition["event"] == "resolved" and name.removeprefix("webhook:") in incident.get("approved_controls", []):
+            # approved_controls: [{"name", "by", "at"}] (names alone in older records)
+            approved = {x.get("name") if isinstance(x, dict) else x for x in incident.get("approved_controls") or []}
+            if transition["event"] == "resolved" and name.removeprefix("webhook:") in approved:
                 out.append(name)
             continue
         if transition["event"] == "resolved":
@@ -147,7 +150,7 @@ def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: fl
     reason = None
     planned = None
     if settings.calendar.events:
-        latest = store.get_state(f"verdict:{incident['brand']}") or incident["transitions"][-1]["verdict"]
+        latest = store.get_state(verdict_key(incident["brand"])) or incident["transitions"][-1]["verdict"]
         planned = _planned(settings, incident["brand"], now, latest.get("observed", 0.0))
     if planned is not None and not planned["page"]:
         return None  # the planned surge, as big as planned: no page, Slack already says why
@@ -155,7 +158,7 @@ def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: fl
     wait = pd.page_unacked_warning_after_minutes
     if wait is not None and warnings and not incident.get("acked_at") and now - (warnings[0]["at"] + settings.detector.bucket_seconds) >= wait * 60:
         reason = f"warning not acknowledged within {wait} min"
-    failed = store.get_state(f"channel_failed:{incident['id']}:slack")
+    failed = store.get_state(channel_failed_key(incident["id"], "slack"))
     if pd.page_when_slack_fails and failed:
         reason = f"Slack failed: {failed.get('error', 'permanent error')}"
     if planned is not None:  # here only when bigger than planned

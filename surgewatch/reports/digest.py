@@ -28,7 +28,7 @@ from celery.schedules import crontab
 
 from surgewatch.collectors.base import Mention
 from surgewatch.collectors.query import parse_query
-from surgewatch.notifier.escape import slack_link, slack_text
+from surgewatch.notifier.escape import log_text, slack_link, slack_text
 from surgewatch.reports.charts import volume_chart
 from surgewatch.reports.html import md, md_link, md_table, render_page
 from surgewatch.config import Settings
@@ -700,9 +700,30 @@ def digest_email(d: Digest, channel: Any) -> Any:
 
 
 def deliver_weekly_digests(rt: Any) -> list[dict[str, Any]]:
-    """The Monday beat task: build every brand's digest of the last complete week, write it to
+    """Every brand's digest of the last complete week, each delivered on its own: one brand's
+    failure (a Slack error, a broken history) is recorded in its entry and logged, and the other
+    brands still get theirs.  (The beat task fans out one retried task per brand instead, see
+    :func:`deliver_brand_digest`; this is for a single process, e.g. the CLI or tests.)"""
+    from surgewatch import clock
+
+    week = None
+    out: list[dict[str, Any]] = []
+    for b in rt.settings.brands:
+        try:
+            week = week or last_complete_week(clock.now(), rt.settings.timezone)
+            out.append(deliver_brand_digest(rt, b.name, week))
+        except Exception as exc:  # noqa: BLE001 -- one brand's failure must not cost the others their digest
+            log.error("digest for %s not delivered: %s", log_text(b.name, 200), log_text(str(exc), 300))
+            out.append({"brand": b.name, "week": week, "sent": False, "error": str(exc)})
+    return out
+
+
+def deliver_brand_digest(rt: Any, brand: str, week: str | None = None) -> dict[str, Any]:
+    """Build one brand's digest (of ``week``, default the last complete one), write it to
     ``digest.out_dir`` if set, and post it to Slack once (claimed per brand and week, so a
-    redelivered task or a second beat never posts it twice)."""
+    redelivered task or a second beat never posts it twice).  A Slack failure raises a typed
+    ``ChannelError`` (``permanent`` or not) after giving the claim back, so the caller retries
+    this brand alone."""
     import time as _time
 
     from surgewatch import clock
@@ -710,34 +731,36 @@ def deliver_weekly_digests(rt: Any) -> list[dict[str, Any]]:
 
     settings = rt.settings
     store = rt.store
-    out: list[dict[str, Any]] = []
     slack = settings.channels.slack
     token = secret_from(slack.token, "SLACK_BOT_TOKEN") if slack is not None else None
     target = settings.digest.channel or (slack.marketing_channel or slack.ops_channel if slack else None)
-    for d in weekly_digests(store, settings, clock.now()):
-        entry: dict[str, Any] = {"brand": d.brand, "week": d.week, "sent": False}
-        if settings.digest.out_dir:
-            from pathlib import Path
+    d = build_digest(store, settings, brand, week, clock.now())
+    entry: dict[str, Any] = {"brand": d.brand, "week": d.week, "sent": False}
+    if settings.digest.out_dir:
+        from pathlib import Path
 
-            folder = Path(settings.digest.out_dir) / f"{''.join(c if c.isalnum() else '-' for c in d.brand.lower())}-{d.week}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "digest.md").write_text(render_markdown(d), encoding="utf-8")
-            (folder / "digest.html").write_text(render_html(d), encoding="utf-8")
-            entry["folder"] = str(folder)
-        if slack is not None and token and target:
-            key = f"digest:{d.brand}:{d.week}"
-            if store.claim(key, 300.0, _time.time()):
-                from slack_sdk.errors import SlackApiError
+        folder = Path(settings.digest.out_dir) / f"{''.join(c if c.isalnum() else '-' for c in d.brand.lower())}-{d.week}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "digest.md").write_text(render_markdown(d), encoding="utf-8")
+        (folder / "digest.html").write_text(render_html(d), encoding="utf-8")
+        entry["folder"] = str(folder)
+    if slack is not None and token and target:
+        key = f"digest:{d.brand}:{d.week}"
+        if store.claim(key, 300.0, _time.time()):
+            from slack_sdk.errors import SlackClientError
 
-                from surgewatch.registry import slack_web_client
+            from surgewatch.notifier.slack import classify_slack_error
+            from surgewatch.registry import slack_web_client
 
-                try:
-                    receipt = send_digest_to_slack(d, slack_web_client(settings, token), target)
-                except (SlackApiError, OSError) as exc:
-                    store.release(key)
-                    log.error("digest for %s %s not sent: %s", d.brand, d.week, type(exc).__name__)
-                    raise
-                store.mark_sent(key, {"channel": receipt["channel"], "ts": receipt["ts"]})
-                entry["sent"] = True
-        out.append(entry)
-    return out
+            try:
+                receipt = send_digest_to_slack(d, slack_web_client(settings, token), target)
+            except (SlackClientError, OSError) as exc:
+                store.release(key)
+                raise classify_slack_error(exc, f"digest {d.brand} {d.week} to {target}") from None
+            store.mark_sent(key, {"channel": receipt["channel"], "ts": receipt["ts"]})
+            entry["sent"] = True
+        else:
+            entry["duplicate"] = True
+    # only once the brand's digest is out: a retry must not count the week's requests twice
+    record_requests(store, d)
+    return entry

@@ -38,14 +38,12 @@ from surgewatch.reports.charts import Marker, incident_chart
 from surgewatch.reports.html import md_cell, render_page
 from surgewatch.config import DetectorConfig, Settings
 from surgewatch.incidents.lifecycle import IncidentPolicy, advance
-from surgewatch.pipeline import Runtime, delivery_key
-from surgewatch.registry import configured_channels
+from surgewatch.pipeline import Runtime
 from surgewatch.store.base import Store
 from surgewatch.traffic import STATE_PREFIX, TrafficHistoryError, fit_brand, load_history, outlook_from
 
 # Channels an incident may have been delivered on.  The configured ones are probed too; a channel
 # removed from the config since the incident still shows in its history.
-KNOWN_CHANNELS = ("console", "slack", "pagerduty", "webhook")
 # A delivery's claimed_at is the sender's wall clock.  It is trusted as "when it went out" only
 # when it falls shortly after the scored bucket closed; otherwise (a replayed history, the demo's
 # simulated clock) the bucket close is the best honest estimate.
@@ -75,9 +73,9 @@ class Delivery:
     event: str  # opened | escalated | resolved
     severity: str
     channel: str
-    status: str  # sent | failed | claimed (being sent, or a sender died holding the claim)
+    status: str  # the delivery log's: pending | claimed | sent | failed | superseded | suppressed
     at: float  # when it went out, best known (see ``at_from``)
-    at_from: str  # "sent_at" | "claimed_at" | "bucket close"
+    at_from: str  # "sent_at" | "bucket close"
     recipients: tuple[str, ...] = ()  # "slack #C0123 (marketing)", "pagerduty dedup_key ..."
     error: str | None = None
 
@@ -88,11 +86,6 @@ class Delivery:
     @property
     def ok(self) -> bool:
         return self.status == "sent"
-
-
-def channels_for(settings: Settings) -> list[str]:
-    names = list(configured_channels(settings))
-    return names + [c for c in KNOWN_CHANNELS if c not in names]
 
 
 def _recipients(channel: str, receipt: dict[str, Any] | None) -> tuple[str, ...]:
@@ -107,32 +100,35 @@ def _recipients(channel: str, receipt: dict[str, Any] | None) -> tuple[str, ...]
         return tuple(out)
     if channel == "pagerduty" and receipt.get("dedup_key"):
         return (f"PagerDuty {receipt.get('action', 'event')} dedup_key {receipt['dedup_key']}",)
+    if channel.startswith("webhook:"):
+        if receipt.get("dry_run"):
+            return (f"{channel} {receipt.get('action', '')} (dry run)",)
+        if receipt.get("skipped"):
+            return (f"{channel} skipped: {receipt['skipped']}",)
+        if receipt.get("status") is not None:
+            return (f"{channel} {receipt.get('action', '')} HTTP {receipt['status']}",)
     return ()
 
 
 def incident_deliveries(store: Store, settings: Settings, incident: dict[str, Any]) -> list[Delivery]:
-    """Every delivery of every transition of ``incident``, in transition then channel order."""
+    """Every delivery of every transition of ``incident`` as the delivery log recorded it (never
+    recomputed from today's config: a channel removed since still shows), in transition then
+    channel order."""
     bucket = settings.detector.bucket_seconds
+    transitions = {tr["no"]: tr for tr in incident.get("transitions", [])}
     out: list[Delivery] = []
-    for tr in incident.get("transitions", []):
-        bucket_close = float(tr["at"]) + bucket
-        for channel in channels_for(settings):
-            d = store.delivery(delivery_key(incident["id"], tr["no"], channel))
-            if d is None:
-                continue
-            receipt = d.get("receipt") if isinstance(d.get("receipt"), dict) else None
-            error = receipt.get("error") if receipt else None
-            status = "failed" if error else d["status"]
-            at, at_from = bucket_close, "bucket close"
-            sent_at = receipt.get("sent_at") if receipt else None
-            claimed = d.get("claimed_at")
-            if isinstance(sent_at, (int, float)) and bucket_close <= sent_at <= bucket_close + PLAUSIBLE_SEND_DELAY:
-                at, at_from = float(sent_at), "sent_at"
-            elif claimed is not None and bucket_close <= claimed <= bucket_close + PLAUSIBLE_SEND_DELAY:
-                at, at_from = float(claimed), "claimed_at"
-            severity = tr["to"] if tr["to"] != "resolved" else incident.get("severity", "")
-            out.append(Delivery(tr["no"], tr["event"], severity, channel, status, at, at_from,
-                                _recipients(channel, receipt), str(error) if error else None))
+    for d in sorted(store.list_deliveries(incident["id"]), key=lambda d: (d.transition, d.channel)):
+        tr = transitions.get(d.transition) or {}
+        bucket_close = float(tr.get("at", d.created_at or 0.0)) + bucket
+        at, at_from = bucket_close, "bucket close"
+        if d.sent_at is not None and bucket_close <= d.sent_at <= bucket_close + PLAUSIBLE_SEND_DELAY:
+            at, at_from = float(d.sent_at), "sent_at"
+        to = tr.get("to", "")
+        severity = to if to != "resolved" else incident.get("severity", "")
+        # what went wrong (failed), or why nothing was sent (suppressed, superseded)
+        note = None if d.status == "sent" else (d.error if d.status in ("failed", "pending") else d.reason) or d.error
+        out.append(Delivery(d.transition, d.event or tr.get("event", ""), severity, d.channel, d.status, at, at_from,
+                            _recipients(d.channel, d.receipt), note))
     return out
 
 

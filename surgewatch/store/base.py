@@ -7,7 +7,7 @@ Incidents are JSON objects owned by :mod:`surgewatch.incidents.lifecycle`; the s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from surgewatch.collectors.base import Mention
@@ -17,6 +17,58 @@ from surgewatch.collectors.base import Mention
 class IngestResult:
     new: int  # mentions counted for the first time
     duplicates: int  # seen before (same source, brand and id within the dedup TTL): not counted again
+
+
+# What became of one (incident, transition, channel).  ``pending`` (waiting for its first or next
+# attempt) and ``claimed`` (an attempt is sending right now) are the outbox; the others are final.
+DELIVERY_STATUSES = ("pending", "claimed", "sent", "failed", "superseded", "suppressed")
+FINAL_DELIVERY_STATUSES = frozenset({"sent", "failed", "superseded", "suppressed"})
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One record of the delivery log (Alertmanager's notification log, healthchecks' Notification
+    row): what happened to one transition of one incident on one channel -- never what was meant to.
+
+    ``reason``: why it was ``suppressed`` ("silence: ...", "route: ...", "planned event: ...") or
+    ``superseded`` ("superseded by transition 2").  ``error``: the service's last answer in its own
+    words (secrets scrubbed by the channel), kept on a later success too.  ``receipt``: what the
+    service returned (Slack channel and ts, PagerDuty dedup_key, webhook response code)."""
+
+    incident: str
+    transition: int
+    channel: str
+    status: str = "pending"
+    event: str | None = None  # the transition's event: opened | escalated | paged | repeat | resolved
+    brand: str | None = None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    receipt: dict[str, Any] | None = None
+    error: str | None = None
+    reason: str | None = None
+    created_at: float | None = None
+    updated_at: float | None = None
+    sent_at: float | None = None
+    claimed_at: float | None = None
+    lease_until: float | None = None
+
+    @property
+    def key(self) -> str:
+        from .keys import delivery_key
+
+        return delivery_key(self.incident, self.transition, self.channel)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_DELIVERY_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Delivery":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @runtime_checkable
@@ -65,7 +117,14 @@ class Store(Protocol):
         """All state entries whose name starts with ``prefix``."""
 
     # -- incidents ------------------------------------------------------------------------------
-    def save_incident(self, incident: dict[str, Any]) -> None: ...
+    def save_incident(self, incident: dict[str, Any]) -> None:
+        """Write unconditionally (imports, tests).  Every writer of a live incident uses
+        ``replace_incident`` instead, through :mod:`surgewatch.incidents.updates`."""
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        """Compare-and-swap: write ``incident`` with ``version`` = ``expected_version`` + 1 only if the
+        stored version is ``expected_version`` (0 for an incident not stored yet, or stored without
+        one).  False, and nothing written, when another writer got there first."""
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
 
@@ -95,7 +154,24 @@ class Store(Protocol):
         """``release`` of each key, in one round trip."""
 
     def delivery(self, key: str) -> dict[str, Any] | None:
-        """{"status": "claimed"|"sent", "receipt": ..., "claimed_at": ..., "lease_until": ...} or None."""
+        """{"status": "claimed"|"sent"|..., "receipt": ..., "claimed_at": ..., "lease_until": ...} or None."""
+
+    # -- the delivery log -------------------------------------------------------------------------
+    # Delivery records share the claims above: ``claim`` takes a ``pending`` record (or none, or a
+    # claim whose lease ran out) and refuses every final status, so one claim -> send -> record path
+    # serves every channel.
+    def add_pending(self, deliveries: Sequence[Delivery]) -> None:
+        """Record each delivery unless a record of its key exists already (a re-listed outbox entry
+        must not reset a record that has moved on).  One round trip."""
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        """Write the whole record (status, attempts, receipt, error, times), whatever was there."""
+
+    def get_delivery(self, key: str) -> Delivery | None:
+        """The record of ``key`` (its status and lease as the claim sees them), or None."""
+
+    def list_deliveries(self, incident: str | None = None) -> list[Delivery]:
+        """Every delivery record (of one incident), oldest first by ``created_at``."""
 
     # -- heartbeats (watching the watcher) ------------------------------------------------------
     def heartbeat(self, name: str, at: float) -> None:

@@ -11,7 +11,10 @@ so no two (source, brand) pairs can spell the same key):
     p inc                           hash id -> incident JSON
     p inc:all, p inc:b:{brand}      zset opened_at -> id         -- newest-first listings
     p inc:open:{brand}              id of the brand's open incident
-    p dl:{key}                      hash status/claimed_at/lease_until/receipt, EXPIRE retention
+    p inc:v                         hash id -> version (compare-and-swap, see replace_incident)
+    p dl:{key}                      hash status/claimed_at/lease_until/receipt[/body], EXPIRE retention
+    p dl:index                      zset created_at -> delivery key  -- the delivery log, oldest first
+    p dl:inc:{incident}             set of the incident's delivery keys, EXPIRE retention
 
 A whole ingest batch is one EVALSHA: dedup, counts and recent in a single round trip, atomically,
 so a retried batch (lost reply, redelivered task) is absorbed by the dedup keys and never counts
@@ -31,7 +34,7 @@ from redis.retry import Retry
 
 from surgewatch.collectors.base import Mention
 
-from .base import IngestResult
+from .base import Delivery, IngestResult
 from .codec import decode_mention, encoder_for, fold_points
 from .errors import StoreError, redact_url
 from .resp import FragmentPacker, PackedArgs, bulk
@@ -132,14 +135,17 @@ end
 return new
 """
 
-# ARGV: now, lease_until, keep, then keys; one 0/1 per key.  First caller wins; a live lease or
-# a sent mark refuses.  Many keys in one call: an evaluate tick locks a whole chunk of brands at once.
+# ARGV: now, lease_until, keep, then keys; one 0/1 per key.  First caller wins: nothing there, a
+# pending delivery, or a claim whose lease ran out can be taken; a live lease or any final status
+# (sent, failed, superseded, suppressed) refuses.  Many keys in one call: an evaluate tick locks a
+# whole chunk of brands at once.
 _CLAIM_LUA = r"""
 local now, lease_until, keep = ARGV[1], ARGV[2], ARGV[3]
 local won = {}
 for i = 4, #ARGV do
   local st = redis.call('HMGET', ARGV[i], 'status', 'lease_until')
-  if st[1] == 'sent' or (st[1] == 'claimed' and tonumber(st[2]) > tonumber(now)) then
+  local s = st[1]
+  if s and s ~= 'pending' and not (s == 'claimed' and tonumber(st[2]) <= tonumber(now)) then
     won[#won + 1] = 0
   else
     redis.call('HSET', ARGV[i], 'status', 'claimed', 'claimed_at', now, 'lease_until', lease_until)
@@ -150,6 +156,24 @@ end
 return won
 """
 
+# ARGV: keep, prefix, then per delivery: hash key, delivery key, incident, created_at, status, body.
+# Records a delivery only where no record exists (a re-listed outbox entry must not reset one that
+# has moved on), and indexes it.
+_ADD_PENDING_LUA = r"""
+local keep, p = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 6 do
+  local k, key, inc = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, 'status', ARGV[i + 4], 'body', ARGV[i + 5])
+    redis.call('EXPIRE', k, keep)
+  end
+  redis.call('ZADD', p .. 'dl:index', 'NX', ARGV[i + 3], key)
+  redis.call('SADD', p .. 'dl:inc:' .. inc, key)
+  redis.call('EXPIRE', p .. 'dl:inc:' .. inc, keep)
+end
+return 0
+"""
+
 # ARGV: keys.  Only an unsent claim can be given back.
 _RELEASE_LUA = r"""
 for i = 1, #ARGV do
@@ -158,11 +182,18 @@ end
 return 0
 """
 
-# ARGV: prefix, id, brand, status, opened_at, json.  Keeps the open pointer consistent with the
-# incident in one step, so a reader never sees a resolved incident as the brand's open one.
+# ARGV: prefix, id, brand, status, opened_at, json, expected version ('' = any), new version.
+# Keeps the open pointer consistent with the incident in one step, so a reader never sees a
+# resolved incident as the brand's open one; with an expected version, writes only if the stored
+# version (0 when none) is that one -- a compare-and-swap, so two writers never lose an update.
 _SAVE_INCIDENT_LUA = r"""
 local p, id, brand = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[7] ~= '' then
+  local current = tonumber(redis.call('HGET', p .. 'inc:v', id) or '0')
+  if current ~= tonumber(ARGV[7]) then return 0 end
+end
 redis.call('HSET', p .. 'inc', id, ARGV[6])
+redis.call('HSET', p .. 'inc:v', id, ARGV[8])
 redis.call('ZADD', p .. 'inc:all', ARGV[5], id)
 redis.call('ZADD', p .. 'inc:b:' .. brand, ARGV[5], id)
 local open = p .. 'inc:open:' .. brand
@@ -171,7 +202,7 @@ if ARGV[4] == 'open' then
 elseif redis.call('GET', open) == id then
   redis.call('DEL', open)
 end
-return 0
+return 1
 """
 
 
@@ -233,6 +264,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE_LUA)
         self._save_incident = self._redis.register_script(_SAVE_INCIDENT_LUA)
         self._heartbeat = self._redis.register_script(_HEARTBEAT_LUA)
+        self._add_pending = self._redis.register_script(_ADD_PENDING_LUA)
         self._ttl_ms = max(1, int(self.dedup_ttl * 1000))
 
     def __repr__(self) -> str:
@@ -396,12 +428,22 @@ class RedisStore:
 
     # -- incidents ------------------------------------------------------------------------------
     def save_incident(self, incident: dict[str, Any]) -> None:
+        self._write_incident(incident, None)
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        return self._write_incident(incident, int(expected_version))
+
+    def _write_incident(self, incident: dict[str, Any], expected: int | None) -> bool:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")
+        if expected is not None:
+            incident = {**incident, "version": expected + 1}
         with self._errors("saving an incident"):
-            self._save_incident(args=[self.prefix, str(incident["id"]), incident["brand"],
-                                      incident["status"], float(incident["opened_at"]), _dumps(incident)])
+            done = self._save_incident(args=[self.prefix, str(incident["id"]), incident["brand"], incident["status"],
+                                             float(incident["opened_at"]), _dumps(incident),
+                                             "" if expected is None else expected, int(incident.get("version") or 0)])
+        return bool(done)
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         with self._errors("reading an incident"):
@@ -485,6 +527,70 @@ class RedisStore:
             "claimed_at": None if claimed_at is None else float(claimed_at),
             "lease_until": None if lease_until is None else float(lease_until),
         }
+
+    # -- the delivery log -------------------------------------------------------------------------
+    def add_pending(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        args: list[Any] = [self.retention_seconds, self.prefix]
+        for d in deliveries:
+            args += [self._delivery_key(d.key), d.key, d.incident, repr(float(d.created_at or 0.0)), d.status,
+                     _dumps(d.to_dict())]
+        with self._errors("recording pending deliveries"):
+            self._add_pending(args=args)
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        d, k, p = delivery, self._delivery_key(delivery.key), self.prefix
+        fields = {"status": d.status, "body": _dumps(d.to_dict())}
+        gone = []
+        for name, value in (("claimed_at", d.claimed_at), ("lease_until", d.lease_until), ("receipt", d.receipt)):
+            if value is None:
+                gone.append(name)
+            else:
+                fields[name] = _dumps(value) if name == "receipt" else repr(float(value))
+        with self._errors("recording a delivery"), self._redis.pipeline(transaction=True) as pipe:
+            if gone:
+                pipe.hdel(k, *gone)
+            pipe.hset(k, mapping=fields)
+            pipe.expire(k, self.retention_seconds)
+            pipe.zadd(f"{p}dl:index", {d.key: float(d.created_at or 0.0)}, nx=True)
+            # the records themselves expire; keep their index no longer
+            pipe.zremrangebyscore(f"{p}dl:index", "-inf", float(d.created_at or 0.0) - self.retention_seconds)
+            pipe.sadd(f"{p}dl:inc:{d.incident}", d.key)
+            pipe.expire(f"{p}dl:inc:{d.incident}", self.retention_seconds)
+            pipe.execute()
+
+    @staticmethod
+    def _delivery_of(values: Sequence[bytes | None]) -> Delivery | None:
+        status, claimed_at, lease_until, body = values
+        if body is None or status is None:
+            return None  # a plain claim (a lock, a reminder), or gone
+        d = Delivery.from_dict(json.loads(body))
+        d.status = status.decode()
+        d.claimed_at = None if claimed_at is None else float(claimed_at)
+        d.lease_until = None if lease_until is None else float(lease_until)
+        return d
+
+    _DELIVERY_FIELDS = ("status", "claimed_at", "lease_until", "body")
+
+    def get_delivery(self, key: str) -> Delivery | None:
+        with self._errors("reading a delivery"):
+            values = self._redis.hmget(self._delivery_key(key), self._DELIVERY_FIELDS)
+        return self._delivery_of(values)
+
+    def list_deliveries(self, incident: str | None = None) -> list[Delivery]:
+        p = self.prefix
+        with self._errors("listing deliveries"):
+            if incident is None:
+                keys = [k.decode() for k in self._redis.zrange(f"{p}dl:index", 0, -1)]
+            else:
+                keys = sorted(k.decode() for k in self._redis.smembers(f"{p}dl:inc:{incident}"))
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(self._delivery_key(key), self._DELIVERY_FIELDS)
+                rows = pipe.execute() if keys else []
+        found = [d for d in map(self._delivery_of, rows) if d is not None]
+        return sorted(found, key=lambda d: (d.created_at or 0.0, d.incident, d.transition, d.channel))
 
     # -- housekeeping ---------------------------------------------------------------------------
     # -- heartbeats -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from surgewatch.collectors.base import Mention
 
-from .base import IngestResult
+from .base import Delivery, IngestResult
 from .codec import bucket_start, decode_mention, encode_mention, fold_points, micros
 from .errors import StoreError
 
@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, claimed_at REAL, lease_until REAL, receipt TEXT
 );
 """
+# The delivery log's columns, added to a deliveries table of an older file (claims and marks only).
+# ``body`` is the Delivery record (JSON); rows without one are plain claims (locks, reminders).
+_DELIVERY_COLUMNS = {"incident": "TEXT", "created_at": "REAL", "body": "TEXT"}
 
 # Connections inherited through fork() are kept referenced, never closed: closing one in the
 # child could release locks or checkpoint the WAL on behalf of the parent.
@@ -101,7 +104,24 @@ class SqliteStore:
         if parent:
             os.makedirs(parent, exist_ok=True)
         with self._errors("creating the schema"):
-            self._conn().executescript(_SCHEMA)
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+            for column, kind in _DELIVERY_COLUMNS.items():
+                if column not in have:
+                    try:
+                        conn.execute(f"ALTER TABLE deliveries ADD COLUMN {column} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
+            conn.execute("CREATE INDEX IF NOT EXISTS deliveries_by_incident ON deliveries (incident, created_at)")
+            # the incident's version, for compare-and-swap updates (replace_incident)
+            if "version" not in {row[1] for row in conn.execute("PRAGMA table_info(incidents)")}:
+                try:
+                    conn.execute("ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -297,14 +317,34 @@ class SqliteStore:
 
     # -- incidents ------------------------------------------------------------------------------
     def save_incident(self, incident: dict[str, Any]) -> None:
+        self._check_incident(incident)
+        with self._errors("saving an incident"):
+            self._conn().execute(
+                "INSERT OR REPLACE INTO incidents (id, brand, status, opened_at, body, version) VALUES (?, ?, ?, ?, ?, ?)",
+                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
+                 _dumps(incident), int(incident.get("version") or 0)))
+
+    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+        self._check_incident(incident)
+        expected = int(expected_version)
+        incident = {**incident, "version": expected + 1}
+        # the version column is the compare-and-swap: the write lock is taken at BEGIN, so no other
+        # writer can slip in between the check and the write
+        with self._write("saving an incident") as conn:
+            row = conn.execute("SELECT version FROM incidents WHERE id = ?", (str(incident["id"]),)).fetchone()
+            if (row[0] if row else 0) != expected:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO incidents (id, brand, status, opened_at, body, version) VALUES (?, ?, ?, ?, ?, ?)",
+                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
+                 _dumps(incident), expected + 1))
+        return True
+
+    @staticmethod
+    def _check_incident(incident: dict[str, Any]) -> None:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")
-        with self._errors("saving an incident"):
-            self._conn().execute(
-                "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?)",
-                (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
-                 _dumps(incident)))
 
     def get_incident(self, incident_id: str) -> dict[str, Any] | None:
         return self._get_json("SELECT body FROM incidents WHERE id = ?", (incident_id,), "reading an incident")
@@ -335,13 +375,14 @@ class SqliteStore:
 
     # -- exactly-once notifications -------------------------------------------------------------
     def claim(self, key: str, lease_seconds: float, now: float) -> bool:
-        # One statement, so atomic: insert a claim, or take over one whose lease has run out.
-        # A sent row, or a claim with a live lease, makes the upsert a no-op (rowcount 0).
+        # One statement, so atomic: insert a claim, take a pending delivery, or take over a claim
+        # whose lease has run out.  A final row (sent, failed, superseded, suppressed), or a claim
+        # with a live lease, makes the upsert a no-op (rowcount 0).
         with self._errors("claiming a notification"):
             cur = self._conn().execute(
                 "INSERT INTO deliveries (key, status, claimed_at, lease_until) VALUES (?1, 'claimed', ?2, ?3) "
-                "ON CONFLICT (key) DO UPDATE SET claimed_at = ?2, lease_until = ?3, receipt = NULL "
-                "WHERE deliveries.status = 'claimed' AND deliveries.lease_until <= ?2",
+                "ON CONFLICT (key) DO UPDATE SET status = 'claimed', claimed_at = ?2, lease_until = ?3, receipt = NULL "
+                "WHERE deliveries.status = 'pending' OR (deliveries.status = 'claimed' AND deliveries.lease_until <= ?2)",
                 (key, float(now), float(now) + float(lease_seconds)))
         return cur.rowcount == 1
 
@@ -383,6 +424,52 @@ class SqliteStore:
             rows = self._conn().execute(
                 "SELECT name, at FROM heartbeats WHERE name >= ? ORDER BY name", (prefix,)).fetchall()
         return {name: at for name, at in rows if name.startswith(prefix)}
+    # -- the delivery log -------------------------------------------------------------------------
+    @staticmethod
+    def _delivery_row(d: Delivery) -> tuple[Any, ...]:
+        return (d.key, d.status, d.claimed_at, d.lease_until, None if d.receipt is None else _dumps(d.receipt),
+                d.incident, d.created_at, _dumps(d.to_dict()))
+
+    def add_pending(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._errors("recording pending deliveries"):
+            self._conn().executemany(
+                "INSERT OR IGNORE INTO deliveries (key, status, claimed_at, lease_until, receipt, incident, created_at, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [self._delivery_row(d) for d in deliveries])
+
+    def record_delivery(self, delivery: Delivery) -> None:
+        with self._errors("recording a delivery"):
+            self._conn().execute(
+                "INSERT INTO deliveries (key, status, claimed_at, lease_until, receipt, incident, created_at, body) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (key) DO UPDATE SET status = ?2, claimed_at = ?3, "
+                "lease_until = ?4, receipt = ?5, incident = ?6, created_at = ?7, body = ?8",
+                self._delivery_row(delivery))
+
+    @staticmethod
+    def _delivery_of(row: tuple[Any, ...]) -> Delivery:
+        status, claimed_at, lease_until, body = row
+        d = Delivery.from_dict(json.loads(body))
+        # the claim columns are the truth about status and lease (a claim does not rewrite the body)
+        d.status, d.claimed_at, d.lease_until = status, claimed_at, lease_until
+        return d
+
+    def get_delivery(self, key: str) -> Delivery | None:
+        with self._errors("reading a delivery"):
+            row = self._conn().execute(
+                "SELECT status, claimed_at, lease_until, body FROM deliveries WHERE key = ? AND body IS NOT NULL",
+                (key,)).fetchone()
+        return None if row is None else self._delivery_of(row)
+
+    def list_deliveries(self, incident: str | None = None) -> list[Delivery]:
+        sql = "SELECT status, claimed_at, lease_until, body FROM deliveries WHERE body IS NOT NULL"
+        params: tuple[Any, ...] = ()
+        if incident is not None:
+            sql += " AND incident = ?"
+            params = (incident,)
+        with self._errors("listing deliveries"):
+            rows = self._conn().execute(sql, params).fetchall()
+        return sorted(map(self._delivery_of, rows), key=lambda d: (d.created_at or 0.0, d.incident, d.transition, d.channel))
 
     def ping(self) -> None:
         """Raise StoreError unless the file can be read (for health checks and start-up)."""

@@ -128,6 +128,7 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
             "surgewatch.evaluate": {"queue": "detect"},
             "surgewatch.notify": {"queue": "notify"},
             "surgewatch.reports.digest": {"queue": "notify"},
+            "surgewatch.reports.digest_brand": {"queue": "notify"},
             "surgewatch.reminders": {"queue": "notify"},
             "surgewatch.traffic_models": {"queue": "detect"},
             # no route for surgewatch.ops.heartbeat: each beat entry names its queue

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
 from celery.exceptions import Ignore
 
-from surgewatch.notifier.base import ChannelError
 from surgewatch import clock, pipeline
 from surgewatch.worker.app import app
 from surgewatch.worker.settings import CONFIG_ENV
@@ -43,9 +41,11 @@ def runtime() -> pipeline.Runtime:
     return pipeline.Runtime(load_settings(path))
 
 
-def backoff(retries: int, floor: float | None = None) -> float:
-    """Jittered exponential backoff that honours a Retry-After floor."""
-    return max(floor or 0.0, min(300.0, 2.0**retries) * random.uniform(0.5, 1.5))
+backoff = pipeline.backoff  # jittered exponential backoff that honours a Retry-After floor
+
+# How often a notification may wait for an earlier one on its channel (or another attempt's claim)
+# before its delivery is given up as failed.
+MAX_NOT_READY = 30
 
 
 @app.task(name="surgewatch.collect")
@@ -101,14 +101,21 @@ def heartbeat(queue: str) -> dict:
     return {"queue": queue}
 
 
-@app.task(name="surgewatch.notify", bind=True, max_retries=8)
+# max_retries=None: the delivery log counts the sends (pipeline.MAX_SEND_ATTEMPTS) and ends the
+# delivery `failed` when they run out; Celery giving up on its own would leave it pending, unsaid.
+@app.task(name="surgewatch.notify", bind=True, max_retries=None)
 def notify(self, incident_id: str, no: int, channel: str) -> dict:
+    rt = runtime()
     try:
-        outcome = pipeline.notify(runtime(), incident_id, no, channel)
+        outcome = pipeline.notify(rt, incident_id, no, channel)
     except pipeline.NotReady as exc:
-        raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in), max_retries=30)
-    except ChannelError as exc:  # transient: permanent ones are handled inside pipeline.notify
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
+        if self.request.retries >= MAX_NOT_READY:
+            outcome = pipeline.give_up(rt, incident_id, no, channel, f"not sent: still waiting after "
+                                       f"{self.request.retries} tries ({exc})")
+        else:
+            raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in))
+    except pipeline.RetryLater as exc:  # transient, with attempts left: recorded pending
+        raise self.retry(exc=exc, countdown=exc.retry_in)
     except StoreError as exc:
         if exc.permanent:
             raise
@@ -127,9 +134,28 @@ def traffic_models() -> dict:
 
 @app.task(name="surgewatch.reports.digest")
 def digest() -> dict:
-    from surgewatch.reports.digest import deliver_weekly_digests
+    # One task per brand, each retried on its own: one brand's Slack error costs no other brand its digest.
+    from surgewatch.reports.digest import last_complete_week
 
-    return {"digests": deliver_weekly_digests(runtime())}
+    rt = runtime()
+    week = last_complete_week(clock.now(), rt.settings.timezone)
+    for b in rt.settings.brands:
+        digest_brand.apply_async((b.name, week), queue="notify")
+    return {"brands": len(rt.settings.brands), "week": week}
+
+
+@app.task(name="surgewatch.reports.digest_brand", bind=True, max_retries=8)
+def digest_brand(self, brand: str, week: str) -> dict:
+    from surgewatch.notifier.base import ChannelError
+    from surgewatch.reports.digest import deliver_brand_digest
+
+    try:
+        return deliver_brand_digest(runtime(), brand, week)
+    except ChannelError as exc:
+        if exc.permanent or self.request.retries >= self.max_retries:
+            log.error("digest for %s %s not delivered: %s", brand, week, exc)
+            return {"brand": brand, "week": week, "sent": False, "error": str(exc)}
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries, exc.retry_after))
 
 
 @app.task(name="surgewatch.reminders")

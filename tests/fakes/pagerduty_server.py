@@ -54,6 +54,7 @@ class _Failure:
     retry_after: float | None
     delay: float
     remaining: int
+    body: Any = None  # the JSON answer, when scripted (else PagerDuty's documented one for the status)
 
 
 def validate_event(event: Any, routing_keys: set[str] | None = None) -> list[str]:
@@ -119,10 +120,12 @@ class FakePagerDuty(BackgroundHTTPServer):
     def events_url(self) -> str:
         return f"http://{self._host}:{self.port}/v2/enqueue"
 
-    def fail_next(self, status: int = 429, *, retry_after: float | None = None, delay: float = 0.0, times: int = 1) -> None:
-        """Answer the next ``times`` events with ``status`` (429 or 5xx); ``delay`` sleeps first."""
+    def fail_next(self, status: int = 429, *, retry_after: float | None = None, delay: float = 0.0, times: int = 1,
+                  body: Any = None) -> None:
+        """Answer the next ``times`` events with ``status`` (429 or 5xx, or any status with ``body``, the
+        JSON to answer, e.g. a wrong-shaped 400 ``{"errors": 5}``); ``delay`` sleeps first."""
         with self._lock:
-            self._failures.append(_Failure(status, retry_after, delay, times))
+            self._failures.append(_Failure(status, retry_after, delay, times, body))
 
     def accepted(self, action: str | None = None) -> list[PagerDutyEvent]:
         with self._lock:
@@ -154,6 +157,8 @@ class FakePagerDuty(BackgroundHTTPServer):
             if failure.status != 202:
                 answer = ({"status": "throttle event", "message": "Requests for this service are arriving too quickly.  Please retry later."}
                           if failure.status == 429 else {"status": "error", "message": "Internal error"})
+                if failure.body is not None:
+                    answer = failure.body
                 extra = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
                 with self._lock:
                     self.events.append(PagerDutyEvent(body, headers, failure.status, answer))

@@ -88,6 +88,7 @@ class _Channel:
     is_member: bool = True
     created: int = 1_700_000_000
     messages: list[dict[str, Any]] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)  # user ids (conversations.members)
 
 
 def channel_id_for(name: str) -> str:
@@ -114,6 +115,7 @@ class FakeSlack(BackgroundHTTPServer):
         self._files: dict[str, dict[str, Any]] = {}
         self._uploads: dict[str, bytes] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self.usergroups: dict[str, list[str]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self.calls: list[SlackCall] = []
@@ -165,6 +167,17 @@ class FakeSlack(BackgroundHTTPServer):
             self._failures.setdefault(method, []).append(
                 _Failure(error=error, status=status, retry_after=retry_after, delay=delay, body=body, remaining=times)
             )
+
+    def join(self, channel: str, *users: str) -> None:
+        """Make ``users`` members of ``channel`` (what conversations.members lists)."""
+        with self._lock:
+            ch = self._resolve(channel, create=True)
+            ch.members.extend(u for u in users if u not in ch.members)  # type: ignore[union-attr]
+
+    def add_usergroup(self, usergroup_id: str, *users: str) -> None:
+        """A user group (S…) and its members (what usergroups.users.list lists)."""
+        with self._lock:
+            self.usergroups[usergroup_id] = list(users)
 
     def revoke_token(self) -> None:
         """From now on every call answers ``invalid_auth``, as after an app is uninstalled."""
@@ -397,6 +410,20 @@ class FakeSlack(BackgroundHTTPServer):
         if str(p.get("exclude_archived", "")).lower() in ("1", "true"):
             chans = [c for c in chans if not c["is_archived"]]
         return {"ok": True, "channels": chans, "response_metadata": {"next_cursor": ""}}
+
+    def _m_conversations_members(self, p: dict[str, Any]) -> dict[str, Any]:
+        # https://api.slack.com/methods/conversations.members (one page: the fake's channels are small)
+        ch = self._channels.get(p.get("channel") or "")
+        if ch is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "members": list(ch.members), "response_metadata": {"next_cursor": ""}}
+
+    def _m_usergroups_users_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        # https://api.slack.com/methods/usergroups.users.list
+        users = self.usergroups.get(p.get("usergroup") or "")
+        if users is None:
+            return {"ok": False, "error": "no_such_subteam"}
+        return {"ok": True, "users": list(users)}
 
     def _m_conversations_info(self, p: dict[str, Any]) -> dict[str, Any]:
         ch = self._channels.get(p.get("channel") or "")
@@ -656,6 +683,17 @@ def validate_blocks(blocks: Any) -> list[str]:
             for j, el in enumerate(b.get("elements") or []):
                 if el.get("type") == "button" and len((el.get("text") or {}).get("text", "")) > 75:
                     problems.append(f"must be less than 76 characters {where}/elements/{j}/text")
+                confirm = el.get("confirm")
+                if confirm is not None:
+                    # https://api.slack.com/reference/block-kit/composition-objects#confirm
+                    for part, limit in (("title", 100), ("text", 300), ("confirm", 30), ("deny", 30)):
+                        obj = confirm.get(part) if isinstance(confirm, dict) else None
+                        if not isinstance(obj, dict) or obj.get("type") != "plain_text" or not obj.get("text") \
+                                or len(obj["text"]) > limit:
+                            problems.append(f"confirm {part} must be plain_text of 1-{limit} characters "
+                                            f"{where}/elements/{j}/confirm/{part}")
+                    if isinstance(confirm, dict) and confirm.get("style") not in (None, "primary", "danger"):
+                        problems.append(f"invalid confirm style {where}/elements/{j}/confirm/style")
     return problems
 
 
