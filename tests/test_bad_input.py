@@ -365,8 +365,9 @@ def test_a_full_pipeline_pass_with_failing_channels_never_logs_a_secret(tmp_path
             slack.fail_next("chat.postMessage", "invalid_auth")  # the permanent-failure path logs an error
             pd.fail_next(500, times=2)  # the transient path retries with a logged warning
             sender.send_task("surgewatch.evaluate", args=("Acme",), queue="detect")
-            wait_until(lambda: (rt.store.delivery(delivery_key(inc["id"], 0, "slack")) or {}).get("status") == "sent"
-                       and (rt.store.delivery(delivery_key(inc["id"], 0, "pagerduty")) or {}).get("status") == "sent",
+            # Slack refused for good (invalid_auth): failed, in its words; PagerDuty went through on a retry.
+            wait_until(lambda: getattr(rt.store.get_delivery(delivery_key(inc["id"], 0, "slack")), "status", None) == "failed"
+                       and getattr(rt.store.get_delivery(delivery_key(inc["id"], 0, "pagerduty")), "status", None) == "sent",
                        60, "the notifications (or their permanent failure)", worker)
         finally:
             worker.stop()
