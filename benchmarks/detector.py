@@ -68,6 +68,7 @@ def main(argv: list[str]) -> int:
                                       for c, p in result["protocols"].items()},
                      "in_sample": result["scores"], "leave_one_out_threshold_only": result["leave_one_out"],
                      "early_warning_in_sample": result["early_warning_in_sample"],
+                     "restricted_design_spaces": {c: p["restricted"] for c, p in result["protocols"].items()},
                      "ablation": {c: p["ablation"] for c, p in result["protocols"].items()},
                      "thresholds": result["thresholds"]}
     if not quick:
