@@ -135,6 +135,23 @@ def test_the_nested_protocol_scores_every_series_out_of_sample_with_designs_chos
     assert report.index("OUT OF SAMPLE") < report.index("IN SAMPLE")
 
 
+def test_the_restricted_design_spaces_keep_the_records_and_say_they_are_not_out_of_sample_for_that_rule(tmp_path):
+    labels = _tiny_corpus(tmp_path / "data", names=("A", "B", "C", "D"), burst_at=(2000, 1995, 2010, 1990))
+    designs = {"shipped": {}, "peak only": {"duration_record": False, "frequency_record": False},
+               "surge ratio 3": {"surge_ratio": 3.0}, "with rise": {"rise_record": True}}
+    result = run_backtest(tmp_path / "data", labels, nab_results=None, progress=False, designs=designs)
+    protocol = result["protocols"]["realTweets"]
+    restricted = protocol["restricted"]
+    assert restricted["all records, params chosen"]["designs"] == ["shipped", "surge ratio 3"]
+    fixed = restricted["first design, threshold only"]
+    assert fixed["designs"] == ["shipped"]
+    for profile in ("standard", "reward_low_FP", "reward_low_FN"):
+        # the fixed design's row is its own threshold-only nested score, on the same folds
+        assert fixed[profile] == protocol["ablation"]["shipped"]["threshold_nested"][profile]
+        assert fixed[profile] > 80  # a clear burst per series is found at a threshold chosen on the others
+    assert "not out of sample for that rule" in render_report(result)
+
+
 @needs_nab
 @pytest.mark.slow
 def test_on_the_shared_data_the_out_of_sample_figures_are_printed_first_and_chosen_without_the_scored_series():

@@ -100,6 +100,13 @@ DESIGNS: dict[str, dict[str, Any]] = {
     "peak + rising edge": {"duration_record": False, "frequency_record": False, "rise_record": True},
 }
 SHIPPED = next(iter(DESIGNS))
+# the switches that take a record out of the score (or add one): a design that sets none of them keeps the shipped
+# design's records and varies only their parameters
+RECORD_SWITCHES = frozenset({"peak_record", "duration_record", "frequency_record", "rise_record"})
+
+
+def keeps_records(overrides: Mapping[str, Any]) -> bool:
+    return not RECORD_SWITCHES.intersection(overrides)
 NESTED_CATEGORIES = ("realTweets",)  # the count series: what the detector is for (and what DESIGNS was tried on)
 
 
@@ -140,9 +147,11 @@ def summarise_warning(per_series: list[dict[str, Any]], folds_per_series: float 
     }
 
 
-def _protocols(runs: dict[str, list[dict[str, Any]]], leave_out: int) -> dict[str, Any]:
+def _protocols(runs: dict[str, list[dict[str, Any]]], leave_out: int,
+               same_records: tuple[str, ...] = ()) -> dict[str, Any]:
     """The nested (leave-``leave_out``-series-out) and time-split figures for one category, and the early warning
-    at each held-out choice.  ``runs[design]``: that design's per-series results, in one order."""
+    at each held-out choice.  ``runs[design]``: that design's per-series results, in one order; ``same_records``: the
+    designs that keep the first design's records (only their parameters differ)."""
     designs = {d: [r["series"] for r in rs] for d, rs in runs.items()}
     names = [s.name for s in next(iter(designs.values()))]
     out: dict[str, Any] = {"designs": list(designs), "leave_out": leave_out, "nested": {}, "time_split": {},
@@ -174,9 +183,24 @@ def _protocols(runs: dict[str, list[dict[str, Any]]], leave_out: int) -> dict[st
                                  s.windows) for i, s in enumerate(next(iter(designs.values())))]
     out["median_of_designs"] = {p: round(nab.score_nested({"median": median}, p, leave_out=leave_out).normalised, 2)
                                 for p in nab.PROFILES}
-    # the ablation: each design alone, in-sample and left out (threshold only chosen on the other series)
+    # smaller design spaces, on the same folds.  Which records the score takes is each supported by one series (the
+    # duration record by AMZN's long surge, the frequency record by GOOG's day of lone spikes): a fold that holds that
+    # series out sees no need for it and drops it, and the held-out series pays.  Keeping every record (a burst is
+    # news if it is extreme in any of height, duration, frequency) and choosing only their parameters is a rule, not a
+    # fit; but the rule was adopted after seeing these six series, so these rows are not out of sample for it
+    first = next(iter(designs))
+    spaces = {"all records, params chosen": [d for d in designs if d in same_records],
+              "first design, threshold only": [first]}
+    out["restricted"] = {label: {"designs": names, **{p: round(nab.score_nested({d: designs[d] for d in names}, p,
+                                                                              leave_out=leave_out).normalised, 2)
+                                                      for p in nab.PROFILES}}
+                         for label, names in spaces.items() if names}
+    # the ablation: each design alone, in-sample and left out (only the threshold chosen on the other series: one
+    # series left out, and ``leave_out`` series over every combination, as the nested protocol)
     out["ablation"] = {d: {"in_sample": {p: round(nab.score_corpus(c, p).normalised, 2) for p in nab.PROFILES},
-                           "threshold_left_out": {p: round(nab.score_leave_one_out(c, p), 2) for p in nab.PROFILES}}
+                           "threshold_left_out": {p: round(nab.score_leave_one_out(c, p), 2) for p in nab.PROFILES},
+                           "threshold_nested": {p: round(nab.score_nested({d: c}, p, leave_out=leave_out).normalised, 2)
+                                                for p in nab.PROFILES}}
                        for d, c in designs.items()}
     return out
 
@@ -274,7 +298,8 @@ def run_backtest(data_dir: Path, labels: Path, *, nab_results: Path | None = Non
             "false_alarms_per_week": round(len(false_alarms) * WEEK_S / scored_span, 2) if scored_span > 0 else 0.0,
             "us_per_point": round(info["us_per_point"], 2),
         })
-    protocols = {c: _protocols(runs, leave_out) for c, runs in sorted(design_runs.items())
+    same_records = tuple(d for d, overrides in (designs or {}).items() if keeps_records(overrides))
+    protocols = {c: _protocols(runs, leave_out, same_records) for c, runs in sorted(design_runs.items())
                  if len(next(iter(runs.values()))) > leave_out}
     in_sample_warning = {}
     for category in sorted(by_category):
@@ -335,6 +360,12 @@ def _render_protocols(result: dict) -> list[str]:
         med = pr.get("median_of_designs")
         if med:
             lines.append(f"{'  median of all designs (no design choice)':<44}" + "".join(f"{med[p]:>10.1f}" for p in nab.PROFILES))
+        for label, r in (pr.get("restricted") or {}).items():
+            lines.append(f"{f'  nested, {label}':<44}" + "".join(f"{r[p]:>10.1f}" for p in nab.PROFILES)
+                         + f"   ({len(r['designs'])} design{'s' if len(r['designs']) != 1 else ''})")
+        if pr.get("restricted"):
+            lines.append("    (the two rows above restrict the choice by a rule adopted after seeing these series: "
+                         "optimistic, not out of sample for that rule)")
         picked: dict[str, int] = {}
         for c in pr["choices"]["standard"]:
             picked[c["design"]] = picked.get(c["design"], 0) + 1
@@ -345,11 +376,14 @@ def _render_protocols(result: dict) -> list[str]:
                          f"{ew['found']:g} of {ew['windows']:g} windows found, {ew['at_or_before_label']:g} at or before "
                          f"the label, median lead {_fmt_lead(ew['median_lead_min'])}, "
                          f"{ew['false_alarms_per_series_week']:.2f} false alarms per series-week")
-        lines.append(f"  ablation ({category}): each design alone, in-sample / its threshold chosen leaving one series "
-                     "out (standard, low_FP); the designs themselves were chosen seeing all the series")
+        lines.append(f"  ablation ({category}): each design alone (standard, low_FP), in-sample / its threshold chosen "
+                     f"leaving one series out / leaving {k} out in every combination; the designs themselves were chosen "
+                     "seeing all the series")
         for d, a in pr["ablation"].items():
+            nested_t = a.get("threshold_nested", {})
             lines.append(f"    {d:<40}{a['in_sample']['standard']:>7.1f}{a['in_sample']['reward_low_FP']:>7.1f}   /"
-                         f"{a['threshold_left_out']['standard']:>7.1f}{a['threshold_left_out']['reward_low_FP']:>7.1f}")
+                         f"{a['threshold_left_out']['standard']:>7.1f}{a['threshold_left_out']['reward_low_FP']:>7.1f}   /"
+                         f"{nested_t.get('standard', float('nan')):>7.1f}{nested_t.get('reward_low_FP', float('nan')):>7.1f}")
         lines.append("")
     return lines
 
