@@ -479,6 +479,13 @@ class OpsConfig(Strict):
                     "when the pings stop, also when SurgeWatch dies with its host",
     )
     heartbeat_timeout: Float = Field(default=5.0, gt=0, le=60)
+    # The dashboard at / (read-only).  /metrics and /healthz stay open for scrapers and probes.
+    dashboard_token: SecretStr | None = Field(
+        default=None, description="Require 'Authorization: Bearer <token>' for the dashboard (default: env "
+                                  "SURGEWATCH_DASHBOARD_TOKEN; neither: no token needed)")
+    dashboard_user: str | None = Field(
+        default=None, description="Require HTTP basic auth for the dashboard as this user, with the password "
+                                  "in env SURGEWATCH_DASHBOARD_PASSWORD")
 
     @field_validator("heartbeat_url")
     @classmethod

@@ -627,7 +627,7 @@ def metrics(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."),
     port: int = typer.Option(9464, "--port", "-p", min=0, max=65535, help="Port to listen on."),
 ) -> None:
-    """Serve Prometheus /metrics and a /healthz check, read from the store (no Celery needed)."""
+    """Serve the dashboard (/), Prometheus /metrics and the /healthz check, read from the store (no Celery needed)."""
     settings = load_or_exit(config)
     from surgewatch.ops.server import make_server
 
@@ -635,7 +635,10 @@ def metrics(
         server = make_server(settings, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    err.print(f"serving http://{host}:{server.port}/metrics and /healthz", markup=False, highlight=False)
+    except ValueError as exc:  # the dashboard's auth asked for a password the environment lacks
+        raise fail(str(exc)) from None
+    err.print(f"serving the dashboard at http://{host}:{server.port}/, /metrics and /healthz", markup=False,
+              highlight=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
