@@ -86,9 +86,17 @@ def _warn_missing_credentials(settings: Settings) -> None:
 
 
 @app.command("check-config")
-def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
+def check_config(
+    file: Optional[Path] = typer.Argument(None, help="The YAML file to check (or give it with -c)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The YAML file to check, as other commands take it."),
+) -> None:
     """Validate a configuration file, and that every configured channel and source has its secret in
     the environment: every error with its key path; exit 1 if any."""
+    if file is not None and config is not None and file != config:
+        raise fail(f"two files given ({file} and -c {config}): check one at a time")
+    file = file or config
+    if file is None:
+        raise fail("which file? surgewatch check-config FILE (or -c FILE)")
     settings = load_or_exit(file)
     from surgewatch.worker.settings import beat_schedule
 
