@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help: flags without the "<bool>" type column the rich layout adds
 )
 ConfigOption = typer.Option(
     DEFAULT_CONFIG, "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
