@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 
 from surgewatch.demo.background import BackgroundHTTPServer
 from tests.fakes.http_server import QuietServer
@@ -226,15 +226,6 @@ class FakeSlack(BackgroundHTTPServer):
         """file id -> bytes received on the upload URL."""
         with self._lock:
             return dict(self._uploads)
-
-    def wait_for(self, predicate: Callable[["FakeSlack"], bool], timeout: float = 10.0) -> bool:
-        """Poll ``predicate(self)`` until true or ``timeout`` (for tests that drive a Celery worker)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.02)
-        return predicate(self)
 
     # ---- the workspace ---------------------------------------------------------------------------
 
