@@ -31,12 +31,15 @@ def clamp_wait(seconds: float | None, cap: float = MAX_WAIT) -> float | None:
     return min(max(0.0, seconds), cap)
 
 
+def _header_text(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
 def parse_retry_after(value: Any, now: float, *, cap: float = MAX_WAIT) -> float | None:
     """``Retry-After`` as seconds from ``now`` (epoch), capped; None when absent or unreadable."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
+    text = _header_text(value)
+    if text is None:
         return None
     try:
         number = float(text)
@@ -58,10 +61,8 @@ def parse_retry_after(value: Any, now: float, *, cap: float = MAX_WAIT) -> float
 def parse_reset(value: Any, now: float, *, cap: float = MAX_WAIT) -> float | None:
     """A rate-limit reset header as seconds from ``now``, capped: epoch seconds, seconds until the
     reset, or an ISO 8601 time.  None when absent or unreadable."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
+    text = _header_text(value)
+    if text is None:
         return None
     try:
         number = float(text)

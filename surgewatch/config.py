@@ -479,6 +479,13 @@ class OpsConfig(Strict):
                     "when the pings stop, also when SurgeWatch dies with its host",
     )
     heartbeat_timeout: Float = Field(default=5.0, gt=0, le=60)
+    # The dashboard at / (read-only).  /metrics and /healthz stay open for scrapers and probes.
+    dashboard_token: SecretStr | None = Field(
+        default=None, description="Require 'Authorization: Bearer <token>' for the dashboard (default: env "
+                                  "SURGEWATCH_DASHBOARD_TOKEN; neither: no token needed)")
+    dashboard_user: str | None = Field(
+        default=None, description="Require HTTP basic auth for the dashboard as this user, with the password "
+                                  "in env SURGEWATCH_DASHBOARD_PASSWORD")
 
     @field_validator("heartbeat_url")
     @classmethod
@@ -785,3 +792,13 @@ def configured_channels(settings: Settings) -> list[str]:
     if c.email is not None and c.email.min_severity is None:
         names.remove("email")  # the digest only: no alerts by e-mail
     return names + [f"webhook:{t.name}" for t in settings.traffic_controls]
+
+
+def channel_config(settings: Settings, name: str) -> Any:
+    """The config section of a channel by its name (``webhook:<name>`` for a traffic control), or
+    None.  What routing and delivery read of any channel: ``min_severity`` and ``timeout``, if it has them."""
+    kind, _, instance = name.partition(":")
+    if kind == "webhook":
+        return next((t for t in settings.traffic_controls if t.name == instance), None)
+    return getattr(settings.channels, kind, None) if not instance and kind in type(settings.channels).model_fields else None
+

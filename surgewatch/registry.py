@@ -12,7 +12,7 @@ from typing import Any, Callable
 from surgewatch import clock
 from surgewatch import config as cfgmod
 from surgewatch.collectors.base import Collector
-from surgewatch.config import Settings, configured_channels, secret_from
+from surgewatch.config import Settings, channel_config, configured_channels, secret_from
 from surgewatch.notifier.base import Channel
 
 __all__ = ["CHANNELS", "SOURCES", "MissingCredential", "Registered", "build_channel", "build_collector",
@@ -229,11 +229,8 @@ CHANNELS: dict[str, Registered] = {
 def build_channel(settings: Settings, name: str, store: Any = None) -> Channel:
     """One configured channel.  A missing credential raises MissingCredential, which the caller
     reports once; the run continues with the other channels."""
-    kind, _, instance = name.partition(":")
-    if kind == "webhook":
-        cfg: Any = next((t for t in settings.traffic_controls if t.name == instance), None)
-    else:
-        cfg = getattr(settings.channels, kind, None) if not instance else None
+    kind = name.partition(":")[0]
+    cfg = channel_config(settings, name)
     if cfg is None or kind not in CHANNELS:
         raise KeyError(f"channel {name!r} is not configured")
     return CHANNELS[kind].build(settings, cfg, store)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -96,3 +97,23 @@ def test_status_shows_what_is_stale_and_the_active_silences(tmp_path):
     table = cli("status", config=path).stdout
     assert "pipeline: STALE" in table and "beat: last seen" in table
     assert "Silences" in table and "planned launch" in table and "long over" not in table
+
+
+def test_every_command_answers_h_and_flags_show_no_type() -> None:
+    from typer.testing import CliRunner
+
+    from surgewatch.cli.main import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["-h"])
+    assert top.exit_code == 0 and "check-config" in top.output
+    version = runner.invoke(app, ["--version"])
+    from surgewatch import __version__
+
+    assert version.exit_code == 0 and version.output.strip() == f"surgewatch {__version__}"
+    names = re.findall(r"^  ([a-z][a-z-]+)\s", top.output.split("Commands:")[1], re.M)
+    assert {"run", "status", "digest", "deliveries", "metrics", "check-config"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "-h"])
+        assert result.exit_code == 0, name
+        assert "<bool>" not in result.output, name  # a flag is a flag, not a value to type

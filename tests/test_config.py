@@ -326,3 +326,14 @@ def test_literal_braces_that_are_not_placeholders_are_allowed():
         {"name": "scale", "url": "https://h.example/x", "body": {"note": "use {} or { spaced }", "b": "{brand}"}}]},
         env={})
     assert s.traffic_controls[0].body["b"] == "{brand}"
+
+
+def test_check_config_takes_the_file_with_c_as_every_other_command_does(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"brands": [{"name": "Acme", "query": "acme"}]}))
+    by_option = subprocess.run([sys.executable, "-m", "surgewatch", "check-config", "-c", str(p)],
+                               capture_output=True, text=True, timeout=60)
+    assert by_option.returncode == 0 and f"ok: {p}" in by_option.stdout, by_option.stderr
+    neither = subprocess.run([sys.executable, "-m", "surgewatch", "check-config"], capture_output=True, text=True,
+                             timeout=60)
+    assert neither.returncode == 1 and "which file?" in neither.stderr

@@ -459,3 +459,15 @@ def test_the_review_command_names_the_line_of_a_bad_traffic_csv(tmp_path):
     assert done.exit_code == 1
     assert "traffic.csv:3: 'lots' is not a number of requests per minute" in done.output
     assert "Traceback" not in done.output
+
+
+def test_the_sent_table_reads_as_times_not_field_names(tmp_path) -> None:
+    from surgewatch.reports.review import Delivery as SentRow, _delivery_when
+
+    class R:
+        timezone = "UTC"
+
+    sent = SentRow(0, "opened", "watch", "console", "sent", 1_764_236_700.0, "sent", ())
+    due = SentRow(1, "escalated", "warning", "slack", "failed", 1_764_236_760.0, "bucket close", ())
+    assert "(" not in _delivery_when(sent, R()) and "sent_at" not in _delivery_when(sent, R())
+    assert _delivery_when(due, R()).endswith("(due; not sent)")

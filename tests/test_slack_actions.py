@@ -298,7 +298,7 @@ def test_a_rejected_app_token_is_one_clear_error_without_the_token(world: World)
 def test_fake_socket_mode_refuses_a_bot_token_and_an_unknown_ticket(world: World) -> None:
     r = requests.post(world.slack.base_url + "apps.connections.open", headers={"Authorization": f"Bearer {BOT}"}, timeout=5)
     assert r.json() == {"ok": False, "error": "not_allowed_token_type"}
-    port = world.slack.port
+    port = world.slack.socket_port  # where apps.connections.open sends apps
     r = requests.get(f"http://127.0.0.1:{port}/link/?ticket=forged", timeout=5,
                      headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})

@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain help: flags without the "<bool>" type column the rich layout adds
 )
 ConfigOption = typer.Option(
     DEFAULT_CONFIG, "--config", "-c", envvar="SURGEWATCH_CONFIG", help="Configuration file (YAML).", show_default=True
@@ -86,9 +87,17 @@ def _warn_missing_credentials(settings: Settings) -> None:
 
 
 @app.command("check-config")
-def check_config(file: Path = typer.Argument(..., help="The YAML file to check.")) -> None:
+def check_config(
+    file: Optional[Path] = typer.Argument(None, help="The YAML file to check (or give it with -c)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The YAML file to check, as other commands take it."),
+) -> None:
     """Validate a configuration file, and that every configured channel and source has its secret in
     the environment: every error with its key path; exit 1 if any."""
+    if file is not None and config is not None and file != config:
+        raise fail(f"two files given ({file} and -c {config}): check one at a time")
+    file = file or config
+    if file is None:
+        raise fail("which file? surgewatch check-config FILE (or -c FILE)")
     settings = load_or_exit(file)
     from surgewatch.worker.settings import beat_schedule
 
@@ -627,7 +636,7 @@ def metrics(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a container)."),
     port: int = typer.Option(9464, "--port", "-p", min=0, max=65535, help="Port to listen on."),
 ) -> None:
-    """Serve Prometheus /metrics and a /healthz check, read from the store (no Celery needed)."""
+    """Serve the dashboard (/), Prometheus /metrics and the /healthz check, read from the store (no Celery needed)."""
     settings = load_or_exit(config)
     from surgewatch.ops.server import make_server
 
@@ -635,7 +644,10 @@ def metrics(
         server = make_server(settings, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    err.print(f"serving http://{host}:{server.port}/metrics and /healthz", markup=False, highlight=False)
+    except ValueError as exc:  # the dashboard's auth asked for a password the environment lacks
+        raise fail(str(exc)) from None
+    err.print(f"serving the dashboard at http://{host}:{server.port}/, /metrics and /healthz", markup=False,
+              highlight=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

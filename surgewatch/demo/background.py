@@ -3,8 +3,9 @@ tests put in place of outside services, start and stop the same way."""
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 class BackgroundHTTPServer:
@@ -55,3 +56,13 @@ class BackgroundHTTPServer:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return int(self._server.server_address[1])
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 10.0) -> bool:
+        """Poll ``predicate(self)`` until it is true or ``timeout`` passes (for tests that drive a worker)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self):
+                return True
+            time.sleep(0.02)
+        return predicate(self)
+

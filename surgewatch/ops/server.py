@@ -17,7 +17,10 @@ Kubernetes liveness should use ``/livez``.
 """
 from __future__ import annotations
 
+import base64
+import hmac
 import json
+import os
 import logging
 import socket
 import threading
@@ -27,10 +30,11 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from surgewatch.config import Settings
+from surgewatch.config import Settings, secret_from
 from surgewatch import clock
 from surgewatch.ops.health import SourceHealth, pipeline_health
 from surgewatch.redact import redact
+from surgewatch.ops.dashboard import Dashboard
 from surgewatch.ops.metrics import DOWN_STATUSES, STORE_ERRORS, BrokerProbe, SurgeWatchCollector, build_registry
 from surgewatch.store.base import Store
 
@@ -108,6 +112,8 @@ class OpsServer(ThreadingHTTPServer):
         self.collector = SurgeWatchCollector(settings, lambda: self.store, self.broker)
         self.registry = build_registry(self.collector)
         self.answer_lock = threading.Lock()  # one answer computed at a time (see the module docstring)
+        self.dashboard = Dashboard(settings)
+        self.dashboard_auth = dashboard_auth(settings)
         self._store_lock = threading.Lock()
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)  # binds last: a failed bind calls server_close()
@@ -158,6 +164,20 @@ class OpsServer(ThreadingHTTPServer):
                 log.debug("closing the store: %s", exc)
 
 
+def dashboard_auth(settings: Settings) -> tuple[str | None, tuple[str, str] | None]:
+    """(bearer token, (user, password)) the dashboard asks for; (None, None): open.  From the config
+    or the environment (SURGEWATCH_DASHBOARD_TOKEN, SURGEWATCH_DASHBOARD_PASSWORD)."""
+    ops = settings.ops
+    token = secret_from(ops.dashboard_token, "SURGEWATCH_DASHBOARD_TOKEN")
+    basic = None
+    if ops.dashboard_user:
+        password = os.environ.get("SURGEWATCH_DASHBOARD_PASSWORD")
+        if not password:
+            raise ValueError("ops.dashboard_user needs SURGEWATCH_DASHBOARD_PASSWORD in the environment")
+        basic = (ops.dashboard_user, password)
+    return token, basic
+
+
 def _cut_off(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -184,9 +204,36 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/livez":
             self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n")
         elif path == "/":
-            self._send(HTTPStatus.OK, "text/plain; charset=utf-8", b"surgewatch: /metrics /healthz /livez\n")
+            if not self._authorised():
+                self.send_response(HTTPStatus.UNAUTHORIZED)
+                realm = 'Basic realm="surgewatch"' if srv.dashboard_auth[1] else 'Bearer realm="surgewatch"'
+                self.send_header("WWW-Authenticate", realm)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            with srv.answer_lock:
+                try:
+                    page = srv.dashboard.page(srv.store, clock.now())
+                except STORE_ERRORS as exc:
+                    self._send(HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
+                               _short(redact(f"the store is unavailable: {type(exc).__name__}: {exc}")).encode() + b"\n")
+                    return
+            self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode("utf-8"))
         else:
             self._send(HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"not found\n")
+
+    def _authorised(self) -> bool:
+        """The dashboard's optional auth: a bearer token, or a basic-auth user and password."""
+        token, basic = self.server.dashboard_auth
+        if token is None and basic is None:
+            return True
+        given = self.headers.get("Authorization", "")
+        if token is not None and hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return True
+        if basic is not None:
+            expected = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode("ascii")
+            return hmac.compare_digest(given.encode(), expected.encode())
+        return False
 
     def _send(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)

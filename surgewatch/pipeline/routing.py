@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from surgewatch.config import Settings
+from surgewatch.config import Settings, channel_config
 from surgewatch.detector.verdict import Severity
 from surgewatch.incidents.calendar import planned_note
 from surgewatch.registry import configured_channels
@@ -12,18 +12,9 @@ from surgewatch.store.base import Store
 from surgewatch.store.keys import channel_failed_key, verdict_key
 
 def _min_severity(settings: Settings, channel: str) -> Severity | None:
-    """The lowest severity a channel acts on (None: every transition)."""
-    if channel == "pagerduty" and settings.channels.pagerduty is not None:
-        return Severity(settings.channels.pagerduty.min_severity)
-    if channel == "apprise" and settings.channels.apprise is not None:
-        return Severity(settings.channels.apprise.min_severity)
-    if channel == "email" and settings.channels.email is not None and settings.channels.email.min_severity:
-        return Severity(settings.channels.email.min_severity)
-    if channel.startswith("webhook:"):
-        for t in settings.traffic_controls:
-            if f"webhook:{t.name}" == channel:
-                return Severity(t.min_severity)
-    return None
+    """The lowest severity a channel acts on (None: every transition): its ``min_severity``, if set."""
+    level = getattr(channel_config(settings, channel), "min_severity", None)
+    return Severity(level) if level else None
 
 
 CHAT_CHANNELS = ("console", "slack", "apprise")  # people read them: reminders go there

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from surgewatch.collectors.base import BrandSpec, Collector
-from surgewatch.config import BrandConfig, Settings
+from surgewatch.config import BrandConfig, Settings, channel_config
 from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK, DetectorParams
 from surgewatch.notifier.base import Channel
 from surgewatch.ops.health import SourceHealth
@@ -92,20 +92,12 @@ class Runtime:
         """How long a claimed delivery stays ours: longer than one send can take (three request
         timeouts -- Slack's two audiences and a chart -- plus pacing), so a live sender is never
         taken over, and short enough that a send that died is redone soon."""
-        c = self.settings.channels
-        timeout: float | None = None
-        if channel == "slack" and c.slack is not None:
-            timeout = c.slack.timeout
-        elif channel == "pagerduty" and c.pagerduty is not None:
-            timeout = c.pagerduty.timeout
-        elif channel == "email" and c.email is not None:
-            timeout = c.email.timeout
-        elif channel == "apprise" and c.apprise is not None:
-            timeout = c.apprise.timeout * len(c.apprise.urls)  # one service after the other
-        elif channel.startswith("webhook:"):
-            timeout = next((t.timeout for t in self.settings.traffic_controls if f"webhook:{t.name}" == channel), None)
-        elif channel == "console":
-            timeout = 1.0
+        if channel == "console":
+            return 1.0 * 3 + 10
+        cfg = channel_config(self.settings, channel)
+        timeout: float | None = getattr(cfg, "timeout", None)
+        if timeout is not None:
+            timeout *= max(1, len(getattr(cfg, "urls", None) or ()))  # several services, one after the other
         return NOTIFY_LEASE if timeout is None else 3 * timeout + 10
 
     def brand_spec(self, brand: str) -> BrandSpec:

@@ -237,3 +237,49 @@ def incident_chart(
         end = (max(times) + bucket_seconds) if times else start + bucket_seconds
     return timeline_chart(counts, bucket_seconds=bucket_seconds, start=start, end=end, markers=markers,
                           traffic=traffic, title=title, tz=tz, width_px=width_px, height_px=height_px)
+
+
+def band_chart(
+    rows: Sequence[tuple[float, float, float, float]],
+    *,
+    bucket_seconds: int,
+    title: str = "",
+    tz: str = "UTC",
+    step_seconds: int = 300,
+    width_px: int = 900,
+    height_px: int = 260,
+) -> bytes:
+    """The dashboard's chart: mentions per minute against the band the detector expected.  ``rows``:
+    (bucket start, observed count, band low, band high) per bucket, averaged over ``step_seconds`` so
+    a day stays readable (minutes of a few mentions are noise)."""
+    zone = ZoneInfo(tz)
+    fig = _figure(width_px, height_px)
+    ax = fig.add_subplot(1, 1, 1)
+    per_min = 60.0 / bucket_seconds
+    step = max(step_seconds, bucket_seconds)
+    grouped: dict[int, list[tuple[float, float, float]]] = {}
+    for t, observed, low, high in rows:
+        grouped.setdefault(int(t // step * step), []).append((observed, low, high))
+    xs = [datetime.fromtimestamp(t, timezone.utc) for t in sorted(grouped)]
+    mean = [[sum(v[i] for v in grouped[t]) / len(grouped[t]) * per_min for t in sorted(grouped)] for i in range(3)]
+    if xs:
+        ax.fill_between(xs, mean[1], mean[2], step="post", color="#4c72b0", alpha=0.3, linewidth=0,
+                        label="expected (99% band)")
+        ax.step(xs, mean[0], where="post", color="#c44e52", linewidth=1.4, label="mentions per minute")
+        ax.set_xlim(xs[0], xs[-1])
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no mentions in the last 24 hours", transform=ax.transAxes, ha="center", va="center",
+                fontsize=12, color="#888888")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("mentions/min")
+    ax.xaxis.set_major_locator(AutoDateLocator(tz=zone))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=zone))
+    ax.grid(axis="y", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title:
+        ax.set_title(title, loc="left", fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+

@@ -75,7 +75,7 @@ class Delivery:
     channel: str
     status: str  # the delivery log's: pending | claimed | sent | failed | superseded | suppressed
     at: float  # when it went out, best known (see ``at_from``)
-    at_from: str  # "sent_at" | "bucket close"
+    at_from: str  # "sent" (when it went out) | "bucket close" (never sent: when it was due)
     recipients: tuple[str, ...] = ()  # "slack #C0123 (marketing)", "pagerduty dedup_key ..."
     error: str | None = None
 
@@ -122,7 +122,7 @@ def incident_deliveries(store: Store, settings: Settings, incident: dict[str, An
         bucket_close = float(tr.get("at", d.created_at or 0.0)) + bucket
         at, at_from = bucket_close, "bucket close"
         if d.sent_at is not None and bucket_close <= d.sent_at <= bucket_close + PLAUSIBLE_SEND_DELAY:
-            at, at_from = float(d.sent_at), "sent_at"
+            at, at_from = float(d.sent_at), "sent"
         to = tr.get("to", "")
         severity = to if to != "resolved" else incident.get("severity", "")
         # what went wrong (failed), or why nothing was sent (suppressed, superseded)
@@ -667,6 +667,12 @@ def _lead_text(r: Review) -> str:
     return f"{abs(r.lead_seconds) / 60:.0f} min {word} the traffic peak"
 
 
+def _delivery_when(d: Any, r: Any) -> str:
+    """When a delivery went out; for one that never did, when it was due, saying so."""
+    when = _fmt(d.at, r.timezone, False)
+    return when if d.at_from == "sent" else f"{when} (due; not sent)"
+
+
 def _marker_label(transition: dict[str, Any]) -> str:
     """``WATCH opened``, ``→ CRITICAL``, ``resolved``, ``paged`` (what the chart's line marks)."""
     event, to = transition["event"], str(transition["to"]).upper()
@@ -765,7 +771,7 @@ def render_markdown(r: Review) -> str:
     if r.deliveries:
         lines += ["| when | transition | channel | status | to |", "|---|---|---|---|---|"]
         for d in r.deliveries:
-            lines.append(f"| {_fmt(d.at, r.timezone, False)} ({d.at_from}) | #{d.transition_no} {d.event} {d.severity} "
+            lines.append(f"| {_delivery_when(d, r)} | #{d.transition_no} {d.event} {d.severity} "
                          f"| {d.channel} | {d.status}{' — ' + md_cell(d.error) if d.error else ''} "
                          f"| {md_cell('; '.join(d.recipients)) or '—'} |")
     else:
@@ -787,7 +793,7 @@ def render_html(r: Review) -> str:
         "review.html", r=r, summary=summary_rows(r), forecasts=forecast_rows(r) if r.forecasts else [],
         traffic_lines=traffic_lines(r) if r.traffic_check is not None else None,
         traffic=traffic_rows(r) if r.traffic_check is not None else [],
-        deliveries=[(f"{_fmt(d.at, r.timezone, False)} ({d.at_from})", f"#{d.transition_no} {d.event} {d.severity}",
+        deliveries=[(_delivery_when(d, r), f"#{d.transition_no} {d.event} {d.severity}",
                      d.channel, d.status + (f" — {d.error}" if d.error else ""), "; ".join(d.recipients) or "—")
                     for d in r.deliveries],
     )

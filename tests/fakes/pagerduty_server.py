@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 
 from surgewatch.demo.background import BackgroundHTTPServer
 from tests.fakes.http_server import QuietServer
@@ -130,14 +130,6 @@ class FakePagerDuty(BackgroundHTTPServer):
     def accepted(self, action: str | None = None) -> list[PagerDutyEvent]:
         with self._lock:
             return [e for e in self.events if e.status == 202 and (action is None or e.action == action)]
-
-    def wait_for(self, predicate: Callable[["FakePagerDuty"], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.02)
-        return predicate(self)
 
     def _take_failure(self) -> _Failure | None:
         with self._lock:

@@ -13,28 +13,26 @@ HTTP 429 + ``Retry-After`` when rate limited (https://api.slack.com/docs/rate-li
         assert slack.messages("#ops")[0]["text"] == "hi"
 
 Socket Mode (https://api.slack.com/apis/socket-mode) too: ``apps.connections.open`` with an app-level
-token (``xapp-…``) answers a ``ws://127.0.0.1:<port>/link/?ticket=…`` URL; the same server upgrades
-that request to a WebSocket (RFC 6455), says ``{"type": "hello"}``, and lets a test play a user who
-clicks a button (:meth:`FakeSlack.push_interaction`) and see the app's acks (:attr:`socket_acks`).
+token (``xapp-…``) answers a ``ws://127.0.0.1:<socket_port>/link/?ticket=…`` URL, where a WebSocket
+server (the ``websockets`` library) checks the ticket, says ``{"type": "hello"}``, and lets a test
+play a user who clicks a button (:meth:`FakeSlack.push_interaction`) and see the app's acks
+(:attr:`socket_acks`).
 
 Run ``python -m tests.fakes.slack_server`` to keep one open on a terminal.
 """
 from __future__ import annotations
 
-import base64
 import email.parser
 import email.policy
 import hashlib
 import itertools
 import json
 import secrets
-import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any
 
 from surgewatch.demo.background import BackgroundHTTPServer
 from tests.fakes.http_server import QuietServer
@@ -131,8 +129,13 @@ class FakeSlack(BackgroundHTTPServer):
     def server_class(self) -> type:
         return QuietServer
 
+    def start(self) -> "FakeSlack":
+        super().start()
+        self._start_socket_mode()
+        return self
+
     def before_stop(self) -> None:
-        self._close_sockets()
+        self._stop_socket_mode()
 
     @property
     def base_url(self) -> str:
@@ -223,15 +226,6 @@ class FakeSlack(BackgroundHTTPServer):
         """file id -> bytes received on the upload URL."""
         with self._lock:
             return dict(self._uploads)
-
-    def wait_for(self, predicate: Callable[["FakeSlack"], bool], timeout: float = 10.0) -> bool:
-        """Poll ``predicate(self)`` until true or ``timeout`` (for tests that drive a Celery worker)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.02)
-        return predicate(self)
 
     # ---- the workspace ---------------------------------------------------------------------------
 
@@ -501,6 +495,55 @@ class FakeSlack(BackgroundHTTPServer):
         self.socket_acks: list[dict[str, Any]] = []  # what the app sent back that names an envelope
         self.socket_received: list[Any] = []  # every text frame the app sent, parsed
         self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: seen by one user, kept out of history
+        self._ws_server: Any = None
+
+    @property
+    def socket_port(self) -> int:
+        """Where Socket Mode's WebSocket server listens (``apps.connections.open`` hands out its URL)."""
+        if self._ws_server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return int(self._ws_server.socket.getsockname()[1])
+
+    def _start_socket_mode(self) -> None:
+        from websockets.sync.server import serve
+
+        self._ws_server = serve(self._socket_session, self._host, 0, process_request=self._check_ticket,
+                                compression=None, ping_interval=None, server_header="FakeSlack/1.0")
+        threading.Thread(target=self._ws_server.serve_forever, name="fake-slack-socket-mode", daemon=True).start()
+
+    def _stop_socket_mode(self) -> None:
+        self._close_sockets()
+        if self._ws_server is not None:
+            self._ws_server.shutdown()
+            self._ws_server = None
+
+    def _check_ticket(self, connection: Any, request: Any) -> Any:
+        """Only a URL ``apps.connections.open`` handed out opens a session (401 otherwise)."""
+        url = urlsplit(request.path)
+        with self._lock:
+            known = url.path == "/link/" and dict(parse_qsl(url.query)).get("ticket") in self._tickets
+        return None if known else connection.respond(401, "invalid ticket or handshake\n")
+
+    def _socket_session(self, connection: Any) -> None:
+        """One app connection: say hello, then take the app's messages until it leaves."""
+        from websockets.exceptions import ConnectionClosed
+
+        session = _SocketSession(connection)
+        with self._lock:
+            self._sessions.append(session)
+            count = sum(1 for s in self._sessions if s.open)
+        try:
+            session.send_text(json.dumps({
+                "type": "hello", "num_connections": count,
+                "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }))
+            for message in connection:
+                self._socket_text(message if isinstance(message, str) else message.decode("utf-8", "replace"))
+        except ConnectionClosed:
+            pass
+        finally:
+            session.open = False
 
     def _m_apps_connections_open(self, token: str) -> dict[str, Any]:
         # A bot token here is Slack's "not_allowed_token_type"
@@ -511,7 +554,7 @@ class FakeSlack(BackgroundHTTPServer):
             return {"ok": False, "error": "invalid_auth"}
         ticket = secrets.token_hex(8)
         self._tickets.add(ticket)
-        return {"ok": True, "url": f"ws://{self._host}:{self.port}/link/?ticket={ticket}&app_id={APP_ID}"}
+        return {"ok": True, "url": f"ws://{self._host}:{self.socket_port}/link/?ticket={ticket}&app_id={APP_ID}"}
 
     def _m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
         ch, err = self._writable(p.get("channel"))
@@ -631,7 +674,7 @@ class FakeSlack(BackgroundHTTPServer):
         with self._lock:
             sessions = list(self._sessions)
         for s in sessions:
-            s.close(1001, linger=0)
+            s.close(1001)
 
     def _socket_text(self, text: str) -> None:
         try:
@@ -697,101 +740,31 @@ def validate_blocks(blocks: Any) -> list[str]:
     return problems
 
 
-# -- a minimal RFC 6455 server side, for Socket Mode -------------------------------------------------
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG, _WS_CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
-_WS_MAX_MESSAGE = 1 << 20  # Slack's own envelopes are far smaller; a bigger one is a client bug
-
-
-class _WebSocketClosed(Exception):
-    def __init__(self, code: int = 1000):
-        super().__init__(code)
-        self.code = code
-
-
-def _ws_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
-
-
-def _ws_frame(opcode: int, data: bytes) -> bytes:
-    """A server frame: FIN set, never masked (RFC 6455 section 5.1: a server must not mask)."""
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + data
-
-
-def _ws_read_exact(rfile: Any, n: int) -> bytes:
-    data = rfile.read(n) if n else b""
-    if len(data) < n:
-        raise _WebSocketClosed(1006)  # the peer went away without a close frame
-    return bytes(data)
-
-
-def _ws_read_frame(rfile: Any) -> tuple[bool, int, bytes]:
-    b1, b2 = _ws_read_exact(rfile, 2)
-    fin, opcode, masked, n = bool(b1 & 0x80), b1 & 0x0F, bool(b2 & 0x80), b2 & 0x7F
-    if n == 126:
-        (n,) = struct.unpack("!H", _ws_read_exact(rfile, 2))
-    elif n == 127:
-        (n,) = struct.unpack("!Q", _ws_read_exact(rfile, 8))
-    if not masked:
-        raise _WebSocketClosed(1002)  # section 5.1: the server must close on an unmasked client frame
-    if n > _WS_MAX_MESSAGE:
-        raise _WebSocketClosed(1009)
-    key = _ws_read_exact(rfile, 4)
-    payload = bytes(b ^ key[i % 4] for i, b in enumerate(_ws_read_exact(rfile, n)))
-    return fin, opcode, payload
-
-
 class _SocketSession:
-    """One app connection.  Frames go out from the handler thread (pong, close) and from the
-    test's thread (envelopes), so writes share a lock."""
+    """One app connection over Socket Mode (a ``websockets`` server connection); envelopes go out from
+    the test's thread while the session's own thread reads."""
 
-    def __init__(self, sock: socket.socket, ticket: str):
-        self.sock = sock
-        self.ticket = ticket
+    def __init__(self, connection: Any):
+        self.connection = connection
         self.open = True
-        self._send_lock = threading.Lock()
-
-    def send(self, opcode: int, data: bytes) -> None:
-        with self._send_lock:
-            if not self.open:
-                raise ConnectionError("the Socket Mode session is closed")
-            self.sock.sendall(_ws_frame(opcode, data))
 
     def send_text(self, text: str) -> None:
-        self.send(_WS_TEXT, text.encode("utf-8"))
+        from websockets.exceptions import ConnectionClosed
 
-    def close(self, code: int = 1000, *, linger: float = 2.0) -> None:
-        """Send a close frame.  RFC 6455 (section 7.1.1) wants the TCP connection ended only after
-        the peer has answered or hung up: closing at once, with the peer's ping still unread,
-        makes the kernel send a reset that can destroy the frames we just sent.  So wait for the
-        peer for up to ``linger`` seconds (0: end it now, when the fake itself stops)."""
-        with self._send_lock:
-            if not self.open:
-                return
-            self.open = False
-            try:
-                self.sock.sendall(_ws_frame(_WS_CLOSE, struct.pack("!H", code)))
-            except OSError:
-                pass
-        if linger > 0:
-            timer = threading.Timer(linger, self.end)
-            timer.daemon = True
-            timer.start()
-        else:
-            self.end()
-
-    def end(self) -> None:
+        if not self.open:
+            raise ConnectionError("the Socket Mode session is closed")
         try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the handler thread blocked in read
-        except OSError:
-            pass
+            self.connection.send(text)
+        except ConnectionClosed as exc:
+            self.open = False
+            raise ConnectionError("the Socket Mode session is closed") from exc
+
+    def close(self, code: int = 1000) -> None:
+        """The closing handshake (the library waits for the app's answer, so nothing sent is lost)."""
+        if self.open:
+            self.open = False
+            threading.Thread(target=self.connection.close, args=(code,), daemon=True).start()
+
 
 class _SlackHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms for each.
@@ -804,71 +777,10 @@ class _SlackHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path == "/link/" and (self.headers.get("Upgrade") or "").lower() == "websocket":
-            self._websocket()
-            return
         self._dispatch()
 
     def do_POST(self) -> None:
         self._dispatch()
-
-    def _websocket(self) -> None:
-        """The Socket Mode endpoint: upgrade, say hello, then read the app's frames until it leaves."""
-        query = dict(parse_qsl(urlsplit(self.path).query))
-        key = self.headers.get("Sec-WebSocket-Key") or ""
-        with self.slack._lock:
-            known = query.get("ticket") in self.slack._tickets
-        if not known or not key or self.headers.get("Sec-WebSocket-Version") != "13":
-            self.close_connection = True
-            self._send(401 if not known else 400, b"invalid ticket or handshake", "text/plain")
-            return
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", _ws_accept(key))
-        self.end_headers()
-        self.wfile.flush()
-        self.close_connection = True  # after the session, this socket carries no more HTTP
-        session = _SocketSession(self.connection, query["ticket"])
-        with self.slack._lock:
-            self.slack._sessions.append(session)
-            count = sum(1 for s in self.slack._sessions if s.open)
-        session.send_text(json.dumps({
-            "type": "hello", "num_connections": count,
-            "debug_info": {"host": "applink-fake", "build_number": 1, "approximate_connection_time": 18060},
-            "connection_info": {"app_id": APP_ID},
-        }))
-        message: list[bytes] = []
-        try:
-            while True:
-                fin, opcode, data = _ws_read_frame(self.rfile)
-                if opcode == _WS_PING:
-                    if session.open:
-                        session.send(_WS_PONG, data)
-                elif opcode == _WS_PONG:
-                    continue
-                elif opcode == _WS_CLOSE:
-                    code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1000
-                    session.close(code, linger=0)  # echo it (unless we started the close) and hang up
-                    return
-                elif opcode in (_WS_TEXT, _WS_BINARY, _WS_CONTINUATION):
-                    message.append(data)
-                    if sum(len(m) for m in message) > _WS_MAX_MESSAGE:
-                        raise _WebSocketClosed(1009)
-                    if fin:
-                        self.slack._socket_text(b"".join(message).decode("utf-8", "replace"))
-                        message = []
-                else:
-                    raise _WebSocketClosed(1002)
-        except _WebSocketClosed as closed:
-            if closed.code == 1006:  # the peer hung up without a close frame
-                session.open = False
-            else:
-                session.close(closed.code, linger=0)
-        except (ConnectionError, OSError):
-            session.open = False
-        finally:
-            session.end()
 
     def _read_payload(self) -> dict[str, Any]:
         url = urlsplit(self.path)
