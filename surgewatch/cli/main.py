@@ -231,7 +231,7 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         for line in pipeline.stale:
             out.print(f"  {line}", highlight=False, markup=False)
     for line in _config_reload_lines(reloads):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     pt = Table(title="Heartbeats")
     for col in ("component", "last seen"):
         pt.add_column(col)

@@ -118,11 +118,11 @@ class ConfigWatcher:
     """``changed()`` returns the new Settings when the file at ``path`` changed and validates, else None.
     ``check()`` says more: every attempt, accepted or refused (to be recorded), or None."""
 
-    def __init__(self, path: str | os.PathLike[str], settings: Settings, *, check_seconds: float = CHECK_SECONDS,
+    def __init__(self, path: str | os.PathLike[str], settings: Settings, *, check_seconds: float | None = None,
                  digest: str | None = None):
         self.path = Path(path)
         self.settings = settings
-        self.check_seconds = check_seconds
+        self.check_seconds = CHECK_SECONDS if check_seconds is None else check_seconds
         self._checked_at = time.monotonic()
         self._stamp = self._stat()
         # ``digest``: of the bytes ``settings`` came from, when they were read earlier (the file may
@@ -220,7 +220,7 @@ class FollowedConfig:
     looks at the file (at most every ``check_seconds``) and rebuilds on an accepted change."""
 
     def __init__(self, role: str, path: str, build: Callable[[Settings, Any], Any],
-                 store: Callable[[Any], Any], *, check_seconds: float = CHECK_SECONDS):
+                 store: Callable[[Any], Any], *, check_seconds: float | None = None):
         settings, digest = startup(path)
         self.role, self.path = role, path
         self.watcher = ConfigWatcher(path, settings, check_seconds=check_seconds, digest=digest)

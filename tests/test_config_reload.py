@@ -1,0 +1,286 @@
+"""Config reload without a restart: the watcher (changed, touched, refused once, fixed, reverted),
+the store record `status` shows, both beat schedulers replacing their schedule (Celery's
+PersistentScheduler on a real shelve file, RedBeat on a real Redis), and a real `surgewatch run`
+taking up a second brand and dropping it again."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+from celery import Celery
+
+from surgewatch.store.keys import config_reload_key
+from surgewatch.store.sqlite import SqliteStore
+from surgewatch.worker import reload
+from surgewatch.worker.reload import ConfigWatcher, apply_live, load_with_digest, process_name, record
+from surgewatch.worker.settings import build
+
+
+def _config(tmp_path: Path, brands: list[str], **extra) -> dict:
+    data = {
+        "brands": [{"name": b, "query": b.lower()} for b in brands],
+        "store": {"url": f"sqlite:///{tmp_path / 'sw.db'}"},
+        "broker": {"url": f"sqla+sqlite:///{tmp_path / 'broker.db'}"},
+        "digest": {"enabled": False},
+    }
+    data.update(extra)
+    return data
+
+
+def _write(path: Path, data: dict | str) -> None:
+    """Replace the file as an editor or a deploy would: write aside, then rename over it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+@pytest.fixture
+def watched(tmp_path):
+    path = tmp_path / "config.yaml"
+    _write(path, _config(tmp_path, ["Acme"]))
+    settings, digest = load_with_digest(path)
+    return path, ConfigWatcher(path, settings, check_seconds=0, digest=digest)
+
+
+# -- the watcher ----------------------------------------------------------------------------------
+def test_a_changed_file_gives_the_new_settings(watched, tmp_path):
+    path, watcher = watched
+    assert watcher.changed() is None  # nothing changed yet
+    _write(path, _config(tmp_path, ["Acme", "Beta"]))
+    new = watcher.changed()
+    assert new is not None and [b.name for b in new.brands] == ["Acme", "Beta"]
+    assert watcher.settings is new
+    assert watcher.changed() is None  # said once
+
+
+def test_a_touched_file_with_the_same_content_is_not_a_change(watched):
+    path, watcher = watched
+    text = path.read_text()
+    _write(path, text)  # a new inode and mtime, the same bytes
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert watcher.check() is None
+    assert watcher.last_error is None
+
+
+def test_an_invalid_file_is_refused_once_recorded_and_a_later_fix_is_taken(watched, tmp_path, caplog):
+    path, watcher = watched
+    store = SqliteStore(str(tmp_path / "sw.db"))
+    running = watcher.settings
+    bad = _config(tmp_path, ["Acme"])
+    bad["brands"].append({"name": "Beta"})  # no query
+    bad["sources"] = {"rss": {"feeds": ["ftp://not-http"], "interval": "often"}}
+    _write(path, bad)
+    with caplog.at_level(logging.ERROR, logger="surgewatch.worker.reload"):
+        attempt = watcher.check()
+        assert attempt is not None and attempt.ok is False
+        record(store, "worker", path, attempt)
+        os.utime(path, (time.time() + 5, time.time() + 5))  # touched again: not said again
+        assert watcher.check() is None
+    refusals = [r for r in caplog.records if "not valid" in r.getMessage()]
+    assert len(refusals) == 1
+    # every error with its key path, in the log, the watcher and the store
+    for expected in ("brands[1].query: field required", "sources.rss.feeds", "sources.rss.interval"):
+        assert expected in refusals[0].getMessage() and expected in watcher.last_error
+    assert watcher.settings is running
+    state = store.get_state(config_reload_key(process_name("worker")))
+    assert state["ok"] is False and "brands[1].query: field required" in state["error"]
+    assert state["path"] == str(path)
+
+    fixed = _config(tmp_path, ["Acme", "Beta"])
+    _write(path, fixed)
+    attempt = watcher.check()
+    assert attempt is not None and attempt.ok and [b.name for b in attempt.settings.brands] == ["Acme", "Beta"]
+    assert watcher.last_error is None
+    record(store, "worker", path, attempt)
+    state = store.get_state(config_reload_key(process_name("worker")))
+    assert state["ok"] is True and state["error"] is None and state["brands"] == 2
+
+
+def test_going_back_to_the_running_file_after_a_refusal_clears_the_refusal(watched):
+    path, watcher = watched
+    good = path.read_text()
+    _write(path, "brands: [{name: Acme}]\n")
+    assert watcher.check().ok is False
+    _write(path, good)
+    attempt = watcher.check()
+    assert attempt is not None and attempt.ok and attempt.reverted
+    assert watcher.changed() is None and watcher.last_error is None and watcher.refused is None
+
+
+def test_a_removed_file_is_refused_and_the_running_config_stays(watched):
+    path, watcher = watched
+    running = watcher.settings
+    path.unlink()
+    attempt = watcher.check()
+    assert attempt is not None and not attempt.ok and "cannot read" in attempt.error
+    assert watcher.settings is running
+
+
+def test_the_file_is_looked_at_at_most_every_check_seconds(watched, tmp_path):
+    path, watcher = watched
+    watcher.check_seconds = 3600
+    watcher._checked_at = time.monotonic()
+    _write(path, _config(tmp_path, ["Acme", "Beta"]))
+    assert watcher.check() is None  # not yet
+    assert watcher.check(force=True).ok
+
+
+def test_a_new_store_url_waits_for_a_restart_and_the_rest_is_taken(watched, tmp_path):
+    path, watcher = watched
+    running = watcher.settings
+    _write(path, _config(tmp_path, ["Acme", "Beta"], store={"url": f"sqlite:///{tmp_path / 'other.db'}"},
+                         detector={"bucket_seconds": 30}))
+    attempt = watcher.check()
+    assert attempt.ok and attempt.restart_needed == ["store.url", "detector.bucket_seconds"]
+    assert attempt.settings.store == running.store
+    assert attempt.settings.detector.bucket_seconds == running.detector.bucket_seconds
+    assert [b.name for b in attempt.settings.brands] == ["Acme", "Beta"]
+    assert apply_live(running, running) == (running, [])
+
+
+# -- the schedulers -------------------------------------------------------------------------------
+def _rss(feeds: list[str]) -> dict:
+    return {"rss": {"feeds": feeds, "interval": 30}}
+
+
+@pytest.fixture
+def config_env(tmp_path, monkeypatch):
+    """A config file the process follows (SURGEWATCH_CONFIG), read fresh by this test."""
+    path = tmp_path / "config.yaml"
+    _write(path, _config(tmp_path, ["Acme"], sources=_rss(["http://127.0.0.1:9/a.rss"])))
+    monkeypatch.setenv("SURGEWATCH_CONFIG", str(path))
+    monkeypatch.setattr(reload, "_startup", {})
+    monkeypatch.setattr(reload, "CHECK_SECONDS", 0.0)
+    return path
+
+
+def _collect_entries(names) -> set[str]:
+    return {n for n in names if n.startswith("collect-")}
+
+
+def test_the_embedded_beat_schedule_follows_the_config(config_env, tmp_path):
+    from surgewatch.worker.reload import ReloadingScheduler
+
+    settings, _ = reload.startup(str(config_env))
+    app = Celery("reload-test")
+    app.conf.update(build(settings))
+    assert app.conf.beat_scheduler == "surgewatch.worker.reload:ReloadingScheduler"
+    scheduler = ReloadingScheduler(app=app, schedule_filename=str(tmp_path / "beat-schedule"))
+    try:
+        scheduler.tick()
+        assert _collect_entries(scheduler.schedule) == {"collect-rss-acme"}
+        before = scheduler.schedule["collect-rss-acme"].last_run_at
+
+        _write(config_env, _config(tmp_path, ["Acme", "Beta"], sources=_rss(["http://127.0.0.1:9/a.rss"])))
+        scheduler.tick()
+        assert _collect_entries(scheduler.schedule) == {"collect-rss-acme", "collect-rss-beta"}
+        assert "evaluate-acme-2" in scheduler.schedule
+        assert scheduler.schedule["collect-rss-acme"].last_run_at == before  # kept, not reset
+        assert [e[2].name for e in scheduler._heap if e[2].name == "collect-rss-beta"]  # in the heap: it runs
+
+        _write(config_env, _config(tmp_path, ["Beta"], sources=_rss(["http://127.0.0.1:9/a.rss"])))
+        scheduler.tick()
+        assert _collect_entries(scheduler.schedule) == {"collect-rss-beta"}
+        assert "collect-rss-acme" not in {e[2].name for e in scheduler._heap}
+        state = SqliteStore(str(tmp_path / "sw.db")).get_state(config_reload_key(process_name("beat")))
+        assert state["ok"] is True and state["brands"] == 1
+    finally:
+        scheduler.close()
+    # the shelve file holds the new schedule: a restarted beat does not bring Acme back
+    reopened = ReloadingScheduler(app=app, schedule_filename=str(tmp_path / "beat-schedule"))
+    try:
+        app.conf.beat_schedule = build(reload.load_with_digest(config_env)[0])["beat_schedule"]
+        reopened.setup_schedule()
+        assert _collect_entries(reopened.schedule) == {"collect-rss-beta"}
+    finally:
+        reopened.close()
+
+
+@pytest.mark.redis
+def test_the_redbeat_schedule_follows_the_config(config_env, tmp_path, redis_url):
+    from redbeat.decoder import RedBeatJSONEncoder
+
+    from surgewatch.worker.beat import ResilientRedBeatScheduler
+
+    data = _config(tmp_path, ["Acme"], sources=_rss(["http://127.0.0.1:9/a.rss"]), broker={"url": redis_url})
+    _write(config_env, data)
+    settings, _ = reload.startup(str(config_env))
+    app = Celery("redbeat-reload-test")
+    app.conf.update(build(settings))
+    prefix = f"swtest:{uuid.uuid4().hex[:12]}:redbeat:"
+    app.conf.redbeat_key_prefix = prefix
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        scheduler = ResilientRedBeatScheduler(app=app)  # installs the startup schedule in Redis
+        assert client.exists(prefix + "collect-rss-acme")
+        ran = json.dumps({"last_run_at": datetime(2026, 12, 1, tzinfo=timezone.utc)}, cls=RedBeatJSONEncoder)
+        client.hset(prefix + "collect-rss-acme", "meta", ran)
+
+        data["brands"].append({"name": "Beta", "query": "beta"})
+        _write(config_env, data)
+        scheduler.follow_config()
+        assert client.exists(prefix + "collect-rss-beta")
+        assert client.zscore(prefix + ":schedule", prefix + "collect-rss-beta") is not None
+        assert client.hget(prefix + "collect-rss-acme", "meta") == ran  # when it last ran: kept
+        assert "collect-rss-beta" in client.smembers(prefix + ":statics")
+
+        data["brands"] = [{"name": "Beta", "query": "beta"}]
+        _write(config_env, data)
+        scheduler.follow_config()
+        assert not client.exists(prefix + "collect-rss-acme")
+        assert client.zscore(prefix + ":schedule", prefix + "collect-rss-acme") is None
+        assert "collect-rss-acme" not in client.smembers(prefix + ":statics")
+        assert client.exists(prefix + "collect-rss-beta")
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# -- the command ----------------------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "surgewatch.cli.main", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "SURGEWATCH_CONFIG": ""})
+
+
+def test_reload_checks_the_file_like_check_config_and_signals_nothing(tmp_path):
+    path = tmp_path / "config.yaml"
+    _write(path, "brands: [{name: Acme}]\n")
+    bad, check = _cli("reload", "-c", str(path)), _cli("check-config", str(path))
+    assert bad.returncode == check.returncode == 1
+    assert bad.stderr == check.stderr and "brands[0].query: field required" in bad.stderr
+    assert "pick" not in bad.stdout
+    _write(path, _config(tmp_path, ["Acme"]))
+    good = _cli("reload", "-c", str(path))
+    assert good.returncode == 0, good.stderr
+    assert "every 10 s" in good.stdout and "Nothing was signalled" in good.stdout
+
+
+def test_status_says_when_a_change_was_refused_and_when_the_file_changed_since(tmp_path):
+    path = tmp_path / "config.yaml"
+    _write(path, _config(tmp_path, ["Acme"]))
+    settings, digest = load_with_digest(path)
+    watcher = ConfigWatcher(path, settings, check_seconds=0, digest=digest)
+    store = SqliteStore(str(tmp_path / "sw.db"))
+    _write(path, "brands: [{name: Acme}]\n")
+    record(store, "beat", path.resolve(), watcher.check())
+    store.close()
+    _write(path, _config(tmp_path, ["Acme", "Beta"]))  # status needs a valid file; the record is of the bad one
+    shown = _cli("status", "-c", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "config change refused" in shown.stdout and "brands[0].query: field required" in shown.stdout
+    assert "the file has changed since" in shown.stdout
+    as_json = json.loads(_cli("status", "-c", str(path), "--json").stdout)
+    (entry,) = as_json["config_reloads"]
+    assert entry["ok"] is False and entry["current"] is False and entry["process"] == process_name("beat")
