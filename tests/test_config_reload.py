@@ -284,3 +284,99 @@ def test_status_says_when_a_change_was_refused_and_when_the_file_changed_since(t
     as_json = json.loads(_cli("status", "-c", str(path), "--json").stdout)
     (entry,) = as_json["config_reloads"]
     assert entry["ok"] is False and entry["current"] is False and entry["process"] == process_name("beat")
+
+
+# -- done when: a real `surgewatch run` takes up a brand and drops it, without a restart -------------
+def _reloads(path: Path) -> dict[str, dict]:
+    """What `status --json` says of each process's last reload.  ``path``: a valid config naming the
+    store (status itself refuses to start on a broken file, which is what part of this test writes)."""
+    shown = _cli("status", "-c", str(path), "--json")
+    assert shown.returncode == 0, shown.stderr
+    return {r["process"].split("@")[0]: r for r in json.loads(shown.stdout)["config_reloads"]}
+
+
+def _wait(predicate, timeout: float, what: str, run) -> float:
+    """Seconds until ``predicate()`` held; fails naming ``what``, with the run's log."""
+    started = time.monotonic()
+    while not predicate():
+        assert run.alive(), run.log()[-4000:]
+        assert time.monotonic() - started < timeout, f"not within {timeout} s: {what}\n{run.log()[-6000:]}"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_running_surgewatch_takes_up_a_new_brand_and_drops_it_without_a_restart(tmp_path):
+    from datetime import datetime, timezone
+
+    from surgewatch.demo.feedserver import FeedServer
+    from surgewatch.ops.health import SourceHealth
+    from tests.support import SurgewatchProcess
+
+    def items(word: str) -> list[dict]:
+        now = datetime.now(timezone.utc)
+        return [{"id": f"{word}-{i}", "title": f"{word} news {i}", "link": f"https://news.example/{word}/{i}",
+                 "published": now} for i in range(3)]
+
+    with FeedServer() as feed:
+        feed.route("/acme.rss", items("acme"))
+        feed.route("/beta.rss", items("beta"))
+
+        def config(brands: list[str], feeds: list[str]) -> dict:
+            return _config(tmp_path, brands, sources={"rss": {"feeds": [feed.url(f) for f in feeds], "interval": 2}},
+                           channels={"console": {}}, detector={"bucket_seconds": 10}, ops={"stale_after_seconds": 30})
+
+        path, for_status = tmp_path / "config.yaml", tmp_path / "status.yaml"
+        _write(path, config(["Acme"], ["/acme.rss"]))
+        _write(for_status, config(["Acme"], ["/acme.rss"]))
+        store = SqliteStore(str(tmp_path / "sw.db"))
+
+        def health(brand: str) -> SourceHealth:
+            return SourceHealth.load(store, "rss", brand)
+
+        run = SurgewatchProcess(["run", "--config", str(path), "--data-dir", str(tmp_path), "--concurrency", "1"],
+                                {"SURGEWATCH_CONFIG": str(path)}, tmp_path / "run.log")
+        try:
+            _wait(lambda: health("Acme").polls >= 2, 120, "Acme polled", run)
+            assert health("Beta").polls == 0 and not feed.requests_to("/beta.rss")
+
+            # 1. a second brand with its own feed
+            _write(path, config(["Acme", "Beta"], ["/acme.rss", "/beta.rss"]))
+            took = _wait(lambda: health("Beta").status == "ok", 60, "Beta polled after the config gained it", run)
+            now = time.time()
+            counted = _wait(lambda: sum(sum(c.values()) for c in store.counts("Beta", now - 600, now + 600).values()) > 0,
+                            60 - took, "Beta's mentions counted", run) + took
+            print(f"a brand added to the file: first poll {took:.1f} s later, its mentions counted {counted:.1f} s later")
+            reloads = _reloads(for_status)
+            assert reloads["beat"]["ok"] and reloads["beat"]["brands"] == 2, reloads
+            assert reloads["beat"]["digest"] == load_with_digest(path)[1] and reloads["beat"]["current"] is None
+
+            # 2. a broken file is refused, said in status, and the running config goes on
+            _write(path, config(["Acme", "Beta"], ["/acme.rss", "/beta.rss"]) | {"detector": {"bucket_seconds": "x"}})
+            refused = _wait(lambda: _reloads(for_status).get("beat", {}).get("ok") is False, 60, "the refusal recorded", run)
+            assert "detector.bucket_seconds" in _reloads(for_status)["beat"]["error"]
+            polls = health("Beta").polls
+            _wait(lambda: health("Beta").polls > polls, 20, "Beta still polled on the running config", run)
+            print(f"a broken file: refused and recorded {refused:.1f} s later; the running config kept polling")
+
+            # 3. the brand and its feed removed: its polls stop
+            _write(path, config(["Acme"], ["/acme.rss"]))
+            digest = load_with_digest(path)[1]
+            def switched() -> bool:
+                reloads = _reloads(for_status)
+                return {"beat", "worker"} <= set(reloads) and all(r["digest"] == digest for r in reloads.values())
+
+            gone = _wait(switched, 60, "worker and beat on the new file", run)
+            time.sleep(3)  # a poll already queued or running when they switched
+            beta_polls, beta_requests = health("Beta").polls, len(feed.requests_to("/beta.rss"))
+            acme_polls = health("Acme").polls
+            time.sleep(12)  # six poll intervals
+            assert health("Beta").polls == beta_polls
+            assert len(feed.requests_to("/beta.rss")) == beta_requests
+            assert health("Acme").polls > acme_polls  # Acme is still polled
+            print(f"a brand removed from the file: worker and beat on the new file {gone:.1f} s later, "
+                  f"then no poll of it for 12 s")
+            assert "Traceback" not in run.log(), run.log()[-6000:]
+        finally:
+            run.stop()
+            store.close()

@@ -119,7 +119,8 @@ class ConfigWatcher:
     ``check()`` says more: every attempt, accepted or refused (to be recorded), or None."""
 
     def __init__(self, path: str | os.PathLike[str], settings: Settings, *, check_seconds: float | None = None,
-                 digest: str | None = None):
+                 digest: str | None = None, who: str = ""):
+        self.who = who  # for the log: which process says it ("worker", "beat")
         self.path = Path(path)
         self.settings = settings
         self.check_seconds = CHECK_SECONDS if check_seconds is None else check_seconds
@@ -130,6 +131,9 @@ class ConfigWatcher:
         self._digest = digest if digest is not None else self._hash()
         self.refused: str | None = None  # the digest of a refused version, so it is said once
         self.last_error: str | None = None
+
+    def _prefix(self) -> str:
+        return f"{self.who}: " if self.who else ""
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         try:
@@ -173,7 +177,7 @@ class ConfigWatcher:
                 return None  # touched, not changed
             # Back to the content that runs, after a refused change: the refusal no longer holds.
             self.refused = self.last_error = None
-            log.warning("config %s is back to the running version", self.path)
+            log.warning("%sconfig %s is back to the running version", self._prefix(), self.path)
             return ReloadAttempt(clock.now(), True, digest, self.settings, reverted=True)
         if digest == self.refused:
             return None  # refused already: said once
@@ -184,16 +188,17 @@ class ConfigWatcher:
         except ConfigError as exc:
             self.refused = digest
             self.last_error = f"{exc.source}: " + "; ".join(exc.errors)
-            log.error("config %s changed but is not valid; still running the previous one: %s", self.path,
-                      self.last_error)
+            log.error("%sconfig %s changed but is not valid; still running the previous one: %s", self._prefix(),
+                      self.path, self.last_error)
             return ReloadAttempt(clock.now(), False, digest, error=self.last_error)
         settings, waiting = apply_live(self.settings, parsed)
         self._digest, self.refused, self.last_error = digest, None, None
         self.settings = settings
-        log.warning("config %s reloaded: %d brand(s), sources %s", self.path, len(settings.brands),
+        log.warning("%sconfig %s reloaded: %d brand(s), sources %s", self._prefix(), self.path, len(settings.brands),
                     ", ".join(settings.sources.enabled()) or "none")
         if waiting:
-            log.warning("config %s: %s changed; that takes effect only after a restart", self.path, ", ".join(waiting))
+            log.warning("%sconfig %s: %s changed; that takes effect only after a restart", self._prefix(), self.path,
+                        ", ".join(waiting))
         return ReloadAttempt(clock.now(), True, digest, settings, restart_needed=waiting)
 
 
@@ -223,7 +228,7 @@ class FollowedConfig:
                  store: Callable[[Any], Any], *, check_seconds: float | None = None):
         settings, digest = startup(path)
         self.role, self.path = role, path
-        self.watcher = ConfigWatcher(path, settings, check_seconds=check_seconds, digest=digest)
+        self.watcher = ConfigWatcher(path, settings, check_seconds=check_seconds, digest=digest, who=role)
         self._build, self._store = build, store
         self._lock = threading.Lock()
         self.value = build(settings, None)
