@@ -71,6 +71,11 @@ def startup(path: str) -> tuple[Settings, str]:
     return _startup[path]
 
 
+def forget_startup() -> None:
+    """Forget the startup settings (a test pointing the process at another file)."""
+    _startup.clear()
+
+
 def _get(settings: Settings, dotted: str) -> Any:
     node: Any = settings
     for part in dotted.split("."):

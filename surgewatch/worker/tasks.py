@@ -12,7 +12,7 @@ from surgewatch import clock, pipeline
 from surgewatch.worker.app import app
 from surgewatch.worker.settings import CONFIG_ENV
 from surgewatch.config import Settings
-from surgewatch.worker.reload import FollowedConfig
+from surgewatch.worker.reload import FollowedConfig, forget_startup
 from surgewatch.store.errors import StoreError
 
 log = logging.getLogger("surgewatch.worker.tasks")
@@ -52,6 +52,16 @@ def runtime() -> pipeline.Runtime:
             raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with `surgewatch worker --config FILE`")
         _followed = FollowedConfig("worker", path, _rebuild, lambda rt: rt.store)
     return _followed.current()
+
+
+def _forget_runtime() -> None:
+    """Start afresh at the next ``runtime()`` (tests point SURGEWATCH_CONFIG at a new file)."""
+    global _followed
+    _followed = None
+    forget_startup()
+
+
+runtime.cache_clear = _forget_runtime  # type: ignore[attr-defined]  # what it was called as an lru_cache
 
 
 backoff = pipeline.backoff  # jittered exponential backoff that honours a Retry-After floor
