@@ -380,3 +380,45 @@ def test_a_running_surgewatch_takes_up_a_new_brand_and_drops_it_without_a_restar
         finally:
             run.stop()
             store.close()
+
+
+def test_the_ops_server_follows_the_config_so_healthz_expects_the_new_evaluate_ticks(tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from surgewatch.ops.server import make_server
+    from surgewatch.worker.settings import prepare_embedded_broker
+
+    path = tmp_path / "config.yaml"
+    _write(path, _config(tmp_path, ["Acme"]))
+    settings, digest = load_with_digest(path)
+    prepare_embedded_broker(settings.broker.url)  # a broker that answers: only the pipeline can be stale
+    store = SqliteStore(str(tmp_path / "sw.db"))
+    srv = make_server(settings, "127.0.0.1", 0)
+    srv.config_watcher = ConfigWatcher(path, settings, check_seconds=0, digest=digest)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+
+    def healthz() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/healthz", timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        now = time.time()
+        # the pipeline after the reload: one evaluate entry for the two brands
+        for name in ("beat", "worker:collect", "worker:detect", "worker:notify", "evaluate:evaluate-acme-2"):
+            store.heartbeat(name, now)
+        code, body = healthz()
+        assert code == 503 and any("evaluate-acme" in line for line in body["pipeline"]["stale"]), body
+        _write(path, _config(tmp_path, ["Acme", "Beta"]))
+        code, body = healthz()
+        assert code == 200 and body["pipeline"]["ok"] is True, body
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+        store.close()

@@ -702,6 +702,9 @@ def metrics(
         server = make_server(settings, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    from surgewatch.worker.reload import ConfigWatcher
+
+    server.config_watcher = ConfigWatcher(config, settings, who="metrics")  # brands added later are watched too
     err.print(f"serving http://{host}:{server.port}/metrics and /healthz", markup=False, highlight=False)
     try:
         server.serve_forever()
