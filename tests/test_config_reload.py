@@ -422,3 +422,13 @@ def test_the_ops_server_follows_the_config_so_healthz_expects_the_new_evaluate_t
         srv.server_close()
         thread.join(timeout=5)
         store.close()
+
+
+def test_a_channel_added_without_its_secret_in_the_environment_is_taken_with_a_warning(watched, tmp_path, monkeypatch):
+    path, watcher = watched
+    monkeypatch.delenv("PAGERDUTY_ROUTING_KEY", raising=False)
+    _write(path, _config(tmp_path, ["Acme"], channels={"console": {}, "pagerduty": {}}))
+    attempt = watcher.check()
+    assert attempt.ok and attempt.settings.channels.pagerduty is not None
+    assert len(attempt.warnings) == 1 and "PAGERDUTY_ROUTING_KEY" in attempt.warnings[0], attempt.warnings
+    assert "PAGERDUTY_ROUTING_KEY" in attempt.state("worker@x", str(path))["warnings"][0]

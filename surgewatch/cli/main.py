@@ -62,22 +62,9 @@ def _use_config(path: Path) -> Settings:
 
 
 def _credential_problems(settings: Settings) -> list[str]:
-    """What every configured channel and source lacks to work (a secret not in the environment, a
-    webhook that cannot be built), one line each, naming the environment variable."""
-    from surgewatch.registry import MissingCredential, build_channel, build_collector, configured_channels
+    from surgewatch.registry import credential_problems
 
-    problems: list[str] = []
-    for name in configured_channels(settings):
-        try:
-            build_channel(settings, name)
-        except (MissingCredential, ValueError) as exc:
-            problems.append(f"channels: {redact(str(exc))}; that channel would not send")
-    for name in settings.sources.enabled():
-        try:
-            build_collector(settings, name)
-        except (MissingCredential, ValueError) as exc:
-            problems.append(f"sources: {redact(str(exc))}; that source would not poll")
-    return problems
+    return credential_problems(settings)
 
 
 def _warn_missing_credentials(settings: Settings) -> None:
@@ -315,6 +302,8 @@ def _config_reload_lines(reloads: list[dict]) -> list[str]:
             line = f"[green]config[/]: {what} {_ago(r.get('at'))} by {who}"
             if r.get("restart_needed"):
                 line += f"; [yellow]{escape(', '.join(r['restart_needed']))} changed: takes effect only after a restart[/]"
+            for warning in r.get("warnings") or []:
+                line += f"; [yellow]{escape(redact(warning))}[/]"
         else:
             line = (f"[bold red]config change refused[/] {_ago(r.get('at'))} by {who}: {escape(str(r.get('error')))}; "
                     "the previous config still runs")

@@ -107,6 +107,7 @@ class ReloadAttempt:
     settings: Settings | None = None
     error: str | None = None
     restart_needed: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # accepted, but a channel or source lacks its secret
     reverted: bool = False  # back to the running content after a refused change: nothing to rebuild
 
     def state(self, process: str, path: str) -> dict[str, Any]:
@@ -114,6 +115,7 @@ class ReloadAttempt:
         return {
             "at": self.at, "ok": self.ok, "error": self.error, "process": process, "path": path,
             "digest": self.digest, "restart_needed": self.restart_needed, "reverted": self.reverted,
+            "warnings": self.warnings,
             "brands": len(s.brands) if s is not None else None,
             "sources": sorted(s.sources.enabled()) if s is not None else None,
         }
@@ -204,7 +206,13 @@ class ConfigWatcher:
         if waiting:
             log.warning("%sconfig %s: %s changed; that takes effect only after a restart", self._prefix(), self.path,
                         ", ".join(waiting))
-        return ReloadAttempt(clock.now(), True, digest, settings, restart_needed=waiting)
+        # Secrets come from this process's environment, which a reload cannot change.
+        from surgewatch.registry import credential_problems
+
+        warnings = credential_problems(settings)
+        for problem in warnings:
+            log.warning("%sconfig %s: %s", self._prefix(), self.path, problem)
+        return ReloadAttempt(clock.now(), True, digest, settings, restart_needed=waiting, warnings=warnings)
 
 
 def process_name(role: str) -> str:
