@@ -174,7 +174,7 @@ class ConfigWatcher:
         try:
             data: bytes | None = self.path.read_bytes()
         except OSError as exc:
-            data, problem = None, f"{self.path}: cannot read: {exc.strerror or type(exc).__name__}"
+            data, problem = None, f"cannot read: {exc.strerror or type(exc).__name__}"
         if self._stat() != stamp:
             self._stamp = None  # written while we read it: read it whole at the next look
             return None
@@ -190,7 +190,7 @@ class ConfigWatcher:
             return None  # refused already: said once
         try:
             if data is None:
-                raise ConfigError(str(self.path), [problem.split(": ", 1)[1]])
+                raise ConfigError(str(self.path), [problem])
             parsed = parse_bytes(data, str(self.path))
         except ConfigError as exc:
             self.refused = digest
