@@ -234,3 +234,23 @@ def build_channel(settings: Settings, name: str, store: Any = None) -> Channel:
     if cfg is None or kind not in CHANNELS:
         raise KeyError(f"channel {name!r} is not configured")
     return CHANNELS[kind].build(settings, cfg, store)
+
+
+def credential_problems(settings: Settings) -> list[str]:
+    """What every configured channel and source lacks to work (a secret not in this process's
+    environment, a webhook that cannot be built), one line each, naming the environment variable.
+    ``check-config`` exits 1 on them; a config reload records them as warnings."""
+    from surgewatch.redact import redact
+
+    problems: list[str] = []
+    for name in configured_channels(settings):
+        try:
+            build_channel(settings, name)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"channels: {redact(str(exc))}; that channel would not send")
+    for name in settings.sources.enabled():
+        try:
+            build_collector(settings, name)
+        except (MissingCredential, ValueError) as exc:
+            problems.append(f"sources: {redact(str(exc))}; that source would not poll")
+    return problems

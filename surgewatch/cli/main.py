@@ -63,22 +63,9 @@ def _use_config(path: Path) -> Settings:
 
 
 def _credential_problems(settings: Settings) -> list[str]:
-    """What every configured channel and source lacks to work (a secret not in the environment, a
-    webhook that cannot be built), one line each, naming the environment variable."""
-    from surgewatch.registry import MissingCredential, build_channel, build_collector, configured_channels
+    from surgewatch.registry import credential_problems
 
-    problems: list[str] = []
-    for name in configured_channels(settings):
-        try:
-            build_channel(settings, name)
-        except (MissingCredential, ValueError) as exc:
-            problems.append(f"channels: {redact(str(exc))}; that channel would not send")
-    for name in settings.sources.enabled():
-        try:
-            build_collector(settings, name)
-        except (MissingCredential, ValueError) as exc:
-            problems.append(f"sources: {redact(str(exc))}; that source would not poll")
-    return problems
+    return credential_problems(settings)
 
 
 def _warn_missing_credentials(settings: Settings) -> None:
@@ -117,6 +104,24 @@ def check_config(
     out.print(f"  schedule: {len(beat_schedule(settings))} beat entries", highlight=False, markup=False)
     out.print(f"  stale:    /healthz turns red after {settings.stale_after_seconds():.0f} s without a heartbeat",
               highlight=False, markup=False)
+
+
+@app.command()
+def reload(config: Path = ConfigOption) -> None:
+    """Check a changed configuration file (as check-config does) and say when the running worker and
+    beat pick it up: they look at the file themselves; this command signals no process."""
+    from surgewatch.ops.heartbeat import HEARTBEAT_EVERY
+    from surgewatch.worker.reload import CHECK_SECONDS, RESTART_ONLY
+
+    check_config(config)  # every problem printed, exit 1 if any: then the running processes refuse it too
+    out.print(
+        f"Running processes that read {config.resolve()} take it up by themselves: each looks at the file "
+        f"every {CHECK_SECONDS:.0f} s, and beat installs the new schedule at its next loop (at most "
+        f"{HEARTBEAT_EVERY:.0f} s later); a worker, at its next task.  Brands, sources, channels and routing "
+        f"change live; {', '.join(RESTART_ONLY)} only at a restart.", highlight=False, markup=False, soft_wrap=True)
+    out.print("Nothing was signalled: processes on other machines read their own copy of the file.  "
+              "`surgewatch status` shows when each process reloaded, or why it refused the change.",
+              highlight=False, markup=False, soft_wrap=True)
 
 
 def _celery_app():
@@ -206,12 +211,13 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
     incidents = [open_incidents[n] for n in names if n in open_incidents]
     # Deliveries that did not go out: failed ones (a failed page above all), and the outbox.
     unsent = [d for d in rt.store.list_deliveries() if d.status in ("failed", "pending", "claimed")]
+    reloads = _config_reloads(rt.store, config)
     if as_json:
         for h in health:
             h.last_error = redact(h.last_error) if h.last_error else h.last_error
         print(json.dumps({"pipeline": pipeline.to_dict(), "silences": silences, "sources": [h.to_dict() for h in health],
                           "verdicts": verdicts, "open_incidents": incidents,
-                          "deliveries_not_sent": [_delivery_json(d) for d in unsent]}))
+                          "deliveries_not_sent": [_delivery_json(d) for d in unsent], "config_reloads": reloads}))
         return
     if pipeline.ok:
         out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
@@ -220,6 +226,8 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
                   highlight=False)
         for line in pipeline.stale:
             out.print(f"  {line}", highlight=False, markup=False)
+    for line in _config_reload_lines(reloads):
+        out.print(line, highlight=False, soft_wrap=True)
     pt = Table(title="Heartbeats")
     for col in ("component", "last seen"):
         pt.add_column(col)
@@ -268,6 +276,54 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
     waiting = len(unsent) - len(failed)
     if waiting:
         out.print(f"{waiting} deliveries pending or being sent (see `surgewatch deliveries`)", highlight=False)
+
+
+def _config_reloads(store, config: Path) -> list[dict]:
+    """Each process's last look at a changed config file, newest first, with ``current``: whether it
+    is the file as it is now."""
+    import hashlib
+
+    from surgewatch.store.keys import CONFIG_RELOAD_PREFIX
+
+    try:
+        digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    except OSError:
+        digest = None
+    reloads = [dict(state) for state in store.list_state(CONFIG_RELOAD_PREFIX).values()]
+    for state in reloads:
+        # None: another file (status was given a different -c than the processes run on)
+        same_file = str(state.get("path")) == str(config.resolve())
+        state["current"] = (digest is not None and state.get("digest") == digest) if same_file else None
+        if state.get("error"):
+            state["error"] = redact(state["error"])
+    return sorted(reloads, key=lambda r: -float(r.get("at") or 0))
+
+
+def _config_reload_lines(reloads: list[dict]) -> list[str]:
+    from rich.markup import escape
+
+    lines = []
+    for r in reloads:
+        who = escape(str(r.get("process", "?")))
+        if r.get("ok"):
+            what = "back to the running version after a refused change" if r.get("reverted") else (
+                f"config reloaded ({r.get('brands')} brands; sources {', '.join(r.get('sources') or []) or 'none'})")
+            line = f"[green]config[/]: {what} {_ago(r.get('at'))} by {who}"
+            if r.get("restart_needed"):
+                line += f"; [yellow]{escape(', '.join(r['restart_needed']))} changed: takes effect only after a restart[/]"
+            for warning in r.get("warnings") or []:
+                line += f"; [yellow]{escape(redact(warning))}[/]"
+        else:
+            line = (f"[bold red]config change refused[/] {_ago(r.get('at'))} by {who}: {escape(str(r.get('error')))}; "
+                    "the previous config still runs")
+        if r.get("current") is False:
+            from surgewatch.worker.reload import CHECK_SECONDS
+
+            line += f" [yellow](the file has changed since: the processes look at it every {CHECK_SECONDS:.0f} s)[/]"
+        elif r.get("current") is None:
+            line += f" (file {escape(str(r.get('path')))})"
+        lines.append(line)
+    return lines
 
 
 def _plain(text: str) -> str:
@@ -646,6 +702,9 @@ def metrics(
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     except ValueError as exc:  # the dashboard's auth asked for a password the environment lacks
         raise fail(str(exc)) from None
+    from surgewatch.worker.reload import ConfigWatcher
+
+    server.config_watcher = ConfigWatcher(config, settings, who="metrics")  # brands added later are watched too
     err.print(f"serving the dashboard at http://{host}:{server.port}/, /metrics and /healthz", markup=False,
               highlight=False)
     try:

@@ -118,6 +118,27 @@ class OpsServer(ThreadingHTTPServer):
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)  # binds last: a failed bind calls server_close()
 
+    # Set by `surgewatch metrics`: follow the config file as workers and beat do, or /healthz would
+    # wait for the heartbeats of the evaluate entries the config had when this server started.
+    config_watcher: Any = None  # surgewatch.worker.reload.ConfigWatcher
+
+    def follow_config(self) -> None:
+        """Take up a changed config file (called under ``answer_lock``)."""
+        new = self.config_watcher.changed() if self.config_watcher is not None else None
+        if new is None:
+            return
+        from surgewatch.pipeline import Runtime
+
+        with self._store_lock:  # the open store is kept (the store settings cannot change live)
+            self.runtime = Runtime(new, store=self.runtime._store)
+        self.settings = self.collector.settings = new
+        self.collector._counts_end = None  # its cached counts are of the old brands: read them again
+        self.dashboard = Dashboard(new)  # the new brands, and no page cached from the old ones
+        try:
+            self.dashboard_auth = dashboard_auth(new)
+        except ValueError as exc:  # a password the environment lacks: keep the auth that worked
+            log.error("dashboard auth of the new config not taken (%s); the previous one stays", exc)
+
     @property
     def store(self) -> Store:
         with self._store_lock:  # opened once, on first use
@@ -195,10 +216,12 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         if path == "/metrics":
             with srv.answer_lock:
+                srv.follow_config()
                 text = generate_latest(srv.registry)
             self._send(HTTPStatus.OK, CONTENT_TYPE_LATEST, text)
         elif path == "/healthz":
             with srv.answer_lock:
+                srv.follow_config()
                 code, body = health_report(srv.settings, lambda: srv.store, srv.broker)
             self._send(code, "application/json", json.dumps(body, indent=2).encode() + b"\n")
         elif path == "/livez":
@@ -212,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             with srv.answer_lock:
+                srv.follow_config()
                 try:
                     page = srv.dashboard.page(srv.store, clock.now())
                 except STORE_ERRORS as exc:

@@ -49,3 +49,12 @@ def detector_key(brand: str) -> str:
 
 def evaluate_lock_key(brand: str) -> str:
     return f"lock:evaluate:{brand}"
+
+
+CONFIG_RELOAD_PREFIX = "config:reload:"
+
+
+def config_reload_key(process: str) -> str:
+    """A process's last look at a changed config file (``<role>@<host>``: accepted or refused, and
+    why), written by :mod:`surgewatch.worker.reload`, read by ``status``."""
+    return f"{CONFIG_RELOAD_PREFIX}{process}"

@@ -5,6 +5,10 @@ box, a Redis restart kills beat: ``tick()`` raises ConnectionError (Celery logs 
 process exits), and a Redis that comes back empty has lost both the schedule and the lock.  This
 subclass waits for Redis instead, then takes the lock again (or stands by if another beat took it)
 and re-installs the schedule from the config.
+
+It also follows the config file (:mod:`surgewatch.worker.reload`): on a change, RedBeat's own
+``setup_schedule()`` installs the new ``app.conf.beat_schedule`` -- it upserts every entry (keeping
+when each last ran) and deletes the static entries no longer in it (the ``:statics`` set).
 """
 from __future__ import annotations
 
@@ -16,14 +20,16 @@ from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, get_redis
 from redis.exceptions import LockError
 
 from surgewatch.ops.heartbeat import HEARTBEAT_EVERY, Heartbeat
+from surgewatch.worker.reload import ScheduleFollower
 
 log = logging.getLogger("surgewatch.worker.beat")
 
 RETRY_SECONDS = 5.0
 
 
-class ResilientRedBeatScheduler(RedBeatScheduler):
+class ResilientRedBeatScheduler(ScheduleFollower, RedBeatScheduler):
     _lost_redis = False
+    passthrough = (redis.ConnectionError, redis.TimeoutError, LockError)  # handled in tick()
 
     def __init__(self, *args, **kwargs):
         self._heartbeat = Heartbeat()
@@ -34,6 +40,8 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
             if self._lost_redis:
                 self._recover()
             interval = super().tick(*args, **kwargs)
+            # After RedBeat's tick has extended the lock: only the beat that schedules installs a schedule.
+            self.follow_config()
             self._heartbeat()  # only a beat that holds the lock and schedules is alive
             return min(interval, HEARTBEAT_EVERY)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -60,3 +68,6 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
         self.setup_schedule()
         self._lost_redis = False
         log.warning("beat: Redis is back; lock re-taken and schedule re-installed")
+
+    def install_schedule(self, schedule: dict) -> None:
+        self.setup_schedule()  # reads app.conf.beat_schedule, which follow_config has just replaced

@@ -13,7 +13,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from surgewatch import clock
-from surgewatch.config import Settings, brand_key, load_settings
+from surgewatch.config import Settings, brand_key
 
 CONFIG_ENV = "SURGEWATCH_CONFIG"
 
@@ -157,8 +157,9 @@ def build(settings: Settings | None, speed: float = 1.0) -> dict[str, Any]:
         conf["redbeat_lock_timeout"] = 60
         conf["beat_max_loop_interval"] = 10  # well inside the lock timeout, so a live beat never loses it
     else:
-        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.ops.heartbeat).
-        conf["beat_scheduler"] = "surgewatch.ops.heartbeat:HeartbeatScheduler"
+        # Celery's default scheduler, plus a heartbeat in the store from its loop (surgewatch.ops.heartbeat),
+        # following the config file (surgewatch.worker.reload).
+        conf["beat_scheduler"] = "surgewatch.worker.reload:ReloadingScheduler"
     if speed > 1:
         conf["beat_max_loop_interval"] = 0.2
     return conf
@@ -191,6 +192,10 @@ def embedded_polling_interval(speed: float) -> float:
 
 
 def from_environment() -> dict[str, Any]:
+    from surgewatch.worker.reload import startup
+
     path = os.environ.get(CONFIG_ENV)
-    settings = load_settings(path) if path else None
+    # startup(): remembered, so pool children and the embedded beat forked from this process start
+    # from the same settings (and the digest of the bytes they came from) when they follow the file.
+    settings = startup(path)[0] if path else None
     return build(settings, clock.speed())

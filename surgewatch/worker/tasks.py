@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Iterator
 
 from celery.exceptions import Ignore
@@ -12,7 +11,8 @@ from celery.exceptions import Ignore
 from surgewatch import clock, pipeline
 from surgewatch.worker.app import app
 from surgewatch.worker.settings import CONFIG_ENV
-from surgewatch.config import load_settings
+from surgewatch.config import Settings
+from surgewatch.worker.reload import FollowedConfig, forget_startup
 from surgewatch.store.errors import StoreError
 
 log = logging.getLogger("surgewatch.worker.tasks")
@@ -33,12 +33,35 @@ def store_outage(task: str) -> Iterator[None]:
         raise Ignore() from None
 
 
-@lru_cache(maxsize=1)
+_followed: FollowedConfig | None = None
+
+
+def _rebuild(settings: Settings, previous: pipeline.Runtime | None) -> pipeline.Runtime:
+    # The open store is kept: what it depends on cannot change without a restart (reload.RESTART_ONLY).
+    return pipeline.Runtime(settings, store=previous.store if previous is not None else None)
+
+
 def runtime() -> pipeline.Runtime:
-    path = os.environ.get(CONFIG_ENV)
-    if not path:
-        raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with `surgewatch worker --config FILE`")
-    return pipeline.Runtime(load_settings(path))
+    """This process's pipeline Runtime, following the config file: at most every
+    ``reload.CHECK_SECONDS`` a look at the file, and a new Runtime (new brands, sources, channels)
+    when it changed and validates; each attempt is recorded for ``status``."""
+    global _followed
+    if _followed is None:
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with `surgewatch worker --config FILE`")
+        _followed = FollowedConfig("worker", path, _rebuild, lambda rt: rt.store)
+    return _followed.current()
+
+
+def _forget_runtime() -> None:
+    """Start afresh at the next ``runtime()`` (tests point SURGEWATCH_CONFIG at a new file)."""
+    global _followed
+    _followed = None
+    forget_startup()
+
+
+runtime.cache_clear = _forget_runtime  # type: ignore[attr-defined]  # what it was called as an lru_cache
 
 
 backoff = pipeline.backoff  # jittered exponential backoff that honours a Retry-After floor
@@ -52,9 +75,31 @@ MAX_NOT_READY = 30
 def collect(source: str, brand: str) -> dict:
     # No Celery retry here: a failed poll records its backoff in the source's health and the next
     # beat tick tries again when it has passed (no sleeping inside a worker).
+    rt = runtime()
+    gone = _not_configured(rt, source, brand)
+    if gone:
+        # Queued before a reload removed it (beat no longer schedules it): not a failure of the source.
+        log.info("collect %s for %s skipped: %s", source, brand, gone)
+        return {"status": "not configured", "new": 0, "duplicates": 0}
     with store_outage(f"collect {source} for {brand}"):
-        outcome = pipeline.collect(runtime(), source, brand)
+        outcome = pipeline.collect(rt, source, brand)
     return {"status": outcome.status, "new": outcome.new, "duplicates": outcome.duplicates}
+
+
+def _brand_configured(rt: pipeline.Runtime, brand: str) -> bool:
+    try:
+        rt.brand(brand)
+    except KeyError:
+        return False
+    return True
+
+
+def _not_configured(rt: pipeline.Runtime, source: str, brand: str) -> str | None:
+    if source not in rt.settings.sources.enabled():
+        return f"the source {source} is not enabled in the config (any more)"
+    if not _brand_configured(rt, brand):
+        return "the brand is not in the config (any more)"
+    return None
 
 
 @app.task(name="surgewatch.evaluate")
@@ -106,6 +151,13 @@ def heartbeat(queue: str) -> dict:
 @app.task(name="surgewatch.notify", bind=True, max_retries=None)
 def notify(self, incident_id: str, no: int, channel: str) -> dict:
     rt = runtime()
+    from surgewatch.registry import configured_channels
+
+    if channel not in configured_channels(rt.settings):
+        # Removed by a config reload after this delivery was queued: recorded, not left pending.
+        outcome = pipeline.give_up(rt, incident_id, no, channel,
+                                   f"not sent: the channel {channel} is no longer in the config")
+        return {"key": outcome.key, "status": outcome.status}
     try:
         outcome = pipeline.notify(rt, incident_id, no, channel)
     except pipeline.NotReady as exc:
@@ -114,6 +166,14 @@ def notify(self, incident_id: str, no: int, channel: str) -> dict:
                                        f"{self.request.retries} tries ({exc})")
         else:
             raise self.retry(exc=exc, countdown=backoff(0, exc.retry_in))
+    except KeyError:
+        # The incident's brand was removed by a config reload after this delivery was queued:
+        # recorded, not left pending (any other KeyError is a bug, and raises).
+        incident = rt.store.get_incident(incident_id) or {}
+        if not incident.get("brand") or _brand_configured(rt, incident["brand"]):
+            raise
+        outcome = pipeline.give_up(rt, incident_id, no, channel,
+                                   f"not sent: the brand {incident['brand']} is no longer in the config")
     except pipeline.RetryLater as exc:  # transient, with attempts left: recorded pending
         raise self.retry(exc=exc, countdown=exc.retry_in)
     except StoreError as exc:
