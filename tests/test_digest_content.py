@@ -257,3 +257,17 @@ def test_peaks_are_per_minute_and_days_per_day_whatever_the_bucket(make_store, t
     page = render_html(d)
     for text in (md, page, str(slack_blocks(d))):
         assert "bucket" not in text.lower()
+
+
+def test_when_the_post_cap_hides_the_earlier_weeks_the_digest_says_so_and_how_to_fix_it(make_store, tmp_path):
+    store = make_store(recent_cap=10)
+    store.ingest([mention("rss", k, local(MONDAY - timedelta(weeks=1), 9, k), "acmelive lineup rumours",
+                          url=f"https://news.example/{k}") for k in range(3)]
+                 + [mention("rss", 100 + k, local(MONDAY, 9, k), "acmelive presale codes",
+                            url=f"https://news.example/{100 + k}") for k in range(12)])
+    settings = settings_for(tmp_path, store={"url": f"sqlite:///{tmp_path / 'unused.db'}", "recent_cap": 10})
+    d = build_digest(store, settings, "Acme", WEEK)
+    assert d.posts_seen == 10 and d.term_weeks == 0 and d.new_terms == [] and d.posts_cap == 10
+    md = render_markdown(d)
+    assert "no posts kept from the previous weeks to compare with (the store keeps the newest 10 posts" in md
+    assert "- Most used: presale codes (10)" in md

@@ -9,9 +9,13 @@ Weeks are ISO weeks in the configured time zone (Monday 00:00 to Monday 00:00 lo
 local days, so a week containing a daylight-saving change has one 23- or 25-hour day rather than a
 day that straddles midnight.
 
-Posts (top posts, linked pages, terms) come from the store's capped list of recent mentions
-(``store.recent_cap``): a brand with more posts in a week than the cap shows the newest ones, and
-the digest says how many posts it looked at.
+Posts (top posts, headlines, linked pages, terms) come from the store's capped list of recent
+mentions (``store.recent_cap``): a brand with more posts in a week than the cap shows the newest
+ones, and the digest says how many posts it looked at.  Where no post has reach or engagement
+numbers (news feeds), the week's most repeated headlines stand in for the top posts.  Terms are
+this week's against up to TERM_WEEKS earlier weeks (TF-IDF, stop words and the brand's own words
+left out).  The scorecard counts the delivery log with the demo's function
+(:func:`surgewatch.reports.deliveries.tally_deliveries`).
 """
 from __future__ import annotations
 
@@ -227,6 +231,7 @@ class Digest:
     history_start: float | None = None  # first counted bucket of the brand within the compared weeks
     headlines: list[Headline] = field(default_factory=list)  # when no post has reach or engagement
     term_weeks: int = 0  # earlier weeks (with posts kept) the terms are compared with, 0..TERM_WEEKS
+    posts_cap: int | None = None  # the store's cap on kept posts, when it cut into the compared weeks
 
     @property
     def previous_known(self) -> bool:
@@ -314,9 +319,9 @@ def tokens(text: str, exclude: set[str] = frozenset()) -> set[str]:  # type: ign
 def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
     """(new, rising, most used) terms of this week's posts against the posts of earlier weeks.
 
-    TF-IDF over both sets of posts (scikit-learn's ``TfidfVectorizer`` with our analyzer, sublinear
-    term frequency, one row per post): a term's weight is its mean over the posts of a period, and
-    the inverse document frequency pushes down what every week says.  A term needs MIN_TERM_POSTS
+    TF-IDF over both sets of posts (scikit-learn's ``TfidfVectorizer`` over our words and phrases,
+    sublinear term frequency, one row per post): a term's weight is its mean over the posts of a
+    period, and the inverse document frequency pushes down what every week says.  A term needs MIN_TERM_POSTS
     posts this week to be listed as new or rising; "new" terms appear in no earlier post, "rising"
     ones at least RISING_RATIO times their earlier share of posts; both are ranked by how much more
     they weigh this week.  "Most used" is this week's terms by the number of posts containing them.
@@ -325,11 +330,16 @@ def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set
         return [], [], []
     import numpy as np
 
-    vectorizer = TfidfVectorizer(analyzer=lambda doc: _words_and_phrases(doc, exclude), sublinear_tf=True)
-    try:
-        matrix = vectorizer.fit_transform(list(this_week) + list(earlier))
-    except ValueError:  # "empty vocabulary": no post has a single term left
+    analysed = [_words_and_phrases(doc, exclude) for doc in [*this_week, *earlier]]
+    # Only this week's terms can be listed: a vocabulary of those keeps the matrix small (the earlier
+    # weeks still count in every term's inverse document frequency).  No per-post normalisation, so
+    # a term's weight does not depend on which other terms are in the vocabulary: it is its inverse
+    # document frequency times its mean (sublinear) count per post.
+    vocabulary = sorted({t for terms in analysed[: len(this_week)] for t in terms})
+    if not vocabulary:
         return [], [], []
+    vectorizer = TfidfVectorizer(analyzer=lambda terms: terms, sublinear_tf=True, norm=None, vocabulary=vocabulary)
+    matrix = vectorizer.fit_transform(analysed)
     names = vectorizer.get_feature_names_out()
     now, before = matrix[: len(this_week)], matrix[len(this_week):]
     posts_now = np.asarray((now > 0).sum(axis=0)).ravel()
@@ -514,7 +524,8 @@ def build_digest(
 
     health = _health_rows(store, brand)
     notes = []
-    if len(recent) >= settings.store.recent_cap and recent and recent[-1].timestamp > terms_start:
+    capped = len(recent) >= settings.store.recent_cap and bool(recent) and recent[-1].timestamp > terms_start
+    if capped:
         notes.append(f"Posts: the store keeps the newest {settings.store.recent_cap}; earlier posts of this "
                      f"week and the {TERM_WEEKS} before are not in the post, headline, page and term lists.")
     total = sum(sum(d.values()) for d in this)
@@ -529,7 +540,7 @@ def build_digest(
     return Digest(brand, week, tz, start, end, day_rows, sources, spikes, by_reach, by_engagement,
                   pages_linked[:TOP_PAGES], new, rising, top, scorecard, health, len(week_posts), len(prev_posts),
                   typical_weeks, chart, brand_cfg.site, notes, first_bucket, headlines=headlines,
-                  term_weeks=term_weeks)
+                  term_weeks=term_weeks, posts_cap=settings.store.recent_cap if capped else None)
 
 
 def _spike_notes(spikes: Sequence[Spike], days: list[tuple[date, float, float]]) -> list[tuple[int, str]]:
@@ -702,13 +713,15 @@ def headlines_note(d: Digest) -> str:
 def headline_detail(h: Headline) -> str:
     outlets = ", ".join(h.outlets[:3]) + (f" and {len(h.outlets) - 3} more" if len(h.outlets) > 3 else "")
     return (f"{h.copies:,} {'copy' if h.copies == 1 else 'copies'} from {outlets}; "
-            f"busiest hour {h.busiest_hour:,} mentions")
+            f"{h.busiest_hour:,} mentions in its busiest hour")
 
 
 def terms_note(d: Digest) -> str:
     """Against what the new and rising terms are measured."""
     if d.term_weeks == 0:
-        return "No new or rising terms: no posts kept from the previous weeks to compare with."
+        return ("No new or rising terms: no posts kept from the previous weeks to compare with"
+                + (f" (the store keeps the newest {d.posts_cap:,} posts; a larger store.recent_cap keeps "
+                   "earlier weeks)" if d.posts_cap else "") + ".")
     weeks = "the previous week" if d.term_weeks == 1 else f"the previous {d.term_weeks} weeks"
     return (f"Against {weeks} ({d.posts_previous:,} posts): TF-IDF of words and phrases, English stop "
             f"words and the brand's own query words left out; a term needs {MIN_TERM_POSTS} posts this week.")
