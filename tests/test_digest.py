@@ -278,6 +278,8 @@ def test_top_posts_pages_and_terms_come_from_the_weeks_posts(seeded):
     assert "presale" not in new and "waiting" not in new
     assert "lineup" not in new and "acme" not in new and "live" not in new  # old, or the brand's own words
     assert all("tickets" not in t.term.split() for t in d.new_terms)  # present every week
+    # ... but among the most used: its phrases with this week's words do not hide it
+    assert {t.term: t.posts for t in d.top_terms}["tickets"] == sum(1 for m in week if "tickets" in m.text)
 
 
 def test_source_health_and_api_spend_since_the_last_digest(seeded):

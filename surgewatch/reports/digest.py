@@ -325,7 +325,8 @@ def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set
     posts this week to be listed as new or rising; "new" terms appear in no earlier post, "rising"
     ones at least RISING_RATIO times their earlier share of posts; both are ranked by how much more
     they weigh this week.  "Most used" is this week's terms by the number of posts containing them.
-    A term seen only inside one longer phrase is left out ("presale codes", not also "presale")."""
+    Phrases are listed where their words come together (see ``select``): "presale codes", not
+    also "presale", nor "codes queue post" beside "presale codes queue"."""
     if not this_week:
         return [], [], []
     import numpy as np
@@ -358,28 +359,28 @@ def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set
                  for k in range(len(words) - size + 1))
         return [j for j in found if j is not None]
 
-    # terms seen only inside one longer phrase (in as many posts) are shown as that phrase
-    inside_phrase = {j for i in range(len(names)) if " " in names[i] for j in parts(i) if posts_now[j] == posts_now[i]}
-
     def term(i: int, ratio: float | None = None) -> Term:
         return Term(str(names[i]), int(posts_now[i]), int(posts_before[i]), ratio,
                     float(weight_now[i] - weight_before[i]))
 
-    listed = [i for i in range(len(names)) if posts_now[i] > 0 and i not in inside_phrase]
-    top = [term(i) for i in sorted(listed, key=lambda i: (-posts_now[i], -weight_now[i], names[i]))[:TOP_TERMS]]
+    def select(category: Any) -> list[int]:
+        """The terms of ``category`` worth listing.  A phrase one of whose parts is in more posts of
+        the category is left out ("tickets presale codes" is new only because "presale codes" is);
+        a part seen only inside a listed phrase (in as many posts) is shown as that phrase."""
+        members = np.flatnonzero(category)
+        phrases = [i for i in members if " " in names[i]]
+        dropped = {i for i in phrases if any(category[j] and posts_now[j] > posts_now[i] for j in parts(i))}
+        shown_as_phrase = {j for i in phrases if i not in dropped for j in parts(i) if posts_now[j] == posts_now[i]}
+        return [int(i) for i in members if i not in dropped and i not in shown_as_phrase]
+
+    used = select(posts_now > 0)
+    top = [term(i) for i in sorted(used, key=lambda i: (-posts_now[i], -weight_now[i], names[i]))[:TOP_TERMS]]
     if not earlier:
         return [], [], top  # nothing to compare with: no claim about "new" or "rising"
     ratio = np.where(posts_before > 0, (posts_now / len(this_week)) / np.maximum(posts_before, 1) * len(earlier), np.inf)
     frequent = posts_now >= MIN_TERM_POSTS
-    is_new = frequent & (posts_before == 0)
-    is_rising = frequent & (posts_before > 0) & (ratio >= RISING_RATIO)
-
-    def broader_part(i: int, category: Any) -> bool:
-        # "tickets presale codes" is new only because "presale codes" is (in more posts): list the latter
-        return any(category[j] and posts_now[j] > posts_now[i] for j in parts(i))
-
-    new = [term(i) for i in listed if is_new[i] and not broader_part(i, is_new)]
-    rising = [term(i, float(ratio[i])) for i in listed if is_rising[i] and not broader_part(i, is_rising)]
+    new = [term(i) for i in select(frequent & (posts_before == 0))]
+    rising = [term(i, float(ratio[i])) for i in select(frequent & (posts_before > 0) & (ratio >= RISING_RATIO))]
     new.sort(key=lambda t: (-t.weight_change, -t.posts, t.term))
     rising.sort(key=lambda t: (-t.weight_change, -t.posts, t.term))
     return new[:TOP_TERMS], rising[:TOP_TERMS], top
@@ -889,7 +890,7 @@ def slack_blocks(d: Digest) -> list[dict[str, Any]]:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_text(terms_note(d), 2900)}]})
     s = d.scorecard
     blocks.append(section(
-        f"*Alert scorecard*\n{s.incidents} incidents, notifications sent {sent_text(s.deliveries)}, "
+        f"*Alert scorecard*\n{_plural(s.incidents, 'incident')}, notifications sent {sent_text(s.deliveries)}, "
         f"{s.failed} failed, {s.pages} pages, {s.acknowledged} acknowledged, {s.false_alarms} false alarms, "
         f"median time to ack {_dur(s.median_ack_seconds)}"))
     if d.health:
