@@ -22,7 +22,7 @@ from surgewatch.reports.digest import (
 )
 from surgewatch.store.base import Delivery
 from tests.fakes.slack_server import validate_blocks
-from tests.test_digest import MONDAY, SITE, TZ, WEEK, local, mention, settings_for
+from tests.test_digest import MONDAY, WEEK, local, mention, settings_for
 
 EXCLUDE = {"acme", "live", "acmelive", "#acmelive"}
 

@@ -19,6 +19,7 @@ left out).  The scorecard counts the delivery log with the demo's function
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import statistics
@@ -29,7 +30,6 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
 from surgewatch.collectors.base import Mention
 from surgewatch.collectors.query import parse_query
@@ -61,12 +61,21 @@ _TOKEN = re.compile(r"[#@]?[^\W\d_][\w'’-]*[\w]|[#@]?[^\W\d_]", re.UNICODE)
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 # A phrase never runs across punctuation that ends a clause ("sale. Queue" is not a phrase).
 _CLAUSE = re.compile(r"[.!?;:,()\[\]{}\"“”|/…–—]+")
-# scikit-learn's English stop list (318 words: "the", "last", "first", ...) plus what social posts
-# add: retweet and HTML debris, and filler that names no topic (times, vague praise); the brand's own
-# query words are left out per brand (see _brand_words).
-STOPWORDS = frozenset(ENGLISH_STOP_WORDS | set("""rt amp via got let http https www com lol omg
+# Left out of the term list besides scikit-learn's English stop list (318 words: "the", "last",
+# "first", ...): retweet and HTML debris, and filler that names no topic (times, vague praise).  The
+# brand's own query words are left out per brand (see _brand_words).
+SOCIAL_STOPWORDS = frozenset("""rt amp via got let http https www com lol omg
 year years day days week weeks month months today tonight tomorrow yesterday time times
-best better good great far just really like thing things way lot lots going want know think make need""".split()))
+best better good great far just really like thing things way lot lots going want know think make need""".split())
+
+
+@functools.cache
+def stop_words() -> frozenset[str]:
+    # scikit-learn is imported on first use: it takes over a second, and the worker and beat import
+    # this module at start-up for the digest's schedule.
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | SOCIAL_STOPWORDS
 
 
 class DigestError(ValueError):
@@ -296,12 +305,13 @@ def _words_and_phrases(text: str, exclude: set[str] = frozenset()) -> list[str]:
     MAX_TERM_WORDS adjacent ones.  A left-out word or a clause break ends a phrase, so "best of
     the week" gives "best" and "week", never the made-up pair "best week"."""
     out: list[str] = []
+    stop = stop_words()
     for clause in _CLAUSE.split(_URL.sub(" | ", text.lower())):
         run: list[str] = []
         for raw in clause.split():
             word = re.sub(r"['’]s$", "", re.sub(r"^[^\w#@]+|[^\w]+$", "", raw))
             bare = word.lstrip("#")
-            if (len(bare) < 3 or not _TOKEN.fullmatch(word) or word.startswith("@") or bare in STOPWORDS
+            if (len(bare) < 3 or not _TOKEN.fullmatch(word) or word.startswith("@") or bare in stop
                     or word in exclude or bare in exclude):
                 run = []
                 continue
@@ -316,7 +326,8 @@ def tokens(text: str, exclude: set[str] = frozenset()) -> set[str]:  # type: ign
     return set(_words_and_phrases(text, exclude))
 
 
-def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
+def compare_terms(this_week: Sequence[str], earlier: Sequence[str],
+                  exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
     """(new, rising, most used) terms of this week's posts against the posts of earlier weeks.
 
     TF-IDF over both sets of posts (scikit-learn's ``TfidfVectorizer`` over our words and phrases,
@@ -330,6 +341,7 @@ def compare_terms(this_week: Sequence[str], earlier: Sequence[str], exclude: set
     if not this_week:
         return [], [], []
     import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer  # on first use (see stop_words)
 
     analysed = [_words_and_phrases(doc, exclude) for doc in [*this_week, *earlier]]
     # Only this week's terms can be listed: a vocabulary of those keeps the matrix small (the earlier
@@ -494,7 +506,6 @@ def build_digest(
                           statistics.median(ack_delays) if ack_delays else None)
 
     # Posts: the week's and the earlier weeks', from the recent list.
-    prev_start = earlier[0][0][1]
     terms_start = earlier[TERM_WEEKS - 1][0][1]
     recent = store.recent(brand, max(getattr(store, "recent_cap", 0), settings.store.recent_cap))
     week_posts = [m for m in recent if start <= m.timestamp < end]
@@ -697,7 +708,8 @@ def scorecard_rows(d: Digest) -> list[tuple[str, str]]:
             ("Pages (PagerDuty)", str(s.pages)), ("Failed deliveries", failed)]
     held = {k: n for k, n in t.by_status.items() if k not in ("sent", "failed") and n}
     if held:
-        rows.append(("Not sent (superseded, suppressed, in flight)", ", ".join(f"{n:,} {k}" for k, n in sorted(held.items()))))
+        rows.append(("Not sent (superseded, suppressed, in flight)",
+                     ", ".join(f"{n:,} {k}" for k, n in sorted(held.items()))))
     rows += [("Acknowledged", str(s.acknowledged)), ("Marked false alarm", str(s.false_alarms)),
              ("Median time to acknowledge", _dur(s.median_ack_seconds))]
     return rows
