@@ -162,6 +162,7 @@ def test_an_rss_only_brand_gets_the_weeks_most_repeated_headlines(make_store, tm
     assert "## Top headlines" in md and "Top posts by reach" not in md
     assert "ranked by copies (distinct links carrying the headline)" in md
     assert re.search(r"1\. \[Acme Live tickets on sale Friday\]\(https://www\.news\.example/a/\?utm_source=g\) — 3 copies from ", md)
+    assert "— 1 copy from news.example; 41 mentions in its busiest hour" in md  # C, in the busy hour
     assert "<script" not in md
     page = render_html(d)
     assert "<h2>Top headlines</h2>" in page and "<script" not in page and "&lt;script&gt;" in page
@@ -271,3 +272,13 @@ def test_when_the_post_cap_hides_the_earlier_weeks_the_digest_says_so_and_how_to
     md = render_markdown(d)
     assert "no posts kept from the previous weeks to compare with (the store keeps the newest 10 posts" in md
     assert "- Most used: presale codes (10)" in md
+
+
+def test_the_busiest_hour_is_shown_only_where_it_tells_headlines_apart(make_store, tmp_path):
+    store = make_store()
+    store.ingest([mention("rss", k, local(MONDAY, 9, k), f"Acme Live story {'ab'[k % 2]}", url=f"https://n.example/{k}")
+                  for k in range(4)])
+    d = build_digest(store, settings_for(tmp_path), "Acme", WEEK)
+    assert [(h.copies, h.busiest_hour) for h in d.headlines] == [(2, 4), (2, 4)]
+    assert "busiest hour" not in render_markdown(d).split("## Top headlines")[1].split("## Site")[0].replace(
+        "the busiest hour a copy appeared in", "")

@@ -723,10 +723,13 @@ def headlines_note(d: Digest) -> str:
             f"newest first.")
 
 
-def headline_detail(h: Headline) -> str:
+def headline_detail(d: Digest, h: Headline) -> str:
     outlets = ", ".join(h.outlets[:3]) + (f" and {len(h.outlets) - 3} more" if len(h.outlets) > 3 else "")
-    return (f"{h.copies:,} {'copy' if h.copies == 1 else 'copies'} from {outlets}; "
-            f"{h.busiest_hour:,} mentions in its busiest hour")
+    text = f"{h.copies:,} {'copy' if h.copies == 1 else 'copies'} from {outlets}"
+    # the hour's figure only where it tells the stories apart (not eight times the same number)
+    if len({x.busiest_hour for x in d.headlines}) > 1:
+        text += f"; {h.busiest_hour:,} mentions in its busiest hour"
+    return text
 
 
 def terms_note(d: Digest) -> str:
@@ -797,7 +800,7 @@ def render_markdown(d: Digest) -> str:
         lines.append("No spikes this week.")
     if d.headlines:
         lines += ["", "## Top headlines", "", headlines_note(d), ""]
-        lines += [f"{i}. {md_link(h.url, md(h.text, 140))} — {md(headline_detail(h))}"
+        lines += [f"{i}. {md_link(h.url, md(h.text, 140))} — {md(headline_detail(d, h))}"
                   for i, h in enumerate(d.headlines, 1)]
     for title, posts, key in (("Top posts by reach", d.top_by_reach, "reach"),
                               ("Top posts by engagement", d.top_by_engagement, "engagement")):
@@ -853,7 +856,7 @@ def render_html(d: Digest, chart_src: str | None = None) -> str:
             ("Top posts by reach", d.top_by_reach, f"No post with a known reach among the {d.posts_seen} posts kept."),
             ("Top posts by engagement", d.top_by_engagement,
              f"No post with a known engagement among the {d.posts_seen} posts kept.")],
-        headlines=[(h, headline_detail(h)) for h in d.headlines], headlines_note=headlines_note(d),
+        headlines=[(h, headline_detail(d, h)) for h in d.headlines], headlines_note=headlines_note(d),
         terms_note=terms_note(d), term_lines=term_lines(d),
         scorecard=scorecard_rows(d),
         health=[line[2:] for line in _health_lines(d, str)],
@@ -890,7 +893,7 @@ def slack_blocks(d: Digest) -> list[dict[str, Any]]:
                  f"@{slack_text(p.author or '?', 60)}, engagement {p.engagement:,}, reach {p.reach:,}" for p in posts]
         blocks.append(section("*Top posts*\n" + "\n".join(lines)))
     elif d.headlines:
-        lines = [f"• {slack_link(h.url, h.text, 150)} — {slack_text(headline_detail(h), 200)}" for h in d.headlines[:5]]
+        lines = [f"• {slack_link(h.url, h.text, 150)} — {slack_text(headline_detail(d, h), 200)}" for h in d.headlines[:5]]
         blocks.append(section("*Top headlines*\n" + "\n".join(lines)))
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_text(headlines_note(d), 2900)}]})
     if d.pages:
