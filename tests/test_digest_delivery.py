@@ -246,3 +246,27 @@ def test_the_weekly_task_fans_out_one_retried_task_per_brand(tmp_path, monkeypat
         second = tasks.digest_brand.apply(sent[1][0]).get()
         assert second["sent"] is True
         assert len(slack.messages("#marketing", include_replies=False)) == 2
+
+
+@pytest.mark.slow
+def test_the_digest_of_the_demo_week_counts_the_notifications_the_demo_counted(tmp_path):
+    """The demo's summary and the digest's scorecard read one delivery log with one function."""
+    from datetime import date
+
+    from surgewatch.config import load_settings
+    from surgewatch.reports.digest import render_markdown, week_name
+    from tests.test_demo import run_demo
+
+    result, _ = run_demo("--keep", str(tmp_path / "demo"), "--seconds", "30")
+    settings = load_settings(tmp_path / "demo" / "config.yaml")
+    store = open_store(settings.store.url)
+    try:
+        d = build_digest(store, settings, "Acme", week_name(date.fromisoformat(result["surge_onset"][:10])))
+    finally:
+        store.close()
+    assert d.scorecard.sent == result["notifications_sent"] > 0
+    assert d.scorecard.deliveries.by_status == result["deliveries"]
+    assert d.scorecard.deliveries.by_channel == result["deliveries_by_channel"]
+    assert f"| Notifications sent | {result['notifications_sent']} (" in render_markdown(d)
+    # the demo's feeds carry no reach or engagement: its stories stand in for top posts
+    assert d.headlines and d.headlines[0].copies > 1

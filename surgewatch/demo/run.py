@@ -470,6 +470,7 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     from surgewatch.ops.health import SourceHealth
     from surgewatch.notifier.escape import log_text
     from surgewatch.pipeline import Runtime
+    from surgewatch.reports.deliveries import tally_deliveries
     from surgewatch.store.keys import delivery_key
 
     rt = Runtime(load_settings(config_path))
@@ -516,13 +517,9 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
     health = SourceHealth.load_all(store)
     # Every matching story the feeds ever list (the first poll, at 07:00 or later, sees their history).
     expected_posts = feeds.matching_posts(scenario.start - SimulatedFeeds.WINDOW, scenario.end)
-    statuses: dict[str, int] = {}
-    by_channel: dict[str, dict[str, int]] = {}
-    for d in log:
-        statuses[d.status] = statuses.get(d.status, 0) + 1
-        per = by_channel.setdefault(d.channel, {})
-        per[d.status] = per.get(d.status, 0) + 1
-    sent = statuses.get("sent", 0)
+    # Counted by the same function as the digest's scorecard, so the two cannot disagree.
+    tally = tally_deliveries(log)
+    statuses, by_channel, sent = tally.by_status, tally.by_channel, tally.sent
     failed = [d for d in log if d.status == "failed"]
 
     if not as_json:
@@ -546,6 +543,8 @@ def _report(folder: Path, config_path: Path, scenario: Scenario, feeds: Simulate
             print("No alert fired.")
         print(f"Collected {collected} mentions of {BRAND} of {expected_posts} matching posts published "
               f"(noise and syndicated copies excluded); sources: {', '.join(f'{h.source}={h.status}' for h in health)}")
+        print(f"Notifications sent: {sent} ({tally.alerts_sent} alerts, {tally.all_clears_sent} all-clear"
+              f"{'s' if tally.all_clears_sent != 1 else ''}); not sent: {tally.not_sent_text()}")
         print("Deliveries: " + ("; ".join(
             f"{channel} " + ", ".join(f"{n} {status}" for status, n in sorted(per.items()))
             for channel, per in sorted(by_channel.items())) or "none"))

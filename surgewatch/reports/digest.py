@@ -9,12 +9,17 @@ Weeks are ISO weeks in the configured time zone (Monday 00:00 to Monday 00:00 lo
 local days, so a week containing a daylight-saving change has one 23- or 25-hour day rather than a
 day that straddles midnight.
 
-Posts (top posts, linked pages, terms) come from the store's capped list of recent mentions
-(``store.recent_cap``): a brand with more posts in a week than the cap shows the newest ones, and
-the digest says how many posts it looked at.
+Posts (top posts, headlines, linked pages, terms) come from the store's capped list of recent
+mentions (``store.recent_cap``): a brand with more posts in a week than the cap shows the newest
+ones, and the digest says how many posts it looked at.  Where no post has reach or engagement
+numbers (news feeds), the week's most repeated headlines stand in for the top posts.  Terms are
+this week's against up to TERM_WEEKS earlier weeks (TF-IDF, stop words and the brand's own words
+left out).  The scorecard counts the delivery log with the demo's function
+(:func:`surgewatch.reports.deliveries.tally_deliveries`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import statistics
@@ -28,34 +33,49 @@ from celery.schedules import crontab
 
 from surgewatch.collectors.base import Mention
 from surgewatch.collectors.query import parse_query
+from surgewatch.collectors.rss import normalise_link
 from surgewatch.notifier.escape import log_text, slack_link, slack_text
 from surgewatch.reports.charts import volume_chart
 from surgewatch.reports.html import md, md_link, md_table, render_page
 from surgewatch.config import Settings
 from surgewatch.ops.health import SourceHealth
+from surgewatch.reports.deliveries import DeliveryTally, tally_deliveries
 from surgewatch.reports.review import first_alert_at, incident_deliveries, traffic_peak
 from surgewatch.store.base import Store
 
 log = logging.getLogger("surgewatch.reports.digest")
 
 TYPICAL_WEEKS = 4
+TERM_WEEKS = 4  # the term list compares this week's posts with those of up to this many weeks before
 TOP_POSTS = 5
+TOP_HEADLINES = 8
 TOP_PAGES = 8
 TOP_TERMS = 10
-MIN_TERM_POSTS = 3  # a term must appear in at least this many posts of the week to be listed
-RISING_RATIO = 2.0  # share of posts this week / share last week
+MIN_TERM_POSTS = 3  # a term must appear in at least this many posts of the week: one post is not a trend
+RISING_RATIO = 2.0  # share of posts containing the term, this week / the weeks before
+MAX_TERM_WORDS = 3  # phrases of up to three adjacent words ("presale codes", "price tiers explained")
 REQUESTS_STATE = "digest:requests:{brand}"  # cumulative API requests per source when each digest was built
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _TOKEN = re.compile(r"[#@]?[^\W\d_][\w'’-]*[\w]|[#@]?[^\W\d_]", re.UNICODE)
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
-# Short English stop list: enough to keep "the" and "and" out of the term list; the term list
-# compares weeks, so words common to both weeks cancel out anyway.
-STOPWORDS = frozenset("""a about above after again all also am an and any are as at be been before being but by can
-could did do does doing down during each few for from further get got had has have having he her here hers him his how
-i if in into is it its itself just let me more most my no nor not now of off on once only or other our ours out over own
-same she should so some such than that the their theirs them then there these they this those through to too under
-until up very was we were what when where which while who whom why will with would you your yours yet via rt amp""".split())
+# A phrase never runs across punctuation that ends a clause ("sale. Queue" is not a phrase).
+_CLAUSE = re.compile(r"[.!?;:,()\[\]{}\"“”|/…–—]+")
+# Left out of the term list besides scikit-learn's English stop list (318 words: "the", "last",
+# "first", ...): retweet and HTML debris, and filler that names no topic (times, vague praise).  The
+# brand's own query words are left out per brand (see _brand_words).
+SOCIAL_STOPWORDS = frozenset("""rt amp via got let http https www com lol omg
+year years day days week weeks month months today tonight tomorrow yesterday time times
+best better good great far just really like thing things way lot lots going want know think make need""".split())
+
+
+@functools.cache
+def stop_words() -> frozenset[str]:
+    # scikit-learn is imported on first use: it takes over a second, and the worker and beat import
+    # this module at start-up for the digest's schedule.
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | SOCIAL_STOPWORDS
 
 
 class DigestError(ValueError):
@@ -140,23 +160,47 @@ class Post:
 
 
 @dataclass(frozen=True)
+class Headline:
+    """One story of the week, for brands whose posts carry no reach or engagement (news feeds)."""
+
+    text: str  # the headline (the post's first line), as the newest copy has it
+    url: str  # the newest copy's link
+    source: str
+    copies: int  # distinct links that carried it this week (syndicated copies, reposts of the headline)
+    outlets: tuple[str, ...]  # the hosts of those links, most copies first
+    newest_at: float
+    busiest_hour: int  # mentions of the brand in the busiest (local) hour a copy appeared in
+
+
+@dataclass(frozen=True)
 class Term:
-    term: str
+    term: str  # a word or a phrase of adjacent words
     posts: int  # posts of this week containing it
-    previous: int  # posts of the previous week containing it
-    ratio: float | None  # share this week / share last week (None for new terms)
+    previous: int  # posts of the compared earlier weeks containing it
+    ratio: float | None  # share of posts this week / share in the earlier weeks (None: new, or nothing to compare)
+    weight_change: float = 0.0  # mean TF-IDF weight per post this week minus the earlier weeks'
 
 
 @dataclass(frozen=True)
 class Scorecard:
-    alerts: int  # openings and escalations delivered on at least one channel
-    messages: int  # successful deliveries of those, all channels
-    failed: int
+    incidents: int
+    deliveries: DeliveryTally  # the delivery log of the week's incidents, counted as the demo counts it
     acknowledged: int
     false_alarms: int
-    pages: int  # PagerDuty triggers delivered
     median_ack_seconds: float | None
-    incidents: int
+
+    # The figures people quote, straight from the delivery log.
+    @property
+    def sent(self) -> int:
+        return self.deliveries.sent
+
+    @property
+    def failed(self) -> int:
+        return self.deliveries.failed
+
+    @property
+    def pages(self) -> int:
+        return self.deliveries.pages_sent
 
 
 @dataclass(frozen=True)
@@ -188,12 +232,15 @@ class Digest:
     scorecard: Scorecard
     health: list[SourceRow]
     posts_seen: int  # posts of the week the digest looked at (recent list, capped)
-    posts_previous: int
+    posts_previous: int  # posts of the earlier weeks the terms are compared with (recent list, capped)
     typical_weeks: int  # how many earlier weeks the typical level averages (0..TYPICAL_WEEKS)
     chart_png: bytes | None
     site: str | None = None
     notes: list[str] = field(default_factory=list)
     history_start: float | None = None  # first counted bucket of the brand within the compared weeks
+    headlines: list[Headline] = field(default_factory=list)  # when no post has reach or engagement
+    term_weeks: int = 0  # earlier weeks (with posts kept) the terms are compared with, 0..TERM_WEEKS
+    posts_cap: int | None = None  # the store's cap on kept posts, when it cut into the compared weeks
 
     @property
     def previous_known(self) -> bool:
@@ -252,37 +299,142 @@ def _brand_words(query: str) -> set[str]:
     return words
 
 
-def tokens(text: str, exclude: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
-    """The distinct terms of one post: lower-cased words and #tags, no URLs, numbers or stop words."""
-    text = _URL.sub(" ", text.lower())
-    out = set()
-    for tok in _TOKEN.findall(text):
-        tok = tok.strip("'’-")
-        bare = tok.lstrip("#@")
-        if len(bare) < 3 or bare in STOPWORDS or tok in exclude or bare in exclude or tok.startswith("@"):
-            continue
-        out.add(tok)
+def _words_and_phrases(text: str, exclude: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """The terms of one post, in order, repeats kept: lower-cased words and #tags (no URLs, numbers,
+    @handles, stop words or the brand's own words; possessive 's dropped) and phrases of up to
+    MAX_TERM_WORDS adjacent ones.  A left-out word or a clause break ends a phrase, so "best of
+    the week" gives "best" and "week", never the made-up pair "best week"."""
+    out: list[str] = []
+    stop = stop_words()
+    for clause in _CLAUSE.split(_URL.sub(" | ", text.lower())):
+        run: list[str] = []
+        for raw in clause.split():
+            word = re.sub(r"['’]s$", "", re.sub(r"^[^\w#@]+|[^\w]+$", "", raw))
+            bare = word.lstrip("#")
+            if (len(bare) < 3 or not _TOKEN.fullmatch(word) or word.startswith("@") or bare in stop
+                    or word in exclude or bare in exclude):
+                run = []
+                continue
+            run.append(word)
+            run = run[-MAX_TERM_WORDS:]
+            out.extend(" ".join(run[i:]) for i in range(len(run)))
     return out
 
 
-def compare_terms(this_week: Sequence[str], previous_week: Sequence[str], exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
-    """(new, rising, top) terms by the number of posts that contain them."""
-    now = Counter(t for text in this_week for t in tokens(text, exclude))
-    before = Counter(t for text in previous_week for t in tokens(text, exclude))
-    top = [Term(t, n, before.get(t, 0), None) for t, n in sorted(now.items(), key=lambda p: (-p[1], p[0]))[:TOP_TERMS]]
-    if not previous_week:
-        return [], [], top  # nothing to compare with: no claim about "new"
-    new = [Term(t, n, 0, None) for t, n in now.items() if n >= MIN_TERM_POSTS and before.get(t, 0) == 0]
-    new.sort(key=lambda x: (-x.posts, x.term))
-    rising = []
-    for t, n in now.items():
-        p = before.get(t, 0)
-        if p and n >= MIN_TERM_POSTS:
-            ratio = (n / len(this_week)) / (p / len(previous_week))
-            if ratio >= RISING_RATIO:
-                rising.append(Term(t, n, p, ratio))
-    rising.sort(key=lambda x: (-(x.ratio or 0), -x.posts, x.term))
+def tokens(text: str, exclude: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
+    """The distinct terms (words and phrases) of one post; see :func:`_words_and_phrases`."""
+    return set(_words_and_phrases(text, exclude))
+
+
+def compare_terms(this_week: Sequence[str], earlier: Sequence[str],
+                  exclude: set[str]) -> tuple[list[Term], list[Term], list[Term]]:
+    """(new, rising, most used) terms of this week's posts against the posts of earlier weeks.
+
+    TF-IDF over both sets of posts (scikit-learn's ``TfidfVectorizer`` over our words and phrases,
+    sublinear term frequency, one row per post): a term's weight is its mean over the posts of a
+    period, and the inverse document frequency pushes down what every week says.  A term needs MIN_TERM_POSTS
+    posts this week to be listed as new or rising; "new" terms appear in no earlier post, "rising"
+    ones at least RISING_RATIO times their earlier share of posts; both are ranked by how much more
+    they weigh this week.  "Most used" is this week's terms by the number of posts containing them.
+    Phrases are listed where their words come together (see ``select``): "presale codes", not
+    also "presale", nor "codes queue post" beside "presale codes queue"."""
+    if not this_week:
+        return [], [], []
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer  # on first use (see stop_words)
+
+    analysed = [_words_and_phrases(doc, exclude) for doc in [*this_week, *earlier]]
+    # Only this week's terms can be listed: a vocabulary of those keeps the matrix small (the earlier
+    # weeks still count in every term's inverse document frequency).  No per-post normalisation, so
+    # a term's weight does not depend on which other terms are in the vocabulary: it is its inverse
+    # document frequency times its mean (sublinear) count per post.
+    vocabulary = sorted({t for terms in analysed[: len(this_week)] for t in terms})
+    if not vocabulary:
+        return [], [], []
+    vectorizer = TfidfVectorizer(analyzer=lambda terms: terms, sublinear_tf=True, norm=None, vocabulary=vocabulary)
+    matrix = vectorizer.fit_transform(analysed)
+    names = vectorizer.get_feature_names_out()
+    now, before = matrix[: len(this_week)], matrix[len(this_week):]
+    posts_now = np.asarray((now > 0).sum(axis=0)).ravel()
+    weight_now = np.asarray(now.mean(axis=0)).ravel()
+    if earlier:
+        posts_before = np.asarray((before > 0).sum(axis=0)).ravel()
+        weight_before = np.asarray(before.mean(axis=0)).ravel()
+    else:
+        posts_before = weight_before = np.zeros(len(names))
+    index = {name: i for i, name in enumerate(names)}
+
+    def parts(i: int) -> list[int]:
+        """The shorter terms inside term ``i`` ("presale", "codes" in "presale codes")."""
+        words = str(names[i]).split(" ")
+        found = (index.get(" ".join(words[k:k + size])) for size in range(1, len(words))
+                 for k in range(len(words) - size + 1))
+        return [j for j in found if j is not None]
+
+    def term(i: int, ratio: float | None = None) -> Term:
+        return Term(str(names[i]), int(posts_now[i]), int(posts_before[i]), ratio,
+                    float(weight_now[i] - weight_before[i]))
+
+    def select(category: Any) -> list[int]:
+        """The terms of ``category`` worth listing.  A phrase one of whose parts is in more posts of
+        the category is left out ("tickets presale codes" is new only because "presale codes" is);
+        a part seen only inside a listed phrase (in as many posts) is shown as that phrase."""
+        members = np.flatnonzero(category)
+        phrases = [i for i in members if " " in names[i]]
+        dropped = {i for i in phrases if any(category[j] and posts_now[j] > posts_now[i] for j in parts(i))}
+        shown_as_phrase = {j for i in phrases if i not in dropped for j in parts(i) if posts_now[j] == posts_now[i]}
+        return [int(i) for i in members if i not in dropped and i not in shown_as_phrase]
+
+    used = select(posts_now > 0)
+    top = [term(i) for i in sorted(used, key=lambda i: (-posts_now[i], -weight_now[i], names[i]))[:TOP_TERMS]]
+    if not earlier:
+        return [], [], top  # nothing to compare with: no claim about "new" or "rising"
+    ratio = np.where(posts_before > 0, (posts_now / len(this_week)) / np.maximum(posts_before, 1) * len(earlier), np.inf)
+    frequent = posts_now >= MIN_TERM_POSTS
+    new = [term(i) for i in select(frequent & (posts_before == 0))]
+    rising = [term(i, float(ratio[i])) for i in select(frequent & (posts_before > 0) & (ratio >= RISING_RATIO))]
+    new.sort(key=lambda t: (-t.weight_change, -t.posts, t.term))
+    rising.sort(key=lambda t: (-t.weight_change, -t.posts, t.term))
     return new[:TOP_TERMS], rising[:TOP_TERMS], top
+
+
+def _headline_key(text: str) -> str:
+    first = (text.strip().splitlines() or [""])[0]
+    return " ".join(re.findall(r"\w+", first.casefold()))
+
+
+def top_headlines(posts: Sequence[Mention], hourly: dict[float, int], hour_of: Any) -> list[Headline]:
+    """The week's most repeated stories: posts grouped by headline (the first line, compared without
+    case or punctuation), each link counted once (a syndicated copy under the same link is one
+    copy); ranked by copies, then by the mentions of the busiest hour a copy appeared in, newest
+    first.  ``hourly`` maps an hour's start (``hour_of(ts)``) to the brand's mentions in it."""
+    groups: dict[str, list[Mention]] = {}
+    links: set[str] = set()
+    for m in sorted(posts, key=lambda m: -m.timestamp):
+        link = normalise_link(m.url) if m.url else m.key
+        key = _headline_key(m.text)
+        if not key or link in links:
+            continue
+        links.add(link)
+        groups.setdefault(key, []).append(m)
+    out = []
+    for copies in groups.values():
+        newest = copies[0]
+        hosts = Counter(_host(m.url) or m.source for m in copies)
+        out.append(Headline(newest.text.strip().splitlines()[0].strip(), newest.url, newest.source, len(copies),
+                            tuple(h for h, _ in sorted(hosts.items(), key=lambda p: (-p[1], p[0]))),
+                            newest.timestamp, max(hourly.get(hour_of(m.timestamp), 0) for m in copies)))
+    out.sort(key=lambda h: (-h.copies, -h.busiest_hour, -h.newest_at, h.text))
+    return out[:TOP_HEADLINES]
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        return (urlsplit(url).hostname or "").removeprefix("www.")
+    except ValueError:
+        return ""
 
 
 def _post(m: Mention) -> Post:
@@ -331,8 +483,9 @@ def build_digest(
     incidents = [i for i in store.list_incidents(brand=brand, since=start) if start <= float(i["opened_at"]) < end]
     incidents.sort(key=lambda i: i["opened_at"])
     spikes: list[Spike] = []
-    alerts = messages = failed = pages = acked = false_alarms = 0
+    acked = false_alarms = 0
     ack_delays: list[float] = []
+    log_records = []  # the delivery log of the week's incidents, as recorded
     for inc in incidents:
         deliveries = incident_deliveries(store, settings, inc)
         first = first_alert_at(inc, deliveries, bucket)
@@ -342,38 +495,51 @@ def build_digest(
         is_false = inc.get("feedback") == "false_alarm"
         spikes.append(Spike(inc["id"], float(inc["opened_at"]), str(inc.get("severity")), str(inc.get("status")), first,
                             first_channels, float(inc.get("peak_observed") or 0.0) * 60.0 / bucket, lead, inc.get("acked_by"), is_false))
-        delivered = {d.transition_no for d in deliveries if d.is_alert and d.ok}
-        alerts += len(delivered)
-        messages += sum(1 for d in deliveries if d.is_alert and d.ok)
-        failed += sum(1 for d in deliveries if d.status == "failed")
-        pages += sum(1 for d in deliveries if d.channel == "pagerduty" and d.is_alert and d.ok)
+        log_records += store.list_deliveries(inc["id"])
         false_alarms += is_false
         if inc.get("acked_at") is not None:
             acked += 1
             if first is not None:
                 ack_delays.append(float(inc["acked_at"]) - first)
-    scorecard = Scorecard(alerts, messages, failed, acked, false_alarms, pages,
-                          statistics.median(ack_delays) if ack_delays else None, len(incidents))
+    # Counted as the demo counts it (one function), so the two always agree.
+    scorecard = Scorecard(len(incidents), tally_deliveries(log_records), acked, false_alarms,
+                          statistics.median(ack_delays) if ack_delays else None)
 
-    # Posts: the week's and the previous week's, from the recent list.
-    prev_start = earlier[0][0][1]
+    # Posts: the week's and the earlier weeks', from the recent list.
+    terms_start = earlier[TERM_WEEKS - 1][0][1]
     recent = store.recent(brand, max(getattr(store, "recent_cap", 0), settings.store.recent_cap))
     week_posts = [m for m in recent if start <= m.timestamp < end]
-    prev_posts = [m for m in recent if prev_start <= m.timestamp < start]
+    prev_posts = [m for m in recent if terms_start <= m.timestamp < start]
+    term_weeks = sum(1 for w in earlier[:TERM_WEEKS] if any(w[0][1] <= m.timestamp < w[-1][2] for m in prev_posts))
     posts = [_post(m) for m in week_posts]
     by_reach = sorted((p for p in posts if p.reach > 0), key=lambda p: (-p.reach, -p.engagement, p.created_at))[:TOP_POSTS]
     by_engagement = sorted((p for p in posts if p.engagement > 0), key=lambda p: (-p.engagement, -p.reach, p.created_at))[:TOP_POSTS]
     # A page counts once per post that links it (a post repeating a link is one recommendation).
     pages_linked = Counter(link for m in week_posts for link in set(m.site_links)).most_common()
     pages_linked.sort(key=lambda p: (-p[1], p[0]))
+    headlines: list[Headline] = []
+    if not by_reach and not by_engagement:
+        # Feeds carry no reach or engagement: the week's most repeated stories stand in for top posts.
+        zone = ZoneInfo(tz)
+
+        def hour_of(ts: float) -> float:
+            return datetime.fromtimestamp(ts, zone).replace(minute=0, second=0, microsecond=0).timestamp()
+
+        hourly: Counter[float] = Counter()
+        for series in counts.values():
+            for t, n in series.items():
+                if start <= float(t) < end:
+                    hourly[hour_of(float(t))] += int(n)
+        headlines = top_headlines(week_posts, hourly, hour_of)
     exclude = _brand_words(brand_cfg.query) | _brand_words(brand)
     new, rising, top = compare_terms([m.text for m in week_posts], [m.text for m in prev_posts], exclude)
 
     health = _health_rows(store, brand)
     notes = []
-    if len(recent) >= settings.store.recent_cap and recent and recent[-1].timestamp > prev_start:
-        notes.append(f"Posts: the store keeps the newest {settings.store.recent_cap}; earlier posts of the "
-                     "fortnight are not in the post, page and term lists.")
+    capped = len(recent) >= settings.store.recent_cap and bool(recent) and recent[-1].timestamp > terms_start
+    if capped:
+        notes.append(f"Posts: the store keeps the newest {settings.store.recent_cap}; earlier posts of this "
+                     f"week and the {TERM_WEEKS} before are not in the post, headline, page and term lists.")
     total = sum(sum(d.values()) for d in this)
     chart = None
     if total or any(totals_before[0]):
@@ -385,7 +551,8 @@ def build_digest(
             title=f"{brand} · mentions per day · {week} ({tz})", notes=_spike_notes(spikes, days))
     return Digest(brand, week, tz, start, end, day_rows, sources, spikes, by_reach, by_engagement,
                   pages_linked[:TOP_PAGES], new, rising, top, scorecard, health, len(week_posts), len(prev_posts),
-                  typical_weeks, chart, brand_cfg.site, notes, first_bucket)
+                  typical_weeks, chart, brand_cfg.site, notes, first_bucket, headlines=headlines,
+                  term_weeks=term_weeks, posts_cap=settings.store.recent_cap if capped else None)
 
 
 def _spike_notes(spikes: Sequence[Spike], days: list[tuple[date, float, float]]) -> list[tuple[int, str]]:
@@ -514,22 +681,90 @@ def headline(d: Digest) -> str:
     if typical is not None:
         parts.append(f"{_change(d.total, typical)} on the {d.typical_weeks}-week typical level ({typical:,.0f})")
     busiest = max(d.days, key=lambda x: x.total)
-    text = ", ".join(parts) + f". Busiest day: {busiest.day:%A} ({busiest.total:,})."
+    text = ", ".join(parts) + f". Busiest day: {busiest.day:%A} ({busiest.total:,} mentions)."
     if d.spikes:
         text += f" {len(d.spikes)} spike{'s' if len(d.spikes) != 1 else ''}."
     return text
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def sent_text(t: DeliveryTally) -> str:
+    """``4 (3 alerts, 1 all-clear; console 4)``: the delivery log's sent records, as the demo counts them."""
+    if not t.sent:
+        return "0"
+    return (f"{t.sent:,} ({_plural(t.alerts_sent, 'alert')}, {_plural(t.all_clears_sent, 'all-clear')}; "
+            f"{t.channels_text()})")
+
+
 def scorecard_rows(d: Digest) -> list[tuple[str, str]]:
+    """The alert scorecard: incidents opened this week, and what the delivery log recorded for them."""
     s = d.scorecard
-    return [("Incidents opened", str(s.incidents)), ("Alerts sent", f"{s.alerts} ({s.messages} messages)"),
-            ("Acknowledged", str(s.acknowledged)), ("Marked false alarm", str(s.false_alarms)),
-            ("Pages (PagerDuty)", str(s.pages)), ("Failed deliveries", str(s.failed)),
-            ("Median time to acknowledge", _dur(s.median_ack_seconds))]
+    t = s.deliveries
+    failed = f"{t.failed:,}" + (f" ({t.channels_text('failed')})" if t.failed else "")
+    rows = [("Incidents opened", str(s.incidents)), ("Notifications sent", sent_text(t)),
+            ("Pages (PagerDuty)", str(s.pages)), ("Failed deliveries", failed)]
+    held = {k: n for k, n in t.by_status.items() if k not in ("sent", "failed") and n}
+    if held:
+        rows.append(("Not sent (superseded, suppressed, in flight)",
+                     ", ".join(f"{n:,} {k}" for k, n in sorted(held.items()))))
+    rows += [("Acknowledged", str(s.acknowledged)), ("Marked false alarm", str(s.false_alarms)),
+             ("Median time to acknowledge", _dur(s.median_ack_seconds))]
+    return rows
+
+
+def headlines_note(d: Digest) -> str:
+    """What the headline list is and how it is ranked (said wherever it is shown)."""
+    return (f"No post kept this week has reach or engagement numbers (news feeds carry none), so these are the "
+            f"week's most repeated stories among the {d.posts_seen:,} posts kept: ranked by copies (distinct "
+            f"links carrying the headline), then by the mentions in the busiest hour a copy appeared in, "
+            f"newest first.")
+
+
+def headline_detail(d: Digest, h: Headline) -> str:
+    outlets = ", ".join(h.outlets[:3]) + (f" and {len(h.outlets) - 3} more" if len(h.outlets) > 3 else "")
+    text = f"{h.copies:,} {'copy' if h.copies == 1 else 'copies'} from {outlets}"
+    # the hour's figure only where it tells the stories apart (not eight times the same number)
+    if len({x.busiest_hour for x in d.headlines}) > 1:
+        text += f"; {h.busiest_hour:,} mentions in its busiest hour"
+    return text
+
+
+def terms_note(d: Digest) -> str:
+    """Against what the new and rising terms are measured."""
+    if d.term_weeks == 0:
+        return ("No new or rising terms: no posts kept from the previous weeks to compare with"
+                + (f" (the store keeps the newest {d.posts_cap:,} posts; a larger store.recent_cap keeps "
+                   "earlier weeks)" if d.posts_cap else "") + ".")
+    weeks = "the previous week" if d.term_weeks == 1 else f"the previous {d.term_weeks} weeks"
+    return (f"Against {weeks} ({d.posts_previous:,} posts): TF-IDF of words and phrases, English stop "
+            f"words and the brand's own query words left out; a term needs {MIN_TERM_POSTS} posts this week.")
+
+
+def term_lines(d: Digest) -> list[tuple[str, str]]:
+    """(label, plain text) lines of the term list: new, rising and most used."""
+    out = []
+    if d.new_terms:
+        out.append(("New", ", ".join(f"{t.term} ({t.posts} posts)" for t in d.new_terms)))
+    if d.rising_terms:
+        out.append(("Rising", ", ".join(f"{t.term} ({t.posts} posts, {t.ratio:.1f}x its earlier share)"
+                                        for t in d.rising_terms)))
+    if d.term_weeks and not d.new_terms and not d.rising_terms:
+        out.append(("New or rising", "none this week"))
+    if d.top_terms:
+        out.append(("Most used", ", ".join(f"{t.term} ({t.posts})" for t in d.top_terms)))
+    return out
+
+
+def _rate(per_minute: float) -> str:
+    return f"{per_minute:.0f}" if per_minute >= 10 else f"{per_minute:.1f}"
 
 
 def _day_table(d: Digest) -> tuple[list[str], list[list[str]]]:
-    header = ["day"] + list(d.sources) + ["total", "previous week", "typical"]
+    # Every figure of the table is mentions per day (the spikes' peaks are per minute, and say so).
+    header = ["mentions per day"] + list(d.sources) + ["total", "previous week", "typical"]
     rows = []
     for day in d.days:
         rows.append([day.day.strftime("%a %d %b")] + [str(day.by_source.get(s, 0)) for s in d.sources]
@@ -554,17 +789,23 @@ def render_markdown(d: Digest) -> str:
     lines += md_table(header, rows)
     lines += ["", "## Spikes", ""]
     if d.spikes:
-        lines += ["| opened | severity | first alert | channels | peak/min | alert vs traffic peak | acked |",
+        lines += ["| opened | severity | first alert | channels | peak mentions/min | alert vs traffic peak | acked |",
                   "|---|---|---|---|---|---|---|"]
         for s in d.spikes:
             lines.append(f"| {_when(s.opened_at, d.timezone)} | {s.severity}{' (false alarm)' if s.false_alarm else ''} "
                          f"| {_when(s.first_alert_at, d.timezone)} | {', '.join(s.channels) or '—'} "
-                         f"| {s.peak_per_minute:.0f} | {_lead(s.lead_seconds)} "
+                         f"| {_rate(s.peak_per_minute)} | {_lead(s.lead_seconds)} "
                          f"| {md(s.acked_by) if s.acked_by else 'no'} |")
     else:
         lines.append("No spikes this week.")
+    if d.headlines:
+        lines += ["", "## Top headlines", "", headlines_note(d), ""]
+        lines += [f"{i}. {md_link(h.url, md(h.text, 140))} — {md(headline_detail(d, h))}"
+                  for i, h in enumerate(d.headlines, 1)]
     for title, posts, key in (("Top posts by reach", d.top_by_reach, "reach"),
                               ("Top posts by engagement", d.top_by_engagement, "engagement")):
+        if d.headlines:
+            break  # no post has either number: the headlines above stand in for both lists
         lines += ["", f"## {title}", ""]
         if not posts:
             lines.append(f"No post with a known {key} among the {d.posts_seen} posts kept.")
@@ -573,16 +814,9 @@ def render_markdown(d: Digest) -> str:
                          f"@{md(p.author or '?')}, reach {p.reach:,}, engagement {p.engagement:,}")
     lines += ["", "## Site pages linked most", ""]
     lines += [f"- {md_link(url, md(url))}: {n} post{'s' if n != 1 else ''}" for url, n in d.pages] or ["None."]
-    lines += ["", "## Terms", ""]
-    if d.new_terms:
-        lines.append("New: " + ", ".join(f"{md(t.term)} ({t.posts})" for t in d.new_terms))
-    if d.rising_terms:
-        lines.append("Rising: " + ", ".join(f"{md(t.term)} ({t.previous}→{t.posts})" for t in d.rising_terms))
-    if not d.new_terms and not d.rising_terms:
-        lines.append("No new or rising terms" + (" (no posts kept from the previous week to compare with)"
-                                                 if d.posts_previous == 0 else "") + ".")
-    if d.top_terms:
-        lines.append("Most used: " + ", ".join(f"{md(t.term)} ({t.posts})" for t in d.top_terms))
+    lines += ["", "## Terms", "", md(terms_note(d)), ""]
+    for label, text in term_lines(d):
+        lines.append(f"- {label}: {md(text)}")
     lines += ["", "## Alert scorecard", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in scorecard_rows(d)]
     lines += ["", "## Sources", ""]
@@ -614,12 +848,16 @@ def render_html(d: Digest, chart_src: str | None = None) -> str:
         "digest.html", d=d, headline=headline(d), chart_src=chart_src,
         period=f"{_when(d.start, d.timezone, '%a %d %b %Y')} to {_when(d.end - 1, d.timezone, '%a %d %b %Y')}",
         day_header=day_header, day_rows=day_rows,
-        spike_header=("opened", "severity", "first alert", "channels", "peak/min", "alert vs traffic peak", "acked"),
+        spike_header=("opened", "severity", "first alert", "channels", "peak mentions/min", "alert vs traffic peak", "acked"),
         spike_rows=[(_when(s.opened_at, d.timezone), s.severity + (" (false alarm)" if s.false_alarm else ""),
-                     _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", f"{s.peak_per_minute:.0f}",
+                     _when(s.first_alert_at, d.timezone), ", ".join(s.channels) or "—", _rate(s.peak_per_minute),
                      _lead(s.lead_seconds), s.acked_by or "no") for s in d.spikes],
-        post_sections=[("Top posts by reach", d.top_by_reach, "None known."),
-                       ("Top posts by engagement", d.top_by_engagement, "None known.")],
+        post_sections=[] if d.headlines else [
+            ("Top posts by reach", d.top_by_reach, f"No post with a known reach among the {d.posts_seen} posts kept."),
+            ("Top posts by engagement", d.top_by_engagement,
+             f"No post with a known engagement among the {d.posts_seen} posts kept.")],
+        headlines=[(h, headline_detail(d, h)) for h in d.headlines], headlines_note=headlines_note(d),
+        terms_note=terms_note(d), term_lines=term_lines(d),
         scorecard=scorecard_rows(d),
         health=[line[2:] for line in _health_lines(d, str)],
     )
@@ -654,20 +892,22 @@ def slack_blocks(d: Digest) -> list[dict[str, Any]]:
         lines = [f"• {slack_link(p.url, p.text or '(no text)', 150)} — {slack_text(p.source, 40)} "
                  f"@{slack_text(p.author or '?', 60)}, engagement {p.engagement:,}, reach {p.reach:,}" for p in posts]
         blocks.append(section("*Top posts*\n" + "\n".join(lines)))
+    elif d.headlines:
+        lines = [f"• {slack_link(h.url, h.text, 150)} — {slack_text(headline_detail(d, h), 200)}" for h in d.headlines[:5]]
+        blocks.append(section("*Top headlines*\n" + "\n".join(lines)))
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_text(headlines_note(d), 2900)}]})
     if d.pages:
         blocks.append(section("*Site pages linked most*\n" + "\n".join(
             f"• {slack_link(u, u, 200)} ({n})" for u, n in d.pages[:5])))
-    terms = []
-    if d.new_terms:
-        terms.append("New: " + ", ".join(slack_text(t.term, 60) for t in d.new_terms))
-    if d.rising_terms:
-        terms.append("Rising: " + ", ".join(slack_text(t.term, 60) for t in d.rising_terms))
+    terms = [f"{label}: {slack_text(text, 1200)}" for label, text in term_lines(d)]
     if terms:
         blocks.append(section("*Terms*\n" + "\n".join(terms)))
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": slack_text(terms_note(d), 2900)}]})
     s = d.scorecard
     blocks.append(section(
-        f"*Alert scorecard*\n{s.alerts} alerts ({s.messages} messages), {s.acknowledged} acknowledged, "
-        f"{s.false_alarms} false alarms, {s.pages} pages, median time to ack {_dur(s.median_ack_seconds)}"))
+        f"*Alert scorecard*\n{_plural(s.incidents, 'incident')}, notifications sent {sent_text(s.deliveries)}, "
+        f"{s.failed} failed, {s.pages} pages, {s.acknowledged} acknowledged, {s.false_alarms} false alarms, "
+        f"median time to ack {_dur(s.median_ack_seconds)}"))
     if d.health:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "; ".join(
             f"{slack_text(h.source, 40)} {h.status}, {h.requests_total:,} requests" for h in d.health)[:3000]}]})
