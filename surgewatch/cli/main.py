@@ -113,7 +113,7 @@ def reload(config: Path = ConfigOption) -> None:
     from surgewatch.ops.heartbeat import HEARTBEAT_EVERY
     from surgewatch.worker.reload import CHECK_SECONDS, RESTART_ONLY
 
-    check_config(config)  # every problem printed, exit 1 if any: then the running processes refuse it too
+    check_config(config, None)  # every problem printed, exit 1 if any: then the running processes refuse it too
     out.print(
         f"Running processes that read {config.resolve()} take it up by themselves: each looks at the file "
         f"every {CHECK_SECONDS:.0f} s, and beat installs the new schedule at its next loop (at most "

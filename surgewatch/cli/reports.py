@@ -61,7 +61,7 @@ def digest(
             if d.chart_png:
                 (folder / "digest-chart.png").write_bytes(d.chart_png)
                 written.append("digest-chart.png")
-            typer.echo(f"{d.brand} {d.week}: {d.total:,} mentions, {len(d.spikes)} spike(s) -> "
+            typer.echo(f"{d.brand} {d.week}: {d.total:,} mentions, {len(d.spikes)} spike{'' if len(d.spikes) == 1 else 's'} -> "
                        + ", ".join(str(folder / w) for w in written))
             # Each channel on its own: one that fails is said, and the others still get the digest.
             for deliver in senders:
