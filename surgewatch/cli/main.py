@@ -204,6 +204,8 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
                           "verdicts": verdicts, "open_incidents": incidents,
                           "deliveries_not_sent": [_delivery_json(d) for d in unsent]}))
         return
+    tz = settings.timezone
+    out.print(f"now {clock.stamp(now, tz)} ({tz})", markup=False, highlight=False)
     if pipeline.ok:
         out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
     else:
@@ -212,16 +214,17 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         for line in pipeline.stale:
             out.print(f"  {line}", highlight=False, markup=False)
     pt = Table(title="Heartbeats")
-    for col in ("component", "last seen"):
+    for col in ("component", "last seen", "at"):
         pt.add_column(col)
     for name, at in pipeline.last_seen.items():
-        pt.add_row(name, _ago(at))
+        pt.add_row(name, _ago(at), clock.stamp(at, tz) if at is not None else "")
     out.print(pt)
     st = Table(title="Silences")
     for col in ("brand", "until", "by", "reason"):
         st.add_column(col)
     for entry in silences:
-        st.add_row(str(entry.get("brand", "")), _ago_until(entry["until"], now), str(entry.get("by", "")),
+        st.add_row(str(entry.get("brand", "")), f"{clock.stamp(entry['until'], tz)} ({_ago_until(entry['until'], now)})",
+                   str(entry.get("by", "")),
                    str(entry.get("reason", "")))
     if not silences:
         st.add_row("(none)", "", "", "")
@@ -283,7 +286,7 @@ def deliveries(
     failed, superseded, suppressed), with attempts, receipts and the service's own error."""
     settings = load_or_exit(config)
     from surgewatch.cli.common import open_store_or_exit
-    from surgewatch.clock import iso as _iso
+    from surgewatch.clock import stamp
     from surgewatch.store import StoreError
 
     store = open_store_or_exit(settings)
@@ -306,10 +309,11 @@ def deliveries(
         when = d.sent_at if d.sent_at is not None else d.updated_at
         note = d.error if d.status in ("failed", "pending", "claimed") else (d.reason or "")
         if d.status == "pending" and d.next_attempt_at is not None:
-            note = f"{note or ''} (next attempt {_iso(d.next_attempt_at)})".strip()
+            note = f"{note or ''} (next attempt {stamp(d.next_attempt_at, settings.timezone)})".strip()
         st = style.get(d.status)
         table.add_row(_plain(d.incident), f"{d.transition} {d.event or ''}", _plain(d.channel),
-                      f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts), _iso(when) if when else "",
+                      f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts),
+                      stamp(when, settings.timezone) if when else "",
                       _plain(_receipt_text(d.receipt)), _plain((note or "")[:200]))
     out.print(table)
     counts: dict[str, int] = {}
@@ -389,11 +393,12 @@ def fetch(
         batch = fetch_checked(collector, spec, None)
     except SourceError as exc:  # every failure of the poll (fetch_checked): one line naming the source
         raise fail(source_message(source, scrub(str(exc)))) from None
+    tz = settings.timezone
     from datetime import datetime, timezone
 
     from surgewatch.notifier.escape import log_text
 
-    kept, skipped = admit(batch.mentions, clock.now())
+    kept, skipped = admit(batch.mentions, clock.now(), tz)
     epoch = datetime.fromtimestamp(0, timezone.utc)
     rows = [(m.created_at, m.to_dict(), None) for m in kept]
     rows += [(m.created_at, m.to_dict(), reason) for m, reason in skipped]
@@ -409,7 +414,8 @@ def fetch(
             print(json.dumps(d, ensure_ascii=False))
         else:
             tag = f" [skipped: {reason}]" if reason else ""
-            stamp = f"{when:%Y-%m-%d %H:%M}" if when is not epoch else "(no time)       "
+            # the time in the configured zone, offset shown (2026-07-01T10:05:00+01:00; ...Z in UTC)
+            stamp = clock.stamp(when, tz) if when is not epoch else "(no time)".ljust(len(clock.stamp(0.0, tz)))
             out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
                       f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
@@ -435,11 +441,12 @@ def incidents(
     table = Table(title="Incidents")
     for col in ("id", "brand", "status", "severity", "opened", "resolved", "transitions"):
         table.add_column(col)
-    from surgewatch.clock import iso as _iso
+    from surgewatch.clock import stamp
 
-    for i in items:
-        table.add_row(i["id"], i["brand"], i["status"], i["severity"], _iso(i["opened_at"]),
-                      _iso(i["resolved_at"]) if i.get("resolved_at") else "", str(len(i["transitions"])))
+    tz = settings.timezone
+    for i in items:  # times in the configured zone, offset shown
+        table.add_row(i["id"], i["brand"], i["status"], i["severity"], stamp(i["opened_at"], tz),
+                      stamp(i["resolved_at"], tz) if i.get("resolved_at") else "", str(len(i["transitions"])))
     out.print(table)
 
 
@@ -504,7 +511,6 @@ def silence(
     settings = load_or_exit(config)
     from surgewatch import clock
     from surgewatch.actions import operator
-    from surgewatch.clock import iso as _iso
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(settings)
@@ -516,7 +522,7 @@ def silence(
         entry = operator.silence(rt, brand, operator.parse_duration(duration), _operator_name(by), reason, clock.now())
     except (operator.OperatorError, KeyError) as exc:
         raise fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
-    out.print(f"{entry['brand']} silenced until {_iso(entry['until'])} by {entry['by']}", markup=False)
+    out.print(f"{entry['brand']} silenced until {clock.stamp(entry['until'], settings.timezone)} by {entry['by']}", markup=False)
 
 
 @app.command("traffic-model")
