@@ -121,3 +121,9 @@ def stamp(at: float | datetime, tz: str | tzinfo | None = None) -> str:
     if is_utc(dt.tzinfo):
         return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return dt.replace(microsecond=0).isoformat()
+
+
+def brief(at: float | datetime, tz: str | tzinfo | None = None) -> str:
+    """A time for a table or a list whose heading names the zone: ``2026-07-01 10:05``, in the
+    configured zone (a full :func:`stamp` in every cell would crowd an 80-column terminal)."""
+    return local(at, tz).strftime("%Y-%m-%d %H:%M")

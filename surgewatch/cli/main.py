@@ -213,17 +213,18 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
                   highlight=False)
         for line in pipeline.stale:
             out.print(f"  {line}", highlight=False, markup=False)
-    pt = Table(title="Heartbeats")
-    for col in ("component", "last seen", "at"):
+    pt = Table(title=_in_zone("Heartbeats", tz))
+    for col in ("component", "last seen"):
         pt.add_column(col)
+    _time_column(pt, "at")
     for name, at in pipeline.last_seen.items():
-        pt.add_row(name, _ago(at), clock.stamp(at, tz) if at is not None else "")
+        pt.add_row(name, _ago(at), clock.brief(at, tz) if at is not None else "")
     out.print(pt)
-    st = Table(title="Silences")
+    st = Table(title=_in_zone("Silences", tz))
     for col in ("brand", "until", "by", "reason"):
         st.add_column(col)
     for entry in silences:
-        st.add_row(str(entry.get("brand", "")), f"{clock.stamp(entry['until'], tz)} ({_ago_until(entry['until'], now)})",
+        st.add_row(str(entry.get("brand", "")), f"{clock.brief(entry['until'], tz)} ({_ago_until(entry['until'], now)})",
                    str(entry.get("by", "")),
                    str(entry.get("reason", "")))
     if not silences:
@@ -264,6 +265,16 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
         out.print(f"{waiting} deliveries pending or being sent (see `surgewatch deliveries`)", highlight=False)
 
 
+def _time_column(table: Table, title: str) -> None:
+    """A column of :func:`surgewatch.clock.brief` times (the table's title names the zone), never
+    cut short: a narrow terminal squeezes the other columns instead."""
+    table.add_column(title, min_width=16, no_wrap=True)
+
+
+def _in_zone(title: str, tz: str) -> str:
+    return f"{title} (times in {tz})"
+
+
 def _plain(text: str) -> str:
     """Outside text (a service's error, a channel name) shown literally, never as Rich markup."""
     from rich.markup import escape
@@ -286,7 +297,7 @@ def deliveries(
     failed, superseded, suppressed), with attempts, receipts and the service's own error."""
     settings = load_or_exit(config)
     from surgewatch.cli.common import open_store_or_exit
-    from surgewatch.clock import stamp
+    from surgewatch.clock import brief
     from surgewatch.store import StoreError
 
     store = open_store_or_exit(settings)
@@ -301,19 +312,22 @@ def deliveries(
     if not items:
         out.print("No deliveries recorded" + (f" for incident {incident}" if incident else "") + ".", markup=False)
         return
-    table = Table(title="Deliveries")
-    for col in ("incident", "transition", "channel", "status", "attempts", "at", "receipt", "error / reason"):
+    table = Table(title=_in_zone("Deliveries", settings.timezone))
+    for col in ("incident", "transition", "channel", "status", "attempts"):
+        table.add_column(col)
+    _time_column(table, "at")
+    for col in ("receipt", "error / reason"):
         table.add_column(col)
     style = {"sent": "green", "failed": "bold red", "pending": "yellow", "claimed": "yellow"}
     for d in items:
         when = d.sent_at if d.sent_at is not None else d.updated_at
         note = d.error if d.status in ("failed", "pending", "claimed") else (d.reason or "")
         if d.status == "pending" and d.next_attempt_at is not None:
-            note = f"{note or ''} (next attempt {stamp(d.next_attempt_at, settings.timezone)})".strip()
+            note = f"{note or ''} (next attempt {brief(d.next_attempt_at, settings.timezone)})".strip()
         st = style.get(d.status)
         table.add_row(_plain(d.incident), f"{d.transition} {d.event or ''}", _plain(d.channel),
                       f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts),
-                      stamp(when, settings.timezone) if when else "",
+                      brief(when, settings.timezone) if when else "",
                       _plain(_receipt_text(d.receipt)), _plain((note or "")[:200]))
     out.print(table)
     counts: dict[str, int] = {}
@@ -414,14 +428,13 @@ def fetch(
             print(json.dumps(d, ensure_ascii=False))
         else:
             tag = f" [skipped: {reason}]" if reason else ""
-            # the time in the configured zone, offset shown (2026-07-01T10:05:00+01:00; ...Z in UTC)
-            stamp = clock.stamp(when, tz) if when is not epoch else "(no time)".ljust(len(clock.stamp(0.0, tz)))
+            stamp = clock.brief(when, tz) if when is not epoch else "(no time)       "  # the zone: last line
             out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
                       f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
         err.print(f"note: {log_text(note, 500)}", markup=False, highlight=False)
     if not as_json:
-        out.print(f"{len(kept)} matching, {len(skipped) + len(batch.skipped)} skipped", highlight=False)
+        out.print(f"{len(kept)} matching, {len(skipped) + len(batch.skipped)} skipped (times in {tz})", highlight=False)
 
 
 @app.command()
@@ -438,15 +451,18 @@ def incidents(
     if as_json:
         print(json.dumps(items))
         return
-    table = Table(title="Incidents")
-    for col in ("id", "brand", "status", "severity", "opened", "resolved", "transitions"):
-        table.add_column(col)
-    from surgewatch.clock import stamp
+    from surgewatch.clock import brief
 
     tz = settings.timezone
-    for i in items:  # times in the configured zone, offset shown
-        table.add_row(i["id"], i["brand"], i["status"], i["severity"], stamp(i["opened_at"], tz),
-                      stamp(i["resolved_at"], tz) if i.get("resolved_at") else "", str(len(i["transitions"])))
+    table = Table(title=_in_zone("Incidents", tz))
+    for col in ("id", "brand", "status", "severity"):
+        table.add_column(col)
+    _time_column(table, "opened")
+    _time_column(table, "resolved")
+    table.add_column("transitions")
+    for i in items:
+        table.add_row(i["id"], i["brand"], i["status"], i["severity"], brief(i["opened_at"], tz),
+                      brief(i["resolved_at"], tz) if i.get("resolved_at") else "", str(len(i["transitions"])))
     out.print(table)
 
 
