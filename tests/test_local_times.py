@@ -214,8 +214,8 @@ def test_fetch_prints_each_post_time_in_the_configured_zone(tmp_path):
     assert proc.returncode == 0, proc.stderr
     new_york = published.astimezone(ZoneInfo("America/New_York"))  # EST (-05:00) or EDT (-04:00), by the date
     assert new_york.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4))
-    assert proc.stdout.splitlines()[0].startswith(f"{new_york:%Y-%m-%d %H:%M} rss:")
-    assert proc.stdout.splitlines()[-1] == "1 matching, 0 skipped (times in America/New_York)"
+    assert proc.stdout.splitlines()[:2] == ["times in America/New_York",
+                                            f"{new_york:%Y-%m-%d %H:%M} rss:n.example/1 Acme Live tickets https://n.example/1"]
     assert json.loads(as_json.stdout.splitlines()[0])["created_at"] == published.isoformat()  # machines: UTC
 
 

@@ -421,6 +421,8 @@ def fetch(
                                       "url": s.url, "created_at": s.created_at.isoformat() if s.created_at else None},
               s.reason) for s in batch.skipped]
     rows.sort(key=lambda r: r[0], reverse=True)
+    if rows and not as_json:
+        out.print(f"times in {tz}", markup=False, highlight=False)
     for when, d, reason in rows:
         if as_json:
             if reason:
@@ -428,13 +430,13 @@ def fetch(
             print(json.dumps(d, ensure_ascii=False))
         else:
             tag = f" [skipped: {reason}]" if reason else ""
-            stamp = clock.brief(when, tz) if when is not epoch else "(no time)       "  # the zone: last line
+            stamp = clock.brief(when, tz) if when is not epoch else "(no time)       "
             out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
                       f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
         err.print(f"note: {log_text(note, 500)}", markup=False, highlight=False)
     if not as_json:
-        out.print(f"{len(kept)} matching, {len(skipped) + len(batch.skipped)} skipped (times in {tz})", highlight=False)
+        out.print(f"{len(kept)} matching, {len(skipped) + len(batch.skipped)} skipped", highlight=False)
 
 
 @app.command()
