@@ -239,3 +239,18 @@ def test_status_says_its_zone_and_shows_silences_and_heartbeats_in_it(tmp_path):
     assert "Silences (times in Europe/London)" in proc.stdout
     assert any(f"{until:%Y-%m-%d %H:%M} ({m} min more)" in proc.stdout for m in (59, 60))
     assert f"{datetime.fromtimestamp(now, ZoneInfo('Europe/London')):%Y-%m-%d %H:%M}" in proc.stdout.split("Heartbeats")[1]
+
+
+def test_a_silenced_delivery_says_until_when_in_the_configured_zone(tmp_path):
+    from surgewatch.actions.operator import silence
+    from surgewatch.pipeline.evaluation import EvaluateOutcome, _outbox
+
+    with FakeSlack(token=TOKEN) as slack:
+        rt = runtime(tmp_path, "Europe/London", slack=slack)
+        silence(rt, "Acme", 3600, "sam", "deploy window", now=T)
+        inc = incident("watch")
+        inc["transitions"][0]["dispatched"] = False
+        rt.store.save_incident(inc)
+        _outbox(rt, "Acme", {"acme-1": inc}, inc, rt.store.get_state("silence:Acme"), EvaluateOutcome("Acme"), T + 60)
+    [slack_record] = [d for d in rt.store.list_deliveries("acme-1") if d.channel == "slack"]
+    assert slack_record.reason == "silence: deploy window (by sam, until 2026-07-01T11:04:00+01:00)"
