@@ -97,11 +97,12 @@ def zone(tz: str | tzinfo | None = None) -> tzinfo:
 
 
 def local(at: float | datetime, tz: str | tzinfo | None = None) -> datetime:
-    """``at`` (epoch seconds or an aware datetime) as a person in the zone ``tz`` reads it.  With
-    ``tz=None`` a datetime keeps its own zone and epoch seconds are shown in UTC."""
+    """``at`` (epoch seconds or a datetime) as a person in the zone ``tz`` reads it.  With
+    ``tz=None`` a datetime keeps its own zone and epoch seconds are shown in UTC.  A naive datetime
+    is UTC, SurgeWatch's rule for event times (a collector's skipped item may carry one)."""
     if isinstance(at, datetime):
         if at.tzinfo is None:
-            raise ValueError("clock.local needs an aware datetime or epoch seconds")
+            at = at.replace(tzinfo=timezone.utc)
         return at if tz is None else at.astimezone(zone(tz))
     return datetime.fromtimestamp(at, zone(tz))
 

@@ -254,3 +254,23 @@ def test_a_silenced_delivery_says_until_when_in_the_configured_zone(tmp_path):
         _outbox(rt, "Acme", {"acme-1": inc}, inc, rt.store.get_state("silence:Acme"), EvaluateOutcome("Acme"), T + 60)
     [slack_record] = [d for d in rt.store.list_deliveries("acme-1") if d.channel == "slack"]
     assert slack_record.reason == "silence: deploy window (by sam, until 2026-07-01T11:04:00+01:00)"
+
+
+# -- the helper ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tz, shown", [
+    (None, "2026-07-01T09:05:00Z"), ("UTC", "2026-07-01T09:05:00Z"), ("Etc/UTC", "2026-07-01T09:05:00Z"),
+    ("Europe/London", "2026-07-01T10:05:00+01:00"), ("Asia/Kathmandu", "2026-07-01T14:50:00+05:45"),
+])
+def test_stamp_shows_the_zone_as_an_offset_and_utc_as_z(tz, shown):
+    from surgewatch import clock
+
+    assert clock.stamp(AT + 0.9, tz) == shown  # to the second
+    assert datetime.fromisoformat(shown.replace("Z", "+00:00")).timestamp() == AT  # and it reads back
+    assert clock.stamp(datetime(2026, 7, 1, 9, 5), tz) == shown  # a naive datetime is UTC
+
+
+def test_london_in_winter_is_local_time_at_offset_zero_not_utc():
+    from surgewatch import clock
+
+    assert clock.stamp(datetime(2026, 11, 28, 10, 5, tzinfo=timezone.utc), "Europe/London") == "2026-11-28T10:05:00+00:00"
+    assert clock.brief(datetime(2026, 11, 28, 10, 5, tzinfo=timezone.utc), "America/New_York") == "2026-11-28 05:05"
