@@ -457,7 +457,9 @@ def incidents(
 
     tz = settings.timezone
     table = Table(title=_in_zone("Incidents", tz))
-    for col in ("id", "brand", "status", "severity"):
+    # the id whole too: it is what `surgewatch ack` and `review` take
+    table.add_column("id", min_width=min(40, max((len(i["id"]) for i in items), default=2)), no_wrap=True)
+    for col in ("brand", "status", "severity"):
         table.add_column(col)
     _time_column(table, "opened")
     _time_column(table, "resolved")
