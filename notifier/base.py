@@ -106,7 +106,7 @@ class Notification:
     event: str  # "opened" | "escalated" | "resolved"
     severity: str  # watch | warning | critical (the incident's severity after the transition)
     previous_severity: str
-    at: datetime
+    at: datetime  # aware, in the configured zone (settings.timezone): people see this zone, machines UTC
     observed: float  # mentions in the last bucket
     expected: float  # baseline mentions per bucket
     score: float

@@ -22,8 +22,9 @@ class ConsoleChannel:
     def format(self, n: Notification) -> str:
         """``2026-11-28T10:05:00Z WARNING Acme opened: 48 mentions/min vs 3.1 expected (x15.5);
         peak ~120/min in ~20 min; site traffic about 6x normal (~5,400 req/min vs ~900) in ~25 min``
-        (the traffic part only for a brand whose traffic model is calibrated)"""
-        line = f"{render.iso(n.at)} {n.severity.upper()} {render.summary(n)}"
+        (the traffic part only for a brand whose traffic model is calibrated).  The time is in the
+        configured zone, offset shown: ``2026-07-01T10:05:00+01:00`` in Europe/London."""
+        line = f"{render.when(n)} {n.severity.upper()} {render.summary(n)}"
         outlook = n.traffic_outlook
         if outlook is not None and outlook.calibrated and n.event != "resolved":
             line += f"; site traffic {outlook.phrase()}"

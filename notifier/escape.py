@@ -10,7 +10,10 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from datetime import datetime, tzinfo
 from urllib.parse import quote
+
+from surgewatch import clock
 
 ELLIPSIS = "…"
 
@@ -121,6 +124,25 @@ def slack_link(url: str, label: object, limit: int = 300) -> str:
     safe_label = slack_text(label, limit)
     safe_url = slack_url(url)
     return f"<{safe_url}|{safe_label}>" if safe_url else safe_label
+
+
+# Slack shows a date token in each reader's own zone and clock format
+# (https://api.slack.com/reference/surfaces/formatting#date-formatting): "Today 10:05 AM" in New York,
+# "Today 15:05" in London, from one message.
+SLACK_DATE_TIME = "{date_short_pretty} {time}"
+SLACK_TIME = "{time}"
+
+
+def slack_date(at: float | datetime, tz: str | tzinfo | None = None, tokens: str = SLACK_DATE_TIME) -> str:
+    """``<!date^EPOCH^TOKENS|FALLBACK>``: a time every reader sees in their own zone.  The fallback,
+    for clients that cannot format dates, is the time in the configured zone ``tz`` (a datetime
+    keeps its own zone when ``tz`` is None), as :func:`surgewatch.clock.stamp` writes it.
+
+    This is our own markup: insert it into text that is already escaped.  Passed through
+    :func:`slack_text` it becomes literal text, as any ``<!...>`` from a post must."""
+    dt = clock.local(at, tz)
+    fallback = slack_text(clock.stamp(dt), 100, mrkdwn=False).replace("|", "/")
+    return f"<!date^{int(dt.timestamp())}^{tokens}|{fallback}>"
 
 
 def html_text(s: object, limit: int | None = None) -> str:

@@ -76,6 +76,9 @@ class PagerDutyChannel:
         summary = log_text(f"[{n.severity.upper()}] {render.summary(n)}{traffic}", SUMMARY_LIMIT)
         details: dict[str, Any] = {
             "incident_id": n.incident_id,
+            # for people reading the incident: the configured zone (``timestamp`` below stays UTC,
+            # as Events v2 wants, and PagerDuty shows it in each user's own zone)
+            "time": render.when(n),
             "event": n.event,
             "severity": n.severity,
             "previous_severity": n.previous_severity,

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from surgewatch import clock
 from surgewatch.notifier.base import Notification
-from surgewatch.notifier.escape import log_text
+from surgewatch.notifier.escape import log_text, slack_date
 
 
 def per_minute(count_per_bucket: float | None, bucket_seconds: int) -> float | None:
@@ -56,7 +57,19 @@ def duration(seconds: float | None) -> str:
 
 
 def iso(at: datetime) -> str:
+    """For machines (webhook payloads, PagerDuty's ``timestamp``): ISO 8601 UTC, whatever the zone."""
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def when(n: Notification) -> str:
+    """For people: the notification's time in the configured zone, offset shown
+    (``2026-07-01T10:05:00+01:00``; ``...Z`` in UTC).  ``n.at`` carries that zone."""
+    return clock.stamp(n.at)
+
+
+def slack_when(n: Notification) -> str:
+    """For Slack: ``<!date^…>``, shown in each reader's own zone, with :func:`when` as the fallback."""
+    return slack_date(n.at)
 
 
 def rate_phrase(n: Notification) -> str:
@@ -129,6 +142,6 @@ def plain_message(n: Notification) -> tuple[str, str]:
             lines.append(plain_text(f"Runbook: {n.runbook_url}", 300))
     if n.acknowledged_by:
         lines.append(plain_text(f"Acknowledged by {n.acknowledged_by}", 200))
-    lines.append(f"Incident {plain_text(n.incident_id, 100)} at {iso(n.at)}")
+    lines.append(f"Incident {plain_text(n.incident_id, 100)} at {when(n)}")
     return title, "\n".join(lines)
 

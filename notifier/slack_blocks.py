@@ -110,8 +110,13 @@ def marketing_blocks(n: Notification) -> list[Block]:
         blocks.append({"type": "divider"})
         blocks.append(_section("*What is being said* (top posts)"))
         blocks.extend(_post_block(m) for m in n.top_mentions[:MAX_TOP_POSTS])
-    blocks.append(_context(f"SurgeWatch · incident `{slack_text(n.incident_id, 100, mrkdwn=False)}` · {render.iso(n.at)}"))
+    blocks.append(_context(_footer(n)))
     return blocks
+
+
+def _footer(n: Notification) -> str:
+    """``SurgeWatch · incident `inc-1` · <!date^…>``: the time in each reader's own zone."""
+    return f"SurgeWatch · incident `{slack_text(n.incident_id, 100, mrkdwn=False)}` · {render.slack_when(n)}"
 
 
 def _page_label(url: str) -> str:
@@ -161,7 +166,7 @@ def ops_blocks(n: Notification, *, buttons: bool = True, actions: tuple[str, ...
             f"Run {name}?", f"Calls the {name} traffic control now, for {n.brand}. It runs once per incident.",
             "Run", danger=True)) for name in n.approval_controls[:20]]
         blocks.append({"type": "actions", "block_id": "surgewatch_incident_actions", "elements": elements})
-    blocks.append(_context(f"SurgeWatch · incident `{slack_text(n.incident_id, 100, mrkdwn=False)}` · {render.iso(n.at)}"))
+    blocks.append(_context(_footer(n)))
     return blocks
 
 
@@ -213,4 +218,4 @@ def change_text(n: Notification) -> str:
 
 
 def change_blocks(n: Notification) -> list[Block]:
-    return [_section(change_text(n)), _context(render.iso(n.at))]
+    return [_section(change_text(n)), _context(render.slack_when(n))]

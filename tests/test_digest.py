@@ -248,6 +248,20 @@ def test_the_week_spikes_and_scorecard_count_what_the_store_holds(seeded):
     assert s.median_ack_seconds == statistics.median([12 * 60 - 30, 30 * 60 - 30])
 
 
+def test_slack_shows_spike_times_as_date_tokens_with_new_york_fallbacks(seeded):
+    store, settings, _, incidents = seeded
+    d = build_digest(store, settings, "Acme", WEEK)
+    [spikes] = [b["text"]["text"] for b in slack_blocks(d) if b["type"] == "section"
+                and b["text"]["text"].startswith("*Spikes*")]
+    first = spikes.splitlines()[1]
+    opened, alert = incidents[0]["opened_at"], d.spikes[0].first_alert_at
+    opened_ny = datetime.fromtimestamp(opened, ZONE)
+    assert opened_ny.utcoffset().total_seconds() == -5 * 3600  # November: EST
+    assert first.startswith(f"• <!date^{int(opened)}^{{date_short_pretty}} {{time}}|{opened_ny.isoformat()}>: "
+                            f"*critical*, alert <!date^{int(alert)}^{{time}}|"
+                            f"{datetime.fromtimestamp(alert, ZONE).isoformat()}>")
+
+
 def test_lead_before_the_traffic_peak_is_given_where_traffic_is_known(seeded):
     store, settings, _, incidents = seeded
     opened = incidents[0]["opened_at"]

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surgewatch.notifier.escape import (
-    ELLIPSIS, ZERO_WIDTH_JOINER, ZERO_WIDTH_SPACE, html_text, log_text, slack_link, slack_text, slack_url,
+    ELLIPSIS, SLACK_TIME, ZERO_WIDTH_JOINER, ZERO_WIDTH_SPACE, html_text, log_text, slack_date, slack_link, slack_text,
+    slack_url,
 )
 
 
@@ -131,3 +132,25 @@ def test_an_underscore_that_could_open_or_close_italics_is_still_neutralised(tex
         before, after = out[i - 1] if i else " ", out[i + 1] if i + 1 < len(out) else " "
         assert before == ZERO_WIDTH_SPACE or (before.isalnum() and after.isalnum()), (text, out)
     assert "@here" not in out and "@channel" not in out  # mention escaping is untouched
+
+
+# -- Slack dates: our own markup, shown in each reader's zone --------------------------------------
+@pytest.mark.parametrize("tz, fallback", [
+    ("UTC", "2026-07-01T09:05:00Z"),
+    ("Europe/London", "2026-07-01T10:05:00+01:00"),
+    ("America/New_York", "2026-07-01T05:05:00-04:00"),
+    ("Asia/Kolkata", "2026-07-01T14:35:00+05:30"),
+])
+def test_a_slack_date_carries_the_epoch_and_a_fallback_in_the_configured_zone(tz: str, fallback: str) -> None:
+    assert slack_date(1782896700.0, tz) == f"<!date^1782896700^{{date_short_pretty}} {{time}}|{fallback}>"
+    assert slack_date(1782896700.9, tz, SLACK_TIME) == f"<!date^1782896700^{{time}}|{fallback}>"
+
+
+def test_a_slack_date_survives_beside_escaped_text_but_not_inside_it() -> None:
+    """The token is added after escaping: escaping it (as any ``<!date…>`` from a post is) makes it
+    literal text, so it must never go through slack_text."""
+    token = slack_date(1782896700.0, "UTC")
+    line = f"{slack_text('post says <!date^0^{time}|now> & *bold*')} · {token}"
+    assert line.endswith(" · " + token) and line.count("<!date^") == 1
+    assert slack_text(token).startswith("&lt;!date^")
+

@@ -6,7 +6,7 @@ import io
 import pytest
 
 from surgewatch.notifier import ChannelError, ConsoleChannel
-from tests.test_notifier_contract import make_mention, make_notification
+from tests.test_notifier_contract import AT, make_mention, make_notification
 
 
 def test_it_prints_one_readable_line_with_rate_ratio_and_forecast() -> None:
@@ -66,3 +66,16 @@ def test_the_line_ends_with_the_expected_site_traffic() -> None:
         "2026-11-28T10:05:00Z WARNING Acme opened: 48 mentions/min vs 3.1 expected (x15.5); peak ~120/min in ~20 min; "
         "site traffic about 6x normal (~5,500 req/min vs ~900) in ~25 min\n"
     )
+
+
+@pytest.mark.parametrize("tz, shown", [
+    ("Europe/London", "2026-11-28T10:05:00+00:00"),  # GMT in November: the offset still says it is local
+    ("America/New_York", "2026-11-28T05:05:00-05:00"),
+    ("Australia/Sydney", "2026-11-28T21:05:00+11:00"),
+])
+def test_the_line_gives_the_time_in_the_notifications_zone_with_its_offset(tz: str, shown: str) -> None:
+    from surgewatch import clock
+
+    n = make_notification(top_mentions=(), at=clock.local(AT, tz))
+    assert ConsoleChannel().format(n).startswith(f"{shown} WARNING Acme opened: ")
+

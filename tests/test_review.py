@@ -168,7 +168,9 @@ def test_the_review_numbers_are_the_stored_numbers(scored):
     md = render_markdown(r)
     assert f"| Lead time | {(SURGE_AT + 55 * 60 - first_alert) / 60:.0f} min before the traffic peak |" in md
     assert "| Acknowledged | sam at " in md and "(7 min after the first alert)" in md
+    assert "| Times in | Europe/London |" in md  # the review names the zone its times are in
     page = render_html(r)
+    assert "<td>Times in</td><td>Europe/London</td>" in page
     assert re.findall(r"<(?:img|script|link)\b[^>]*(?:src|href)=\"https?:", page) == []
     assert page.count('src="data:image/png;base64,') == 1
 

@@ -145,6 +145,9 @@ def test_acknowledge_is_acked_at_once_recorded_threaded_and_acknowledges_the_pag
     message = world.ops_message()
     assert _button_ids(message) == [ACTION_SILENCE_1H, ACTION_FALSE_ALARM]
     assert any(f"Acknowledged by <@{USER}>" in json.dumps(b) for b in message["blocks"] if b["type"] == "context")
+    # when, in each reader's own zone (the config's UTC as the fallback)
+    notes = [el["text"] for b in message["blocks"] if b["type"] == "context" for el in b["elements"]]
+    assert f":white_check_mark: Acknowledged by <@{USER}> at <!date^{int(NOW)}^{{time}}|2026-11-27T09:05:00Z>" in notes
 
 
 def test_acknowledge_of_an_incident_that_never_paged_sends_nothing_to_pagerduty(world: World) -> None:
@@ -163,6 +166,7 @@ def test_silence_1h_silences_the_brand_for_an_hour(world: World) -> None:
     assert entry is not None and entry["until"] == NOW + 3600 and entry["by"] == f"@sam ({USER})"
     assert operator.active_silence(world.rt, "Acme", NOW + 3601) is None
     assert "silenced for 1 h by <@U0HUMAN001>" in world.thread()[0]["text"]
+    assert f"(until <!date^{int(NOW) + 3600}^{{time}}|2026-11-27T10:05:00Z>)" in world.thread()[0]["text"]
     world.click(ACTION_SILENCE_1H)  # a second click does not stack another silence or message
     assert world.wait_outcomes(2)[1].status == "already"
     assert len(world.thread()) == 1

@@ -29,7 +29,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from slack_sdk import WebClient
@@ -40,7 +39,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from surgewatch.notifier.base import ChannelError
-from surgewatch.notifier.escape import log_text, slack_text
+from surgewatch.notifier.escape import SLACK_TIME, log_text, slack_date, slack_text
 from surgewatch.notifier.slack import classify_slack_error
 from surgewatch.notifier.slack_blocks import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SILENCE_1H
 from surgewatch import clock
@@ -440,7 +439,7 @@ class SlackActionListener:
             result.pager, f" · PagerDuty acknowledge failed: {slack_text(result.pager, 200)}")
         reply = f":white_check_mark: Acknowledged by {actor.mention}{pager}"
         self._reply_in_thread(payload, reply)
-        self._mark_message(payload, remove=(ACTION_ACK,), note=f":white_check_mark: Acknowledged by {actor.mention} at {_hhmm(self._now())}")
+        self._mark_message(payload, remove=(ACTION_ACK,), note=f":white_check_mark: Acknowledged by {actor.mention} at {self._time(self._now())}")
         return ActionOutcome(ACTION_ACK, incident_id, "done", reply)
 
     def _silence(self, payload: dict[str, Any], actor: Actor, incident_id: str) -> ActionOutcome:
@@ -452,10 +451,11 @@ class SlackActionListener:
         if current and current.get("until", 0) >= now + SILENCE_SECONDS - 60:
             # A double click, or a second person a moment later: one silence, one message.
             return self._already(payload, actor, ACTION_SILENCE_1H, incident_id,
-                                 f"{inc['brand']} is already silenced until {_hhmm(current['until'])} by {current.get('by') or 'someone'}")
+                                 f"{slack_text(inc['brand'], 100)} is already silenced until {self._time(current['until'])} "
+                                 f"by {slack_text(current.get('by') or 'someone', 100)}", escaped=True)
         entry = operator.silence(self.rt, inc["brand"], SILENCE_SECONDS, actor.who, f"Silence 1 h button on {incident_id}", now)
         reply = (f":mute: {slack_text(entry['brand'], 100)} silenced for 1 h by {actor.mention} "
-                 f"(until {_hhmm(entry['until'])}); incidents are still recorded")
+                 f"(until {self._time(entry['until'])}); incidents are still recorded")
         self._reply_in_thread(payload, reply)
         return ActionOutcome(ACTION_SILENCE_1H, incident_id, "done", reply)
 
@@ -490,10 +490,16 @@ class SlackActionListener:
         return ActionOutcome(ACTION_RUN_CONTROL, incident_id, "done" if run.status != "failed" else "failed", reply)
 
     # ---- answering ------------------------------------------------------------------------------
-    def _already(self, payload: dict[str, Any], actor: Actor, action_id: str, incident_id: str, what: str) -> ActionOutcome:
-        reply = f":information_source: {slack_text(what, 500)}"
+    def _already(self, payload: dict[str, Any], actor: Actor, action_id: str, incident_id: str, what: str,
+                 escaped: bool = False) -> ActionOutcome:
+        reply = f":information_source: {what if escaped else slack_text(what, 500)}"
         self._answer_privately(payload, actor, reply)
         return ActionOutcome(action_id, incident_id, "already", reply)
+
+    def _time(self, ts: float) -> str:
+        """A clock time in Slack: each reader's own zone (``<!date^…^{time}|…>``), the configured
+        zone as the fallback."""
+        return slack_date(ts, self.rt.settings.timezone, SLACK_TIME)
 
     @staticmethod
     def _where(payload: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -554,10 +560,6 @@ class SlackActionListener:
 
 def _dict(x: Any) -> dict[str, Any]:
     return x if isinstance(x, dict) else {}
-
-
-def _hhmm(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M UTC")
 
 
 # -- running it ------------------------------------------------------------------------------------

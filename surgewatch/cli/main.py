@@ -219,6 +219,8 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
                           "verdicts": verdicts, "open_incidents": incidents,
                           "deliveries_not_sent": [_delivery_json(d) for d in unsent], "config_reloads": reloads}))
         return
+    tz = settings.timezone
+    out.print(f"now {clock.stamp(now, tz)} ({tz})", markup=False, highlight=False)
     if pipeline.ok:
         out.print(f"[green]pipeline: ok[/] (every heartbeat younger than {pipeline.stale_after:.0f} s)", highlight=False)
     else:
@@ -228,17 +230,19 @@ def status(config: Path = ConfigOption, as_json: bool = typer.Option(False, "--j
             out.print(f"  {line}", highlight=False, markup=False)
     for line in _config_reload_lines(reloads):
         out.print(line, highlight=False, soft_wrap=True)
-    pt = Table(title="Heartbeats")
+    pt = Table(title=_in_zone("Heartbeats", tz))
     for col in ("component", "last seen"):
         pt.add_column(col)
+    _time_column(pt, "at")
     for name, at in pipeline.last_seen.items():
-        pt.add_row(name, _ago(at))
+        pt.add_row(name, _ago(at), clock.brief(at, tz) if at is not None else "")
     out.print(pt)
-    st = Table(title="Silences")
+    st = Table(title=_in_zone("Silences", tz))
     for col in ("brand", "until", "by", "reason"):
         st.add_column(col)
     for entry in silences:
-        st.add_row(str(entry.get("brand", "")), _ago_until(entry["until"], now), str(entry.get("by", "")),
+        st.add_row(str(entry.get("brand", "")), f"{clock.brief(entry['until'], tz)} ({_ago_until(entry['until'], now)})",
+                   str(entry.get("by", "")),
                    str(entry.get("reason", "")))
     if not silences:
         st.add_row("(none)", "", "", "")
@@ -326,6 +330,16 @@ def _config_reload_lines(reloads: list[dict]) -> list[str]:
     return lines
 
 
+def _time_column(table: Table, title: str) -> None:
+    """A column of :func:`surgewatch.clock.brief` times (the table's title names the zone), never
+    cut short: a narrow terminal squeezes the other columns instead."""
+    table.add_column(title, min_width=16, no_wrap=True)
+
+
+def _in_zone(title: str, tz: str) -> str:
+    return f"{title} (times in {tz})"
+
+
 def _plain(text: str) -> str:
     """Outside text (a service's error, a channel name) shown literally, never as Rich markup."""
     from rich.markup import escape
@@ -348,7 +362,7 @@ def deliveries(
     failed, superseded, suppressed), with attempts, receipts and the service's own error."""
     settings = load_or_exit(config)
     from surgewatch.cli.common import open_store_or_exit
-    from surgewatch.clock import iso as _iso
+    from surgewatch.clock import brief
     from surgewatch.store import StoreError
 
     store = open_store_or_exit(settings)
@@ -363,18 +377,22 @@ def deliveries(
     if not items:
         out.print("No deliveries recorded" + (f" for incident {incident}" if incident else "") + ".", markup=False)
         return
-    table = Table(title="Deliveries")
-    for col in ("incident", "transition", "channel", "status", "attempts", "at", "receipt", "error / reason"):
+    table = Table(title=_in_zone("Deliveries", settings.timezone))
+    for col in ("incident", "transition", "channel", "status", "attempts"):
+        table.add_column(col)
+    _time_column(table, "at")
+    for col in ("receipt", "error / reason"):
         table.add_column(col)
     style = {"sent": "green", "failed": "bold red", "pending": "yellow", "claimed": "yellow"}
     for d in items:
         when = d.sent_at if d.sent_at is not None else d.updated_at
         note = d.error if d.status in ("failed", "pending", "claimed") else (d.reason or "")
         if d.status == "pending" and d.next_attempt_at is not None:
-            note = f"{note or ''} (next attempt {_iso(d.next_attempt_at)})".strip()
+            note = f"{note or ''} (next attempt {brief(d.next_attempt_at, settings.timezone)})".strip()
         st = style.get(d.status)
         table.add_row(_plain(d.incident), f"{d.transition} {d.event or ''}", _plain(d.channel),
-                      f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts), _iso(when) if when else "",
+                      f"[{st}]{d.status}[/]" if st else d.status, str(d.attempts),
+                      brief(when, settings.timezone) if when else "",
                       _plain(_receipt_text(d.receipt)), _plain((note or "")[:200]))
     out.print(table)
     counts: dict[str, int] = {}
@@ -454,11 +472,12 @@ def fetch(
         batch = fetch_checked(collector, spec, None)
     except SourceError as exc:  # every failure of the poll (fetch_checked): one line naming the source
         raise fail(source_message(source, scrub(str(exc)))) from None
+    tz = settings.timezone
     from datetime import datetime, timezone
 
     from surgewatch.notifier.escape import log_text
 
-    kept, skipped = admit(batch.mentions, clock.now())
+    kept, skipped = admit(batch.mentions, clock.now(), tz)
     epoch = datetime.fromtimestamp(0, timezone.utc)
     rows = [(m.created_at, m.to_dict(), None) for m in kept]
     rows += [(m.created_at, m.to_dict(), reason) for m, reason in skipped]
@@ -467,6 +486,8 @@ def fetch(
                                       "url": s.url, "created_at": s.created_at.isoformat() if s.created_at else None},
               s.reason) for s in batch.skipped]
     rows.sort(key=lambda r: r[0], reverse=True)
+    if rows and not as_json:
+        out.print(f"times in {tz}", markup=False, highlight=False)
     for when, d, reason in rows:
         if as_json:
             if reason:
@@ -474,7 +495,7 @@ def fetch(
             print(json.dumps(d, ensure_ascii=False))
         else:
             tag = f" [skipped: {reason}]" if reason else ""
-            stamp = f"{when:%Y-%m-%d %H:%M}" if when is not epoch else "(no time)       "
+            stamp = clock.brief(when, tz) if when is not epoch else "(no time)       "
             out.print(f"{stamp} {d['source']}:{log_text(d['id'])} {log_text(d['text'])[:120]} "
                       f"{log_text(d['url'] or '')}{tag}", markup=False, highlight=False, soft_wrap=True)
     for note in batch.notes:
@@ -497,14 +518,20 @@ def incidents(
     if as_json:
         print(json.dumps(items))
         return
-    table = Table(title="Incidents")
-    for col in ("id", "brand", "status", "severity", "opened", "resolved", "transitions"):
-        table.add_column(col)
-    from surgewatch.clock import iso as _iso
+    from surgewatch.clock import brief
 
+    tz = settings.timezone
+    table = Table(title=_in_zone("Incidents", tz))
+    # the id whole too: it is what `surgewatch ack` and `review` take
+    table.add_column("id", min_width=min(40, max((len(i["id"]) for i in items), default=2)), no_wrap=True)
+    for col in ("brand", "status", "severity"):
+        table.add_column(col)
+    _time_column(table, "opened")
+    _time_column(table, "resolved")
+    table.add_column("transitions")
     for i in items:
-        table.add_row(i["id"], i["brand"], i["status"], i["severity"], _iso(i["opened_at"]),
-                      _iso(i["resolved_at"]) if i.get("resolved_at") else "", str(len(i["transitions"])))
+        table.add_row(i["id"], i["brand"], i["status"], i["severity"], brief(i["opened_at"], tz),
+                      brief(i["resolved_at"], tz) if i.get("resolved_at") else "", str(len(i["transitions"])))
     out.print(table)
 
 
@@ -569,7 +596,6 @@ def silence(
     settings = load_or_exit(config)
     from surgewatch import clock
     from surgewatch.actions import operator
-    from surgewatch.clock import iso as _iso
     from surgewatch.pipeline import Runtime
 
     rt = Runtime(settings)
@@ -581,7 +607,7 @@ def silence(
         entry = operator.silence(rt, brand, operator.parse_duration(duration), _operator_name(by), reason, clock.now())
     except (operator.OperatorError, KeyError) as exc:
         raise fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
-    out.print(f"{entry['brand']} silenced until {_iso(entry['until'])} by {entry['by']}", markup=False)
+    out.print(f"{entry['brand']} silenced until {clock.stamp(entry['until'], settings.timezone)} by {entry['by']}", markup=False)
 
 
 @app.command("traffic-model")

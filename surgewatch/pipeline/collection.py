@@ -15,7 +15,7 @@ from surgewatch import clock
 from surgewatch.collectors.base import Mention, SourceError, fetch_checked
 from surgewatch.collectors.waits import MAX_WAIT
 from surgewatch.ops.health import SourceHealth
-from surgewatch.pipeline.ops_messages import ops_poster
+from surgewatch.pipeline.ops_messages import When, ops_poster, plain
 from surgewatch.pipeline.runtime import Runtime
 from surgewatch.registry import MissingCredential
 
@@ -38,15 +38,16 @@ class CollectOutcome:
     retry_after: float | None = None
 
 
-def admit(mentions: list[Mention], now: float) -> tuple[list[Mention], list[tuple[Mention, str]]]:
+def admit(mentions: list[Mention], now: float, tz: str | None = None) -> tuple[list[Mention], list[tuple[Mention, str]]]:
     """Which mentions count.  Far-past posts are skipped (they would be counted into buckets the
-    detector scored long ago); future timestamps beyond a clock-skew tolerance are clamped to now."""
+    detector scored long ago); future timestamps beyond a clock-skew tolerance are clamped to now.
+    A skip reason gives times in the zone ``tz`` (the configured one; UTC when None)."""
     kept: list[Mention] = []
     skipped: list[tuple[Mention, str]] = []
     for m in mentions:
         ts = m.timestamp
         if ts < now - MAX_MENTION_AGE:
-            skipped.append((m, f"too old to count (created {m.created_at.isoformat()})"))
+            skipped.append((m, f"too old to count (created {clock.stamp(m.created_at, tz)})"))
         elif ts > now + FUTURE_TOLERANCE:
             kept.append(_with_time(m, now))
         else:
@@ -71,10 +72,10 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
         # and a source that has not polled successfully for alert_after_minutes raises its outage
         # alert whatever the reason, backing off included: a paused source is a silent one.
         health.backoff_until = min(health.backoff_until, now + max_wait)
-        _mark_stalled(health, cfg, now)
+        _mark_stalled(health, cfg, now, rt.settings.timezone)
         source_outage_alert(rt, health, now)
         health.save(store)
-        return CollectOutcome(source, brand, "skipped", message=f"backing off until {clock.iso(health.backoff_until)}")
+        return CollectOutcome(source, brand, "skipped", message=f"backing off until {clock.stamp(health.backoff_until, rt.settings.timezone)}")
     cursor = store.get_cursor(source, brand)
     spec = rt.brand_spec(brand)
     try:
@@ -97,7 +98,7 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
         return CollectOutcome(
             source, brand, "disabled" if exc.permanent else "failed", message=exc.message, retry_after=retry_after
         )
-    kept, skipped = admit(batch.mentions, now)
+    kept, skipped = admit(batch.mentions, now, rt.settings.timezone)
     result = store.ingest(kept, count=not batch.posts_are_sample)
     if batch.volume:
         store.set_volume(brand, source, batch.volume)
@@ -117,7 +118,7 @@ def collect(rt: Runtime, source: str, brand: str, now: float | None = None) -> C
     )
 
 
-def _mark_stalled(health: SourceHealth, cfg: Any, now: float) -> None:
+def _mark_stalled(health: SourceHealth, cfg: Any, now: float, tz: str) -> None:
     """A source paused since its last success (X holding back on a spent rate limit) counts as
     failing once that pause is older than ``alert_after_minutes``, so its outage alert goes out."""
     if cfg is None or health.failing_since is not None or health.status == "disabled":
@@ -125,8 +126,9 @@ def _mark_stalled(health: SourceHealth, cfg: Any, now: float) -> None:
     since = health.last_success
     if since is not None and now - since >= cfg.alert_after_minutes * 60:
         health.failing_since = since
-        health.last_error = (f"{health.source}: no successful poll since {clock.iso(since)}; the source asked us "
-                             f"to wait until {clock.iso(health.backoff_until or now)}")
+        # shown by `status` and in the outage alert: times in the configured zone
+        health.last_error = (f"{health.source}: no successful poll since {clock.stamp(since, tz)}; the source asked us "
+                             f"to wait until {clock.stamp(health.backoff_until or now, tz)}")
         health.last_error_at = now
 
 
@@ -137,24 +139,26 @@ def source_outage_alert(rt: Runtime, health: SourceHealth, now: float) -> str | 
     cfg = getattr(rt.settings.sources, health.source, None)
     if cfg is None:
         return None
-    text = None
+    parts: tuple[str | When, ...] | None = None
     if health.failing_since is not None and health.alerted_since != health.failing_since:
         if health.status == "disabled" or now - health.failing_since >= cfg.alert_after_minutes * 60:
-            what = "is disabled" if health.status == "disabled" else f"has been failing since {clock.iso(health.failing_since)}"
-            text = (f"Source {health.source} for {health.brand} {what}: {health.last_error}. "
-                    f"Mentions from it are not being counted, so a surge there would go unnoticed.")
+            what: tuple[str | When, ...] = (("is disabled",) if health.status == "disabled"
+                                             else ("has been failing since ", When(health.failing_since)))
+            parts = (f"Source {health.source} for {health.brand} ", *what, f": {health.last_error}. "
+                     "Mentions from it are not being counted, so a surge there would go unnoticed.")
             key = f"source-alert:{health.source}:{health.brand}:{health.failing_since}:down"
             health.alerted_since = health.failing_since
     elif health.failing_since is None and health.alerted_since is not None and health.status in ("ok", "degraded"):
-        text = f"Source {health.source} for {health.brand} has recovered (last success {clock.iso(now)})."
+        parts = (f"Source {health.source} for {health.brand} has recovered (last success ", When(now), ").")
         key = f"source-alert:{health.source}:{health.brand}:{health.alerted_since}:up"
         health.alerted_since = None
-    if text is None:
+    if parts is None:
         return None
+    text = plain(parts, rt.settings.timezone)
     # Claimed like any notification, so a redelivered collect never says it twice.
     if rt.store.claim(key, 60.0, time.time()):
         try:
-            ops_poster(rt, now)(text)
+            ops_poster(rt, now)(*parts)
         except (SlackClientError, OSError) as exc:  # the poll's own outcome must not be lost to this
             rt.store.release(key)
             log.error("could not tell ops about %s/%s: %s", health.source, health.brand, type(exc).__name__)

@@ -6,7 +6,6 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from typing import Any
 
 from surgewatch import clock
@@ -49,7 +48,7 @@ def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[s
         event=transition["event"],
         severity=transition["to"] if transition["to"] != "resolved" else incident["severity"],
         previous_severity=transition["from"],
-        at=datetime.fromtimestamp(transition["at"] + bucket, timezone.utc),
+        at=clock.local(transition["at"] + bucket, rt.settings.timezone),  # shown in the configured zone
         observed=verdict.observed,
         expected=verdict.expected,
         score=verdict.score,

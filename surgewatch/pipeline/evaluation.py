@@ -237,7 +237,7 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
                 for c in channels:
                     if c != "console":
                         entry(inc, tr, c, "suppressed", f"silence: {silenced.get('reason') or 'no reason given'} "
-                                                        f"(by {silenced.get('by') or '?'}, until {clock.iso(silenced['until'])})")
+                                                        f"(by {silenced.get('by') or '?'}, until {clock.stamp(silenced['until'], rt.settings.timezone)})")
                 channels = [c for c in channels if c == "console"]
                 tr["silenced"] = {"reason": silenced.get("reason", ""), "by": silenced.get("by", ""),
                                   "until": silenced["until"]}

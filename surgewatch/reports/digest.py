@@ -31,10 +31,11 @@ from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab
 
+from surgewatch import clock
 from surgewatch.collectors.base import Mention
 from surgewatch.collectors.query import parse_query
 from surgewatch.collectors.rss import normalise_link
-from surgewatch.notifier.escape import log_text, slack_link, slack_text
+from surgewatch.notifier.escape import SLACK_TIME, log_text, slack_date, slack_link, slack_text
 from surgewatch.reports.charts import volume_chart
 from surgewatch.reports.html import md, md_link, md_table, render_page
 from surgewatch.config import Settings
@@ -642,7 +643,8 @@ class ZonedCrontab(crontab):
 
 # -- rendering -----------------------------------------------------------------------------------------
 def _when(ts: float | None, tz: str, fmt: str = "%a %d %b %H:%M") -> str:
-    return "—" if ts is None else datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime(fmt)
+    """A time in the digest's zone (the period line names it)."""
+    return "—" if ts is None else clock.local(ts, tz).strftime(fmt)
 
 
 def _change(now: float, before: float | None) -> str:
@@ -883,7 +885,9 @@ def slack_blocks(d: Digest) -> list[dict[str, Any]]:
     per_source = ", ".join(f"{slack_text(s, 100)} {n:,}" for s, n in d.source_totals.items())
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"By source: {per_source}"[:3000]}]})
     if d.spikes:
-        lines = [f"• {_when(s.opened_at, d.timezone)}: *{s.severity}*, alert {_when(s.first_alert_at, d.timezone, '%H:%M')}"
+        # Times as <!date^…> tokens: each reader sees their own zone (added after escaping)
+        lines = [f"• {slack_date(s.opened_at, d.timezone)}: *{s.severity}*, alert "
+                 f"{slack_date(s.first_alert_at, d.timezone, SLACK_TIME) if s.first_alert_at is not None else '—'}"
                  + (f", {_lead(s.lead_seconds)} the traffic peak" if s.lead_seconds is not None else "")
                  + (" (false alarm)" if s.false_alarm else "") for s in d.spikes[:10]]
         blocks.append(section("*Spikes*\n" + "\n".join(lines)))

@@ -26,10 +26,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Sequence
-from zoneinfo import ZoneInfo
 
+from surgewatch import clock
 from surgewatch.detector.spike import SENSITIVITY_ALARMS_PER_WEEK, DetectorParams, SpikeDetector
 from surgewatch.detector.traffic import MIN_LAG, SMOOTH_SECONDS, TrafficModel, TrafficModelError
 from surgewatch.detector.verdict import Severity, Verdict
@@ -657,7 +656,7 @@ def suggestions(r: Review) -> list[str]:
 def _fmt(ts: float | None, tz: str, with_date: bool = True) -> str:
     if ts is None:
         return "—"
-    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%a %Y-%m-%d %H:%M" if with_date else "%H:%M")
+    return clock.local(ts, tz).strftime("%a %Y-%m-%d %H:%M" if with_date else "%H:%M")
 
 
 def _lead_text(r: Review) -> str:
@@ -687,6 +686,7 @@ def summary_rows(r: Review) -> list[tuple[str, str]]:
     per_min = 60.0 / r.bucket_seconds
     rows = [
         ("Brand", r.brand),
+        ("Times in", r.timezone),  # every time below, the chart's axis included
         ("Opened", f"{_fmt(r.incident['opened_at'], r.timezone)} ({r.incident['transitions'][0]['to'] if r.incident['transitions'] else '?'})"),
         ("Peak severity", str(r.incident.get("severity"))),
         ("Resolved", _fmt(r.incident.get("resolved_at"), r.timezone) if r.incident.get("resolved_at") else "still open"),
