@@ -48,8 +48,12 @@ class Runtime(Protocol):
     """What the outlook needs of the pipeline's runtime (a protocol, so this module does not import
     the pipeline that calls it)."""
 
-    settings: Settings
-    store: Store
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
 
 log = logging.getLogger("surgewatch.traffic")
 

@@ -14,6 +14,7 @@ from surgewatch.incidents.updates import update_incident
 from surgewatch.notifier.base import ChannelError
 from surgewatch.pipeline import Runtime, delivery_key
 from surgewatch.store.keys import silence_key
+from surgewatch.incidents.model import Incident
 
 log = logging.getLogger("surgewatch.actions.operator")
 
@@ -29,7 +30,7 @@ def _incident(rt: Runtime, incident_id: str) -> dict[str, Any]:
     return inc
 
 
-def _was_paged(rt: Runtime, inc: dict[str, Any]) -> bool:
+def _was_paged(rt: Runtime, inc: Incident) -> bool:
     for tr in inc["transitions"]:
         d = rt.store.delivery(delivery_key(inc["id"], tr["no"], "pagerduty"))
         if d and d.get("status") == "sent" and not (d.get("receipt") or {}).get("error"):
@@ -39,7 +40,7 @@ def _was_paged(rt: Runtime, inc: dict[str, Any]) -> bool:
 
 @dataclass
 class AckResult:
-    incident: dict[str, Any]
+    incident: Incident
     already: bool
     pager: str  # "acknowledged" | "not paged" | "failed: ..."
 
@@ -48,7 +49,7 @@ def acknowledge(rt: Runtime, incident_id: str, who: str, now: float) -> AckResul
     _incident(rt, incident_id)  # a clear error for an unknown id
     first = []
 
-    def ack(inc: dict[str, Any]) -> dict[str, Any] | None:
+    def ack(inc: Incident) -> dict[str, Any] | None:
         if inc.get("acked_at"):
             return None
         first.append(True)

@@ -11,10 +11,11 @@ verdicts after a redelivered task changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from datetime import datetime, timezone
-from typing import Any
 
 from surgewatch.detector.verdict import Severity, Verdict
+from surgewatch.incidents.model import Incident, Transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +31,8 @@ def incident_id(brand: str, at: float) -> str:
     return f"{slug}-{stamp}"
 
 
-def _transition(incident: dict[str, Any], event: str, to: str, verdict: Verdict) -> dict[str, Any]:
-    t = {
+def _transition(incident: Incident, event: str, to: str, verdict: Verdict) -> Transition:
+    t: Transition = {
         "no": len(incident["transitions"]),
         "at": verdict.at,
         "event": event,
@@ -45,8 +46,8 @@ def _transition(incident: dict[str, Any], event: str, to: str, verdict: Verdict)
 
 
 def advance(
-    incident: dict[str, Any] | None, brand: str, verdict: Verdict, policy: IncidentPolicy
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    incident: Incident | None, brand: str, verdict: Verdict, policy: IncidentPolicy
+) -> tuple[Incident | None, Transition | None]:
     """Feed one verdict.  Returns ``(incident, transition)``: the brand's open incident after the
     verdict (or the one that just resolved, or None) and the transition it caused, if any.
     ``incident`` is copied, never mutated."""
@@ -55,7 +56,7 @@ def advance(
     if incident is None or incident["status"] != "open":
         if verdict.warming_up or verdict.severity.rank < policy.open_severity.rank:
             return None, None
-        new: dict[str, Any] = {
+        new: Incident = {
             "id": incident_id(brand, verdict.at),
             "brand": brand,
             "status": "open",
@@ -73,7 +74,7 @@ def advance(
         transition = _transition(new, "opened", verdict.severity.value, verdict)
         return new, transition
 
-    inc = {**incident, "transitions": [dict(t) for t in incident["transitions"]]}
+    inc = cast(Incident, {**incident, "transitions": [cast(Transition, dict(t)) for t in incident["transitions"]]})
     inc["last_at"] = verdict.at
     inc["peak_observed"] = max(inc["peak_observed"], verdict.observed)
     inc["peak_score"] = max(inc["peak_score"], verdict.score)

@@ -16,9 +16,10 @@ Two shapes of writer:
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from surgewatch.store.base import Store
+from surgewatch.incidents.model import Incident
 
 # The fields only the evaluate tick writes (the state machine's, see lifecycle.advance).
 EVALUATION_FIELDS = ("status", "severity", "opened_at", "resolved_at", "last_at", "peak_observed", "peak_score",
@@ -30,12 +31,12 @@ class IncidentConflict(Exception):
     """An incident kept changing under us ``MAX_TRIES`` times in a row."""
 
 
-def version(incident: dict[str, Any]) -> int:
+def version(incident: Incident) -> int:
     return int(incident.get("version") or 0)
 
 
-def update_incident(store: Store, incident_id: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-                    ) -> dict[str, Any] | None:
+def update_incident(store: Store, incident_id: str, change: Callable[[Incident], Incident | None]
+                    ) -> Incident | None:
     """Apply ``change`` (given a copy of the stored incident; returns the new incident, or None
     for "nothing to change") with compare-and-swap.  Returns what is stored afterwards (None if
     there is no such incident)."""
@@ -47,15 +48,16 @@ def update_incident(store: Store, incident_id: str, change: Callable[[dict[str, 
         if new is None:
             return current
         if store.replace_incident(new, version(current)):
-            return {**new, "version": version(current) + 1}
+            return cast(Incident, {**new, "version": version(current) + 1})
     raise IncidentConflict(f"incident {incident_id} changed under us {MAX_TRIES} times in a row")
 
 
-def merge_evaluation(ours: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+def merge_evaluation(ours: Incident, stored: Incident) -> Incident:
     """The evaluate tick's incident with everything other writers changed since it read it: the
     stored copy's fields, but the state machine's from ``ours``; a transition marked dispatched in
     either copy stays marked."""
-    merged = {**stored, **{k: ours[k] for k in EVALUATION_FIELDS if k in ours}}
+    mine: dict[str, Any] = dict(ours)
+    merged: dict[str, Any] = {**stored, **{k: mine[k] for k in EVALUATION_FIELDS if k in mine}}
     stored_transitions = {t["no"]: t for t in stored.get("transitions", [])}
     transitions = []
     for tr in merged.get("transitions", []):
@@ -66,10 +68,10 @@ def merge_evaluation(ours: dict[str, Any], stored: dict[str, Any]) -> dict[str, 
         transitions.append(tr)
     merged["transitions"] = transitions
     merged["version"] = version(stored)
-    return merged
+    return cast(Incident, merged)
 
 
-def save_evaluated(store: Store, incident: dict[str, Any]) -> dict[str, Any]:
+def save_evaluated(store: Store, incident: Incident) -> Incident:
     """Swap in the evaluate tick's copy of an incident (read at ``incident['version']``); on a
     conflict merge the stored copy in (:func:`merge_evaluation`) and try again.  Returns the incident
     as stored, which is what the rest of the tick must go on with (an ack that landed meanwhile is in it)."""

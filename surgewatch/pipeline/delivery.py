@@ -18,11 +18,12 @@ from surgewatch.registry import MissingCredential
 from surgewatch.store.base import Delivery
 from surgewatch.store.keys import channel_failed_key, delivery_key, receipt_key
 from surgewatch.traffic import traffic_outlook
+from surgewatch.incidents.model import Incident, PlannedNote, Transition
 
 log = logging.getLogger("surgewatch.pipeline.delivery")
 
 
-def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[str, Any], channel: str) -> Notification:
+def build_notification(rt: Runtime, incident: Incident, transition: Transition, channel: str) -> Notification:
     store = rt.store
     brand_cfg = rt.settings.brand(incident["brand"])
     verdict = Verdict.from_dict(transition["verdict"])
@@ -71,7 +72,7 @@ def build_notification(rt: Runtime, incident: dict[str, Any], transition: dict[s
     )
 
 
-def _describe_planned(note: dict[str, Any] | None) -> str | None:
+def _describe_planned(note: PlannedNote | None) -> str | None:
     if not note:
         return None
     if note.get("page"):
@@ -105,13 +106,13 @@ class RetryLater(ChannelError):
 
 
 def _record_of(rt: Runtime, key: str, incident_id: str, no: int, channel: str,
-               incident: dict[str, Any] | None) -> Delivery:
+               incident: Incident | None) -> Delivery:
     found = rt.store.get_delivery(key)
     if found is not None:
         return found
     now = clock.now()
-    tr = incident["transitions"][no] if incident is not None and no < len(incident["transitions"]) else {}
-    return Delivery(incident_id, no, channel, event=tr.get("event"),
+    tr = incident["transitions"][no] if incident is not None and no < len(incident["transitions"]) else None
+    return Delivery(incident_id, no, channel, event=tr["event"] if tr is not None else None,
                     brand=incident.get("brand") if incident else None, created_at=now, updated_at=now)
 
 

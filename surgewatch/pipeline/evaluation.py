@@ -22,6 +22,7 @@ from surgewatch.pipeline.runtime import Runtime
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Delivery
 from surgewatch.store.keys import detector_key, evaluate_lock_key, scored_key, silence_key, verdict_key
+from surgewatch.incidents.model import Incident, Transition
 
 log = logging.getLogger("surgewatch.pipeline.evaluation")
 
@@ -37,7 +38,7 @@ MAX_TICK_BUCKETS = 240
 class EvaluateOutcome:
     brand: str
     verdicts: list[Verdict] = field(default_factory=list)
-    transitions: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
     dispatch: list[tuple[str, int, str]] = field(default_factory=list)  # (incident_id, transition no, channel)
     busy: bool = False
 
@@ -109,7 +110,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     # buckets before it would teach the detector a baseline of zero.
     plans: dict[str, tuple[SpikeDetector | None, float, float]] = {}  # brand -> (detector, start, end)
     for b in due:
-        end = ends[b]
+        end: float = ends[b]
         saved = states[detector_key(b)]
         detector, start = None, end - FIRST_LOOK_BACK
         if saved:
@@ -121,7 +122,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
         plans[b] = (detector, start, end if detector is None else min(end, start + MAX_TICK_BUCKETS * bucket))
     counts = store.counts_many({b: (start, end) for b, (_, start, end) in plans.items()})
     saves: dict[str, dict[str, Any]] = {}
-    touched_by_brand: dict[str, dict[str, dict[str, Any]]] = {}
+    touched_by_brand: dict[str, dict[str, Incident]] = {}
     policy = IncidentPolicy(
         open_severity=Severity(rt.settings.detector.open_severity),
         resolve_after=rt.settings.detector.resolve_after_quiet_buckets,
@@ -138,7 +139,7 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
             end = min(end, start + MAX_TICK_BUCKETS * bucket)
         incident = open_incidents.get(b)
         touched = touched_by_brand[b] = {}
-        t = start
+        t: float = start
         while t < end:
             by_source = {source: float(points.get(t, 0)) for source, points in series.items()}
             verdict = detector.update(t, sum(by_source.values()), by_source)
@@ -170,16 +171,17 @@ def _evaluate_locked(rt: Runtime, brands: list[str], now: float) -> dict[str, Ev
     # incident is kept, and what follows (escalation above all) sees it.
     for b, touched in touched_by_brand.items():
         for iid, inc in list(touched.items()):
-            touched[iid] = saved = save_evaluated(store, inc)
-            if (open_incidents.get(b) or {}).get("id") == iid:
-                open_incidents[b] = saved
+            touched[iid] = stored = save_evaluated(store, inc)
+            current = open_incidents.get(b)
+            if current is not None and current["id"] == iid:
+                open_incidents[b] = stored
     store.set_states(saves)
     for b, outcome in outcomes.items():
         _outbox(rt, b, touched_by_brand.get(b, {}), open_incidents.get(b), states[silence_key(b)], outcome, now)
     return outcomes
 
 
-def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_now: dict[str, Any] | None,
+def _outbox(rt: Runtime, brand: str, touched: dict[str, Incident], open_now: Incident | None,
             silenced: dict[str, Any] | None, outcome: EvaluateOutcome, now: float) -> None:
     """List every transition not yet handed to the notify queue, including ones a crashed run saved
     but never dispatched; add the escalation and repeat transitions that are due."""
@@ -205,7 +207,7 @@ def _outbox(rt: Runtime, brand: str, touched: dict[str, dict[str, Any]], open_no
     approval_only = {f"webhook:{t.name}" for t in rt.settings.traffic_controls if t.approval}
     at = clock.now()
 
-    def entry(inc: dict[str, Any], tr: dict[str, Any], channel: str, status: str = "pending",
+    def entry(inc: Incident, tr: Transition, channel: str, status: str = "pending",
               reason: str | None = None) -> None:
         log_entries.append(Delivery(inc["id"], tr["no"], channel, status=status, event=tr["event"], brand=inc["brand"],
                                     reason=reason, created_at=at, updated_at=at))
@@ -259,7 +261,7 @@ def mark_dispatched(rt: Runtime, dispatch: list[tuple[str, int, str]]) -> None:
     for incident_id, no, _ in dispatch:
         by_incident.setdefault(incident_id, set()).add(no)
     for incident_id, nos in by_incident.items():
-        def mark(inc: dict[str, Any], nos: set[int] = nos) -> dict[str, Any] | None:
+        def mark(inc: Incident, nos: set[int] = nos) -> Incident | None:
             todo = [tr for tr in inc["transitions"] if tr["no"] in nos and not tr.get("dispatched")]
             for tr in todo:
                 tr["dispatched"] = True

@@ -2,7 +2,7 @@
 repeat_interval), and the escalation policy that adds "paged" and "repeat" transitions."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from surgewatch.config import Settings, channel_config
 from surgewatch.detector.verdict import Severity
@@ -10,6 +10,7 @@ from surgewatch.incidents.calendar import planned_note
 from surgewatch.registry import configured_channels
 from surgewatch.store.base import Store
 from surgewatch.store.keys import channel_failed_key, verdict_key
+from surgewatch.incidents.model import Incident, PlannedNote, Transition
 
 def _min_severity(settings: Settings, channel: str) -> Severity | None:
     """The lowest severity a channel acts on (None: every transition): its ``min_severity``, if set."""
@@ -20,7 +21,7 @@ def _min_severity(settings: Settings, channel: str) -> Severity | None:
 CHAT_CHANNELS = ("console", "slack", "apprise")  # people read them: reminders go there
 
 
-def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:
+def routes(settings: Settings, incident: Incident, transition: Transition) -> list[str]:
     """Which channels hear about a transition.  Pager and traffic controls act from their minimum
     severity up, and hear the resolve only if they acted on the incident.  A "paged" transition
     (the escalation policy's) goes to the pager alone."""
@@ -55,7 +56,7 @@ def routes(settings: Settings, incident: dict[str, Any], transition: dict[str, A
     return out
 
 
-def _routed(settings: Settings, incident: dict[str, Any], transition: dict[str, Any]) -> list[str]:
+def _routed(settings: Settings, incident: Incident, transition: Transition) -> list[str]:
     """The channels the routing table sends this brand's transitions to (all, without routes).
     A resolve or a reminder follows the incident's peak severity, so every channel told of the
     incident hears it end."""
@@ -90,7 +91,7 @@ def _pager_routed(settings: Settings, brand: str) -> bool:
     return not table or any("pagerduty" in r.channels and _route_has_brand(r, brand) for r in table)
 
 
-def repeat(settings: Settings, store: Store, incident: dict[str, Any], now: float) -> dict[str, Any] | None:
+def repeat(settings: Settings, store: Store, incident: Incident, now: float) -> Transition | None:
     """Alertmanager's repeat_interval: remind the chat channels of an open incident nobody has
     acknowledged when nothing has been said about it for that long."""
     every = settings.routing.repeat_interval_minutes
@@ -99,39 +100,40 @@ def repeat(settings: Settings, store: Store, incident: dict[str, Any], now: floa
     last = incident["transitions"][-1]
     if now - last["at"] < every * 60:
         return None
-    tr = {"no": len(incident["transitions"]), "at": now, "event": "repeat", "from": incident["severity"],
+    tr: Transition = {"no": len(incident["transitions"]), "at": now, "event": "repeat", "from": incident["severity"],
           "to": incident["severity"], "verdict": last["verdict"], "dispatched": False}
     incident["transitions"].append(tr)
     return tr
 
 
-def _acts_on(settings: Settings, channel: str, transition: dict[str, Any]) -> bool:
+def _acts_on(settings: Settings, channel: str, transition: Transition) -> bool:
     if transition["event"] == "paged":
         return channel == "pagerduty"
     threshold = _min_severity(settings, channel)
     return threshold is None or Severity(transition["to"]).rank >= threshold.rank
 
 
-def _acted(settings: Settings, incident: dict[str, Any], channel: str) -> bool:
+def _acted(settings: Settings, incident: Incident, channel: str) -> bool:
     return any(t["event"] != "resolved" and _acts_on(settings, channel, t) and not _held_back(t, channel)
                for t in incident["transitions"])
 
 
-def _held_back(transition: dict[str, Any], channel: str) -> bool:
+def _held_back(transition: Transition, channel: str) -> bool:
     """The pager stayed quiet for this transition: the surge was the planned one."""
     return channel == "pagerduty" and (transition.get("planned") or {}).get("page") is False
 
 
-def _planned(settings: Settings, brand: str, at: float, observed: float) -> dict[str, Any] | None:
+def _planned(settings: Settings, brand: str, at: float, observed: float) -> PlannedNote | None:
     if not settings.calendar.events:
         return None
     events = settings.planned_events()
     per_min = observed * 60 / settings.detector.bucket_seconds
-    return planned_note(events, brand, at, per_min, lead_minutes=settings.calendar.lead_minutes,
+    note = planned_note(events, brand, at, per_min, lead_minutes=settings.calendar.lead_minutes,
                         k=settings.calendar.bigger_factor)
+    return cast(PlannedNote, note) if note is not None else None
 
 
-def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: float) -> dict[str, Any] | None:
+def escalate(settings: Settings, store: Store, incident: Incident, now: float) -> Transition | None:
     """The escalation policy: page a warning nobody acknowledged in time, or page because Slack
     failed permanently.  Returns the "paged" transition it appended, if any."""
     pd = settings.channels.pagerduty
@@ -159,7 +161,7 @@ def escalate(settings: Settings, store: Store, incident: dict[str, Any], now: fl
     if reason is None:
         return None
     last = incident["transitions"][-1]
-    tr = {"no": len(incident["transitions"]), "at": now, "event": "paged", "from": incident["severity"],
+    tr: Transition = {"no": len(incident["transitions"]), "at": now, "event": "paged", "from": incident["severity"],
           "to": incident["severity"], "verdict": last["verdict"], "dispatched": False, "reason": reason}
     if planned is not None:
         tr["planned"] = planned

@@ -40,6 +40,7 @@ from surgewatch.incidents.lifecycle import IncidentPolicy, advance
 from surgewatch.pipeline import Runtime
 from surgewatch.store.base import Store
 from surgewatch.traffic import STATE_PREFIX, TrafficHistoryError, fit_brand, load_history, outlook_from
+from surgewatch.incidents.model import Incident, Transition
 
 # Channels an incident may have been delivered on.  The configured ones are probed too; a channel
 # removed from the config since the incident still shows in its history.
@@ -109,7 +110,7 @@ def _recipients(channel: str, receipt: dict[str, Any] | None) -> tuple[str, ...]
     return ()
 
 
-def incident_deliveries(store: Store, settings: Settings, incident: dict[str, Any]) -> list[Delivery]:
+def incident_deliveries(store: Store, settings: Settings, incident: Incident) -> list[Delivery]:
     """Every delivery of every transition of ``incident`` as the delivery log recorded it (never
     recomputed from today's config: a channel removed since still shows), in transition then
     channel order."""
@@ -131,7 +132,7 @@ def incident_deliveries(store: Store, settings: Settings, incident: dict[str, An
     return out
 
 
-def first_alert_at(incident: dict[str, Any], deliveries: Sequence[Delivery], bucket_seconds: int) -> float | None:
+def first_alert_at(incident: Incident, deliveries: Sequence[Delivery], bucket_seconds: int) -> float | None:
     """When the first alert went out: the first successful delivery of an opening or escalation;
     failing that (nothing delivered, e.g. no channel configured) the close of the opening bucket."""
     sent = [d.at for d in deliveries if d.is_alert and d.ok]
@@ -169,7 +170,7 @@ def replay_incidents(
     sources = sorted(counts)
     series = {s: {int(t): n for t, n in counts[s].items()} for s in sources}
     out: list[ReplayedIncident] = []
-    incident: dict[str, Any] | None = None
+    incident: Incident | None = None
     t = int(start // bucket) * bucket
     while t < end:
         by_source = {s: float(series[s].get(t, 0)) for s in sources}
@@ -221,7 +222,7 @@ def _overlaps(a: ReplayedIncident, start: float, end: float) -> bool:
 
 
 def suggest_threshold(
-    store: Store, settings: Settings, incident: dict[str, Any], *, step: float | None = None,
+    store: Store, settings: Settings, incident: Incident, *, step: float | None = None,
     days: float = REPLAY_DAYS,
 ) -> ReplayResult | None:
     """Replay up to ``days`` of stored history before the incident (and the incident itself) with the
@@ -328,7 +329,7 @@ def _stored_model(store: Store, brand: str) -> tuple[TrafficModel | None, float 
         return None, None  # another version, or damaged: the alerts refitted too
 
 
-def review_model(rt: Runtime, incident: dict[str, Any]) -> tuple[TrafficModel | None, str]:
+def review_model(rt: Runtime, incident: Incident) -> tuple[TrafficModel | None, str]:
     """The brand's traffic model as the incident's alerts saw it, and a line saying where it comes from.
 
     The store keeps only the latest fit.  Fitted before the incident opened, it is the one the alerts used.
@@ -378,7 +379,7 @@ def smoothed_traffic(
 
 
 def traffic_check(
-    model: TrafficModel | None, model_line: str, incident: dict[str, Any],
+    model: TrafficModel | None, model_line: str, incident: Incident,
     traffic: Sequence[tuple[float, float]] | None, bucket_seconds: int, traffic_note: str = "",
 ) -> TrafficCheck:
     """Recompute every alert's outlook (``outlook_from``, as the notifier did) and find the real peak: the
@@ -432,7 +433,7 @@ class ForecastRow:
 
 @dataclass
 class Review:
-    incident: dict[str, Any]
+    incident: Incident
     timezone: str
     bucket_seconds: int
     window_start: float
@@ -672,7 +673,7 @@ def _delivery_when(d: Any, r: Any) -> str:
     return when if d.at_from == "sent" else f"{when} (due; not sent)"
 
 
-def _marker_label(transition: dict[str, Any]) -> str:
+def _marker_label(transition: Transition) -> str:
     """``WATCH opened``, ``→ CRITICAL``, ``resolved``, ``paged`` (what the chart's line marks)."""
     event, to = transition["event"], str(transition["to"]).upper()
     if event == "opened":

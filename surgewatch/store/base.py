@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from surgewatch.collectors.base import Mention
+from surgewatch.incidents.model import Incident
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,24 +118,24 @@ class Store(Protocol):
         """All state entries whose name starts with ``prefix``."""
 
     # -- incidents ------------------------------------------------------------------------------
-    def save_incident(self, incident: dict[str, Any]) -> None:
+    def save_incident(self, incident: Incident) -> None:
         """Write unconditionally (imports, tests).  Every writer of a live incident uses
         ``replace_incident`` instead, through :mod:`surgewatch.incidents.updates`."""
 
-    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+    def replace_incident(self, incident: Incident, expected_version: int) -> bool:
         """Compare-and-swap: write ``incident`` with ``version`` = ``expected_version`` + 1 only if the
         stored version is ``expected_version`` (0 for an incident not stored yet, or stored without
         one).  False, and nothing written, when another writer got there first."""
 
-    def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
+    def get_incident(self, incident_id: str) -> Incident | None: ...
 
     def open_incident(self, brand: str) -> dict[str, Any] | None:
         """The brand's open incident, if any (at most one per brand)."""
 
-    def open_incidents(self, brands: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def open_incidents(self, brands: Sequence[str]) -> dict[str, Incident]:
         """{brand: open incident} for those of ``brands`` that have one."""
 
-    def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+    def list_incidents(self, brand: str | None = None, since: float | None = None) -> list[Incident]:
         """Newest first by opened_at; ``since`` keeps those with opened_at >= since."""
 
     # -- exactly-once notifications ---------------------------------------------------------------

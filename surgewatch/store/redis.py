@@ -38,6 +38,7 @@ from .base import Delivery, IngestResult
 from .codec import decode_mention, encoder_for, fold_points
 from .errors import StoreError, redact_url
 from .resp import FragmentPacker, PackedArgs, bulk
+from surgewatch.incidents.model import Incident
 
 DAY = 86400
 
@@ -427,13 +428,13 @@ class RedisStore:
             return {k.decode(): json.loads(v) for k, v in items}
 
     # -- incidents ------------------------------------------------------------------------------
-    def save_incident(self, incident: dict[str, Any]) -> None:
+    def save_incident(self, incident: Incident) -> None:
         self._write_incident(incident, None)
 
-    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+    def replace_incident(self, incident: Incident, expected_version: int) -> bool:
         return self._write_incident(incident, int(expected_version))
 
-    def _write_incident(self, incident: dict[str, Any], expected: int | None) -> bool:
+    def _write_incident(self, incident: Incident, expected: int | None) -> bool:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")

@@ -23,6 +23,7 @@ from surgewatch.collectors.base import Mention
 from .base import Delivery, IngestResult
 from .codec import bucket_start, decode_mention, encode_mention, fold_points, micros
 from .errors import StoreError
+from surgewatch.incidents.model import Incident
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen_mentions (
@@ -316,7 +317,7 @@ class SqliteStore:
         return out
 
     # -- incidents ------------------------------------------------------------------------------
-    def save_incident(self, incident: dict[str, Any]) -> None:
+    def save_incident(self, incident: Incident) -> None:
         self._check_incident(incident)
         with self._errors("saving an incident"):
             self._conn().execute(
@@ -324,7 +325,7 @@ class SqliteStore:
                 (str(incident["id"]), incident["brand"], incident["status"], float(incident["opened_at"]),
                  _dumps(incident), int(incident.get("version") or 0)))
 
-    def replace_incident(self, incident: dict[str, Any], expected_version: int) -> bool:
+    def replace_incident(self, incident: Incident, expected_version: int) -> bool:
         self._check_incident(incident)
         expected = int(expected_version)
         incident = {**incident, "version": expected + 1}
@@ -341,7 +342,7 @@ class SqliteStore:
         return True
 
     @staticmethod
-    def _check_incident(incident: dict[str, Any]) -> None:
+    def _check_incident(incident: Incident) -> None:
         missing = [k for k in ("id", "brand", "status", "opened_at") if k not in incident]
         if missing:
             raise ValueError(f"incident lacks {', '.join(missing)}")
