@@ -410,7 +410,9 @@ def run_demo(*, as_json: bool, channels_from: Settings | None, real_seconds: flo
         worker = subprocess.Popen(
             [sys.executable, "-m", "surgewatch.cli.main", "run", "--config", str(config_path), "--concurrency", "2",
              "--loglevel", os.environ.get("SURGEWATCH_DEMO_LOGLEVEL", "WARNING"), "--data-dir", str(folder)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            # From the demo's folder: `-m` puts the working directory first on the import path, and a
+            # checkout's `surgewatch/` folder there would shadow the installed package.
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
         )
         last_report = 0.0
         while clock.now() < scenario.end:

@@ -116,8 +116,9 @@ class BrokerProbe:
     Redis: kombu keeps a queue as a list named after it, plus one list per priority step
     (``collect\\x06\\x163`` ...), and the messages delivered but not yet acknowledged in the hash
     ``unacked`` (with ``acks_late`` those are the tasks running now).  SQLite (``sqla+sqlite``):
-    kombu's ``kombu_queue`` / ``kombu_message`` tables; a message taken by a worker is invisible
-    until acknowledged.  Other transports are not probed.
+    kombu's ``kombu_queue`` / ``kombu_message`` tables give the waiting (visible) messages; a taken
+    message stays there invisible after its ack too (kombu 5.7 keeps it), so the running ones cannot
+    be told apart and ``unacked`` is unknown (None: not exported).  Other transports are not probed.
     """
 
     def __init__(self, url: str, timeout: float = 2.0):
@@ -176,17 +177,15 @@ class BrokerProbe:
             ).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):  # reachable, but no worker has declared a queue yet
-                return BrokerReading(up=True, queues={q: 0 for q in QUEUES}, unacked=0)
+                return BrokerReading(up=True, queues={q: 0 for q in QUEUES})
             return BrokerReading(up=False, error=f"broker {self.safe_url}: {exc}")
         finally:
             con.close()
         queues = {q: 0 for q in QUEUES}
-        unacked = 0
-        for name, visible, taken in rows:
+        for name, visible, _taken in rows:
             if name in queues:
                 queues[name] = int(visible)
-                unacked += int(taken)
-        return BrokerReading(up=True, queues=queues, unacked=unacked)
+        return BrokerReading(up=True, queues=queues)
 
     def close(self) -> None:
         if self._redis is not None:
@@ -464,9 +463,11 @@ class SurgeWatchCollector(Collector):
             "surgewatch_queue_length", "Tasks waiting in each Celery queue.", labels=["queue"])
         for q, n in reading.queues.items():
             length.add_metric([q], n)
+        if reading.unacked is None:  # the embedded (SQL) broker cannot tell running tasks from done ones
+            return [up, length]
         unacked = GaugeMetricFamily(
             "surgewatch_queue_unacked", "Tasks taken by a worker and not yet acknowledged (running now, acks_late).")
-        unacked.add_metric([], reading.unacked or 0)
+        unacked.add_metric([], reading.unacked)
         return [up, length, unacked]
 
 

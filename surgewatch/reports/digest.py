@@ -462,6 +462,14 @@ def build_digest(
         week = last_complete_week(now, tz)
     days = week_days(week, tz)
     start, end = days[0][1], days[-1][2]
+    if traffic is None and brand_cfg.traffic is not None:
+        # The brand's own site-traffic history (its `traffic:` setting) gives each spike its lead.
+        from surgewatch.traffic import TrafficHistoryError, load_history
+
+        try:
+            traffic = load_history(brand_cfg.traffic, start, end)
+        except TrafficHistoryError as exc:
+            log.warning("digest of %s: site traffic history unavailable (%s); no lead times", brand, exc)
     earlier = [week_days(week, tz, -k) for k in range(1, TYPICAL_WEEKS + 1)]
     history_start = earlier[-1][0][1]
     counts = store.counts(brand, history_start, end)
