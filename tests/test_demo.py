@@ -134,3 +134,21 @@ def test_the_demo_against_a_pagerduty_answering_400_fails_each_page_and_sends_sl
         assert slack.messages("#marketing", include_replies=False)
         # the failed page is told to ops in Slack
         assert any("could not page" in (m.get("text") or "") for m in slack.messages("#ops"))
+
+
+def test_the_demo_runs_from_a_folder_holding_a_checkout(tmp_path):
+    """A new user runs `pip install -e ./surgewatch && surgewatch demo` from the checkout's parent:
+    the worker the demo starts must not import the checkout's `surgewatch/` folder instead of the
+    installed package (it did: `python -m` puts the working directory first on the import path)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    script = shutil.which("surgewatch", path=str(Path(sys.executable).parent)) or shutil.which("surgewatch")
+    if script is None:
+        pytest.skip("the surgewatch console script is not installed (pip install -e .)")
+    (tmp_path / "surgewatch" / "config").mkdir(parents=True)  # what a checkout's folder looks like to -m
+    proc = subprocess.run([script, "demo", "--json", "--temporary", "--seconds", "30"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["alerts"]

@@ -201,7 +201,10 @@ def test_every_seeded_value_comes_back_from_a_scrape(store, settings):
 def test_every_exported_name_is_emitted_by_a_fully_seeded_scrape(store, settings):
     seed(store)
     names = {name for name, _ in scrape(SurgeWatchCollector(settings, lambda: store, now=lambda: NOW))}
-    assert names == EXPORTED_METRICS
+    # The embedded (SQL) broker keeps acknowledged messages too, so it cannot say how many tasks are
+    # running: that one gauge is left out rather than shown wrong (a Redis broker exports it).
+    assert settings.broker.url.startswith("sqla+")
+    assert names == EXPORTED_METRICS - {"surgewatch_queue_unacked"}
 
 
 def test_a_delivery_claimed_but_not_sent_counts_as_sending_and_becomes_sent_once_marked(store, settings):
