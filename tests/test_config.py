@@ -148,10 +148,12 @@ def test_the_real_check_config_refuses_the_alias_bomb_within_seconds(tmp_path):
 
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
-    # The real command, in a process that reports its own peak memory as it exits (RUSAGE_CHILDREN
-    # would be the largest of every child this test session ever started).
-    code = ("import atexit, resource, sys\n"
-            "atexit.register(lambda: sys.stderr.write(f'PEAK_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+    # The real command, in a process that reports its own peak memory as it exits: VmHWM, the high
+    # water mark of its own address space (getrusage's ru_maxrss would carry over the size of the
+    # pytest process it was forked from, and RUSAGE_CHILDREN is the largest child of the session).
+    code = ("import atexit, re, sys\n"
+            "atexit.register(lambda: sys.stderr.write('PEAK_KB ' + re.search(r'VmHWM:\\s+(\\d+)', "
+            "open('/proc/self/status').read())[1] + '\\n'))\n"
             f"sys.argv = ['surgewatch', 'check-config', {str(path)!r}]\n"
             "from surgewatch.cli.main import main\n"
             "main()\n")
